@@ -1,0 +1,196 @@
+"""The `derain` command: parses arguments and calls library code, nothing more.
+
+An expected failure (a `DerainError`) prints one line on stderr and exits 1;
+`--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import DerainError
+
+
+def _settings(args, **overrides):
+    from .config import load_settings
+    from .settings import RunSettings
+
+    flags = {
+        "model.profile": getattr(args, "profile", None),
+        "model.weights": getattr(args, "weights", None),
+        "model.device": getattr(args, "device", None),
+        "model.dtype": getattr(args, "dtype", None),
+        "workers.backend": getattr(args, "backend", None),
+        "workers.count": getattr(args, "workers", None),
+        "workers.address": getattr(args, "address", None),
+        "batching.max_batch": getattr(args, "batch", None),
+        "encode.codec": getattr(args, "codec", None),
+        "encode.crf": getattr(args, "crf", None),
+        "encode.preset": getattr(args, "preset", None),
+        **overrides,
+    }
+    return load_settings(RunSettings, getattr(args, "config", None), flags)
+
+
+def cmd_run(args) -> int:
+    from .files import derain_file
+
+    stats = derain_file(args.input, args.output, _settings(args), overwrite=args.overwrite,
+                        progress=not args.json and sys.stderr.isatty())
+    summary = {"input": args.input, "output": args.output, **stats.as_dict()}
+    if stats.truncated:
+        print(f"warning: {args.input}: the input looks truncated; kept every decodable frame", file=sys.stderr)
+    print(json.dumps(summary) if args.json else
+          f"{args.output}: {stats.frames_out} frames in {stats.seconds:.1f} s ({stats.fps:.2f} fps)")
+    return 0
+
+
+def cmd_archive(args) -> int:
+    from .archive import run_archive
+
+    report = run_archive(args.input, args.output, _settings(args, **{
+        "archive.workers": args.file_workers}), report_path=args.report, overwrite=args.overwrite,
+        progress=not args.json)
+    print(json.dumps(report["summary"]) if args.json else
+          f"{report['summary']['done']} done, {report['summary']['failed']} failed, "
+          f"{report['summary']['skipped']} skipped; report: {report['path']}")
+    return 0 if report["summary"]["failed"] == 0 else 1
+
+
+def cmd_train(args) -> int:
+    from .model.train import train
+
+    out = train(args.config, resume=args.resume, progress=sys.stderr.isatty() or args.progress)
+    print(f"weights written to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .model.evaluate import evaluate
+    from .model.inference import Derainer
+
+    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype)
+    csv_path = args.csv or (Path(args.rain).name + "-eval.csv")
+    result = evaluate(args.rain, args.clean, derainer, csv_path=csv_path, save_dir=args.save,
+                      progress=not args.json and sys.stderr.isatty())
+    result["csv"] = str(csv_path)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['n']} images: input {result['input_psnr']:.2f} dB / {result['input_ssim']:.4f} -> "
+              f"ours {result['psnr']:.2f} dB / {result['ssim']:.4f} (Y channel); per image: {csv_path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    result = run_bench(args)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    paths = run_demo(args.out, profile=args.profile, overwrite=True)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=["full", "fast", "identity"], help="model profile (default: full)")
+    p.add_argument("--weights", help="a weights file instead of the shipped one")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"])
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a YAML settings file (configs/*.yaml); flags override it")
+    _add_model_flags(p)
+    p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray)")
+    p.add_argument("--workers", type=int, help="model workers (default: one per GPU, else one)")
+    p.add_argument("--address", help="join a Ray cluster: auto or ray://HOST:10001")
+    p.add_argument("--batch", type=int, help="frames per batch")
+    p.add_argument("--codec", choices=["h264", "h265", "hevc", "av1", "vp9"])
+    p.add_argument("--crf", type=int)
+    p.add_argument("--preset")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true", help="print one JSON summary line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derain", description="Remove rain from video, live or in bulk.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="derain a video file or image folder")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("archive", help="derain every video of a folder tree, in parallel, resumably")
+    p.add_argument("input")
+    p.add_argument("output")
+    _add_run_flags(p)
+    p.add_argument("--file-workers", type=int, help="files processed at once (default: by cores/GPUs)")
+    p.add_argument("--report", help="report path (default: OUTPUT/derain-report.json)")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("train", help="train the network (see configs/train*.yaml)")
+    p.add_argument("--config", default="configs/train.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM (Y channel) of input and output against ground truth")
+    p.add_argument("--rain", required=True, help="folder of rainy images (or video frames)")
+    p.add_argument("--clean", required=True, help="folder of ground-truth images, paired by name")
+    _add_model_flags(p)
+    p.add_argument("--csv", help="per-image CSV (default: <rain folder name>-eval.csv)")
+    p.add_argument("--save", help="also write the derained images here")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(func=cmd_eval, profile="full", device="auto", dtype="auto")
+
+    p = sub.add_parser("bench", help="frames/s of the model, the file pipeline and archives")
+    _add_model_flags(p)
+    p.add_argument("--model-only", action="store_true", help="only the model: sizes, batches, dtypes")
+    p.add_argument("--size", default="640x360", help="WxH of the generated clip")
+    p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
+    p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(func=cmd_bench, profile="full", device="auto", dtype="auto")
+
+    p = sub.add_parser("demo", help="derain the shipped rainy sample clip")
+    p.add_argument("--out", default="derain-demo", help="output folder")
+    p.add_argument("--profile", choices=["full", "fast"], default="fast")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    try:
+        return args.func(args)
+    except DerainError as exc:
+        if args.debug:
+            raise
+        print(f"derain {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"derain {args.command}: interrupted; partial outputs removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

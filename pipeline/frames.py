@@ -1,0 +1,98 @@
+"""Frames and batches: what flows from a source to the sinks.
+
+A `Frame` is one decoded picture with the timing it came with. A `FrameBatch` is a run
+of consecutive frames of one source as a single (B, H, W, 3) array, so one batch is
+one Ray object, never one object per frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        seq: 0-based position in its source (after any drops, gaps show them).
+        pts: presentation timestamp in `time_base` units (None when the source gave none).
+        time_base: seconds per pts tick.
+        source_id: which source it came from.
+        arrival: time.monotonic() when the reader got it (for live latency).
+    """
+
+    image: np.ndarray
+    seq: int
+    pts: int | None
+    time_base: Fraction | None
+    source_id: str = "0"
+    arrival: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
+            raise ValueError(f"Frame.image: expected (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.pts is None or self.time_base is None else float(self.pts * self.time_base)
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames of one source, as one array.
+
+    Attributes:
+        images: (B, H, W, 3) uint8: rainy frames before the worker, derained after it.
+        seq, pts, time_base, arrival: per frame, length B.
+        source_id: the source they all came from.
+        rainy: (B, H, W, 3) uint8 originals, set once the batch is derained.
+        rain_intensity: (B,) float32, the model's mean |R| per frame, set once derained.
+    """
+
+    images: np.ndarray
+    seq: tuple[int, ...]
+    pts: tuple[int | None, ...]
+    time_base: tuple[Fraction | None, ...]
+    source_id: str = "0"
+    arrival: tuple[float, ...] = ()
+    rainy: np.ndarray | None = None
+    rain_intensity: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        b = len(self.seq)
+        if self.images.ndim != 4 or self.images.shape[0] != b or self.images.shape[3] != 3:
+            raise ValueError(f"FrameBatch.images: expected ({b}, H, W, 3), got {self.images.shape}")
+        for name in ("pts", "time_base"):
+            if len(getattr(self, name)) != b:
+                raise ValueError(f"FrameBatch.{name}: expected {b} entries, got {len(getattr(self, name))}")
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    @classmethod
+    def of(cls, frames: list[Frame]) -> "FrameBatch":
+        return cls(
+            images=np.stack([f.image for f in frames]),
+            seq=tuple(f.seq for f in frames),
+            pts=tuple(f.pts for f in frames),
+            time_base=tuple(f.time_base for f in frames),
+            source_id=frames[0].source_id,
+            arrival=tuple(f.arrival for f in frames),
+        )
+
+    def derained(self, images: np.ndarray, rain_intensity: np.ndarray) -> "FrameBatch":
+        """The same batch after the worker: derained images, originals kept in `rainy`."""
+        if len(images) != len(self):
+            from .errors import WorkerError
+
+            raise WorkerError(f"worker returned {len(images)} frames for a batch of {len(self)}")
+        return replace(self, images=images, rainy=self.images, rain_intensity=rain_intensity)
+
+    def frames(self) -> list[Frame]:
+        return [Frame(self.images[i], self.seq[i], self.pts[i], self.time_base[i], self.source_id,
+                      self.arrival[i] if self.arrival else 0.0) for i in range(len(self))]

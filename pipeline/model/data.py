@@ -1,0 +1,109 @@
+"""Where training and evaluation images come from: image files, rain/clean pairing, patches."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from .synth import add_rain, random_style
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Rain100/Rain12 name pairs rain-001.png / norain-001.png; strip those prefixes to match.
+_PAIR_PREFIX = re.compile(r"^(no)?rain[-_]?", re.IGNORECASE)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3); raise InputError naming the file if it is not one."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise InputError(f"{path}: file not found")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise InputError(f"{path}: not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: str | Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"{path}: cannot encode this image type")
+    Path(path).write_bytes(buf.tobytes())
+
+
+def pair_key(path: Path) -> str:
+    return _PAIR_PREFIX.sub("", path.stem)
+
+
+def pair_files(rain_dir: str | Path, clean_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Pair `rain-001.png` with `norain-001.png` (or equal names); every file must find its mate."""
+    rain = {pair_key(p): p for p in list_images(rain_dir)}
+    clean = {pair_key(p): p for p in list_images(clean_dir)}
+    if not rain:
+        raise InputError(f"{rain_dir}: no images found")
+    lonely = sorted(set(rain) ^ set(clean))
+    if lonely:
+        names = [str((rain.get(k) or clean.get(k)).name) for k in lonely[:5]]
+        raise InputError(f"{rain_dir} / {clean_dir}: {len(lonely)} unmatched file(s), e.g. {', '.join(names)}")
+    return [(rain[k], clean[k]) for k in sorted(rain)]
+
+
+class PatchSampler:
+    """Random training patches: synthetic rain on clean photos, plus crops of real pairs.
+
+    Images are loaded once; each call crops, flips and (for clean photos) rains a patch,
+    so the pairs never repeat.
+    """
+
+    def __init__(self, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int,
+                 rain_mix: dict[str, float], paired_fraction: float, rng: np.random.Generator):
+        self.patch, self.mix, self.rng = patch, rain_mix, rng
+        self.paired_fraction = paired_fraction
+        self.clean = [read_rgb(p) for d in clean_dirs for p in _walk_images(d)]
+        self.clean = [im for im in self.clean if min(im.shape[:2]) >= patch]
+        self.pairs = [(read_rgb(r), read_rgb(c)) for rd, cd in paired for r, c in pair_files(rd, cd)]
+        if not self.clean and not self.pairs:
+            raise InputError(f"no training images found in {clean_dirs} or {paired}")
+
+    def _crop(self, *imgs: np.ndarray) -> list[np.ndarray]:
+        h, w = imgs[0].shape[:2]
+        y = int(self.rng.integers(0, h - self.patch + 1))
+        x = int(self.rng.integers(0, w - self.patch + 1))
+        flip = self.rng.random() < 0.5
+        out = [im[y:y + self.patch, x:x + self.patch] for im in imgs]
+        return [im[:, ::-1] if flip else im for im in out]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One (rainy, clean) pair, float32 (patch, patch, 3) in [0, 1]."""
+        if self.pairs and (not self.clean or self.rng.random() < self.paired_fraction):
+            rainy, clean = self._crop(*self.pairs[self.rng.integers(len(self.pairs))])
+            return rainy.astype(np.float32) / 255, clean.astype(np.float32) / 255
+        (clean,) = self._crop(self.clean[self.rng.integers(len(self.clean))])
+        clean = clean.astype(np.float32) / 255
+        rainy = add_rain(clean, self.rng, random_style(self.rng, self.mix))
+        # Quantise like a real 8-bit rainy photo so the network never relies on sub-LSB detail.
+        rainy = np.round(rainy * 255) / 255
+        return rainy.astype(np.float32), clean
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rainy, clean), each float32 (n, 3, patch, patch)."""
+        pairs = [self.sample() for _ in range(n)]
+        rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)
+        clean = np.stack([p[1] for p in pairs]).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
+
+
+def _walk_images(folder: str) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: training folder not found")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

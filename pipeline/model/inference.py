@@ -1,0 +1,117 @@
+"""The inference core every pipeline worker calls: load once, derain uint8 batches.
+
+Frame path (count every copy): the uint8 (B, H, W, 3) array is wrapped without a copy,
+moved to the device (pinned first on CUDA), turned into float NCHW channels_last in one
+`to()` call, run through the network (BatchNorm folded into the convs at load), and
+`O - R` is clamped, rounded and cast back to uint8 on the device, so a single uint8
+array crosses back to the host.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..errors import InputError, WeightsError
+from .ecnet_arch import ResidualBlock
+from .scale import predict
+from .weights import PROFILES, default_weights, load_weights
+
+IDENTITY = "identity"  # a model choice that returns frames unchanged: measures the pipeline alone
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the conv before it (same output, two fewer passes)."""
+    for block in net.modules():
+        if isinstance(block, ResidualBlock) and isinstance(block.norm1, nn.BatchNorm2d):
+            block.conv1 = fuse_conv_bn_eval(block.conv1, block.norm1)
+            block.conv2 = fuse_conv_bn_eval(block.conv2, block.norm2)
+            block.norm1, block.norm2 = nn.Identity(), nn.Identity()
+    return net
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """fp16 on CUDA; fp32 on CPUs (bf16 without native support is ~12x slower here)."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise WeightsError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16") from None
+
+
+@dataclass(frozen=True)
+class DerainResult:
+    frames: np.ndarray  # (B, H, W, 3) uint8, derained
+    rain_intensity: np.ndarray  # (B,) float32, mean |R| per frame in [0, 1] units
+
+
+class Derainer:
+    """A loaded model. Call it on a (B, H, W, 3) uint8 batch; it returns a `DerainResult`.
+
+    Build with `Derainer.load(profile=...)`; the identity profile skips the network.
+    """
+
+    def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
+                 scale: float = 1.0, profile: str = "full"):
+        self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
+
+    @classmethod
+    def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
+             dtype: str = "auto", compile: bool = False, threads: int | None = None) -> "Derainer":
+        """Load weights (the shipped ones for `profile` by default) onto a device.
+
+        Args:
+            profile: "full", "fast" or "identity".
+            weights: a weights file overriding the profile's shipped one.
+            device: "auto", "cpu", "cuda", "cuda:1", ...
+            dtype: "auto", "fp32", "fp16" or "bf16".
+            compile: wrap the network in torch.compile (pays a warm-up on the first batch).
+            threads: torch intra-op threads for a CPU worker (None leaves torch's default).
+        """
+        if threads:
+            torch.set_num_threads(threads)
+        dev = pick_device(device)
+        if profile == IDENTITY and weights is None:
+            return cls(None, dev, torch.float32, profile=IDENTITY)
+        if weights is None and profile not in PROFILES:
+            raise WeightsError(f"unknown profile {profile!r}; known: {', '.join((*PROFILES, IDENTITY))}")
+        loaded = load_weights(weights or default_weights(profile))
+        dt = pick_dtype(dev, dtype)
+        net = fold_batchnorm(loaded.net).to(device=dev, dtype=dt, memory_format=torch.channels_last)
+        if compile:
+            net = torch.compile(net)
+        return cls(net, dev, dt, loaded.scale, loaded.profile)
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> DerainResult:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InputError(f"expected a (B, H, W, 3) uint8 batch, got {frames.shape} {frames.dtype}")
+        if self.net is None:
+            return DerainResult(frames, np.zeros(len(frames), np.float32))
+        x = torch.from_numpy(frames)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy.
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
+        rain = predict(self.net, x, self.scale).rain
+        out = (x - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        intensity = rain.abs().float().mean((1, 2, 3))
+        out = out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return DerainResult(out, intensity.cpu().numpy())
+
+
+def default_threads() -> int:
+    """Threads a single CPU worker should use: every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,94 @@
+"""Rain synthesiser: unlimited (rainy, clean) pairs from clean photos.
+
+Streaks are made the way Rain100L/H and Rain12 were (Photoshop-style): sparse
+random drops, blurred to a thickness, smeared by a line kernel of some length and
+angle (the motion blur of a falling drop), scaled to a brightness and added to
+the background. Heavy rain (Rain100H) stacks several streak layers of different
+angles and adds the veiling haze of rain accumulation:
+    O = alpha * (B + sum_i S_i) + (1 - alpha) * A      (Yang et al., JORDER)
+Everything works on float32 images in [0, 1], (H, W, 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RainStyle:
+    """Ranges each streak layer draws from (uniformly)."""
+
+    density: tuple[float, float] = (0.002, 0.02)  # fraction of pixels seeding a drop
+    angle_deg: tuple[float, float] = (-25.0, 25.0)  # from vertical
+    length: tuple[int, int] = (10, 40)  # streak length in pixels
+    thickness: tuple[float, float] = (0.0, 1.2)  # Gaussian sigma widening the drop
+    brightness: tuple[float, float] = (0.3, 0.9)  # peak added intensity
+    layers: tuple[int, int] = (1, 1)  # streak layers (several angles in heavy rain)
+    haze: tuple[float, float] = (0.0, 0.0)  # 1 - alpha, the veiling haze strength
+
+
+LIGHT = RainStyle(density=(0.0005, 0.002), length=(10, 30), brightness=(0.2, 0.55), thickness=(0.0, 0.8))
+MEDIUM = RainStyle(density=(0.002, 0.006), length=(8, 25), brightness=(0.25, 0.6), thickness=(0.2, 1.0))
+HEAVY = RainStyle(
+    density=(0.004, 0.012), length=(15, 40), brightness=(0.3, 0.75), thickness=(0.5, 1.5),
+    layers=(2, 3), haze=(0.05, 0.3), angle_deg=(-35.0, 35.0),
+)
+STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY}
+
+
+def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(*lo_hi))
+
+
+def streak_kernel(length: int, angle_deg: float) -> np.ndarray:
+    """A normalised line of `length` pixels tilted `angle_deg` from vertical."""
+    size = length if length % 2 else length + 1
+    k = np.zeros((size, size), np.float32)
+    c = size // 2
+    cv2.line(k, (c, 0), (c, size - 1), 1.0, 1)
+    rot = cv2.getRotationMatrix2D((c, c), angle_deg, 1.0)
+    k = cv2.warpAffine(k, rot, (size, size), flags=cv2.INTER_LINEAR)
+    return k / max(k.sum(), 1e-6)
+
+
+def streak_layer(h: int, w: int, rng: np.random.Generator, style: RainStyle, angle: float) -> np.ndarray:
+    """One layer of streaks, (H, W) float32 in [0, 1]."""
+    length = int(rng.integers(style.length[0], style.length[1] + 1))
+    pad = length
+    drops = (rng.random((h + 2 * pad, w + 2 * pad), dtype=np.float32) < _u(rng, style.density))
+    drops = drops.astype(np.float32) * rng.uniform(0.5, 1.0, drops.shape).astype(np.float32)
+    sigma = _u(rng, style.thickness)
+    if sigma > 0.3:
+        drops = cv2.GaussianBlur(drops, (0, 0), sigma) * (1 + sigma)
+    streaks = cv2.filter2D(drops, -1, streak_kernel(length, angle))
+    # A smeared drop is dim; rescale so the brightest streaks reach the chosen brightness.
+    peak = np.percentile(streaks[streaks > 0], 99) if (streaks > 0).any() else 1.0
+    streaks = np.clip(streaks / max(peak, 1e-6), 0, 1) * _u(rng, style.brightness)
+    return streaks[pad:pad + h, pad:pad + w]
+
+
+def add_rain(clean: np.ndarray, rng: np.random.Generator, style: RainStyle) -> np.ndarray:
+    """Return the rainy version of `clean` ((H, W, 3) float32 in [0, 1])."""
+    h, w = clean.shape[:2]
+    base_angle = _u(rng, style.angle_deg)
+    n_layers = int(rng.integers(style.layers[0], style.layers[1] + 1))
+    rain = np.zeros((h, w), np.float32)
+    for i in range(n_layers):
+        angle = base_angle if i == 0 else base_angle + rng.uniform(-20, 20)
+        rain += streak_layer(h, w, rng, style, angle)
+    # Streaks are nearly white with a faint tint; give each channel a slightly different gain.
+    tint = rng.uniform(0.9, 1.0, 3).astype(np.float32)
+    rainy = clean + rain[..., None] * tint
+    haze = _u(rng, style.haze)
+    if haze > 0:
+        light = rng.uniform(0.7, 1.0)
+        rainy = (1 - haze) * rainy + haze * light
+    return np.clip(rainy, 0, 1)
+
+
+def random_style(rng: np.random.Generator, mix: dict[str, float]) -> RainStyle:
+    names = list(mix)
+    p = np.array([mix[n] for n in names], np.float64)
+    return STYLES[names[rng.choice(len(names), p=p / p.sum())]]

@@ -1,0 +1,64 @@
+"""The shipped weights: one small file per profile, fp16, loadable offline.
+
+A weights file is a `torch.save` dict: {"format": 1, "profile", "scale", "network": spec,
+"state_dict": fp16 tensors, "meta": {...}}. Loading checks every part and names the
+file in any error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from .arch_util import build_network
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+PROFILES = ("full", "fast")
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    net: nn.Module
+    profile: str
+    scale: float
+    meta: dict
+
+
+def default_weights(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise WeightsError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    return WEIGHTS_DIR / f"{profile}.pt"
+
+
+def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, network: dict,
+                 meta: dict | None = None) -> None:
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    blob = {"format": 1, "profile": profile, "scale": float(scale), "network": dict(network),
+            "state_dict": state, "meta": dict(meta or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def load_weights(path: str | Path) -> LoadedWeights:
+    """Build the network a weights file describes, in fp32 on the CPU, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt zip/pickle
+        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != 1 or "state_dict" not in blob:
+        raise WeightsError(f"{path}: not a derain weights file (missing format/state_dict)")
+    net = build_network(blob["network"])
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: weights do not fit network {blob['network']}: {exc}") from None
+    return LoadedWeights(net.eval(), blob.get("profile", "full"), float(blob.get("scale", 1.0)), blob.get("meta", {}))

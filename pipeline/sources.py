@@ -1,0 +1,176 @@
+"""Where frames come from: video files and image folders (live sources build on the same reader).
+
+The one place that decodes. A source yields `Frame`s in order; `start_reader` runs it
+in a thread that fills a bounded `FrameQueue`, so decoding overlaps the model.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+from .errors import InputError
+from .framequeue import FrameQueue
+from .frames import Frame
+from .model.data import list_images, read_rgb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceInfo:
+    """What a sink needs to write a faithful copy."""
+
+    uri: str
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None
+    frames: int | None = None  # as the container claims (may be absent or wrong)
+    rotation: float = 0.0
+    container_metadata: dict = field(default_factory=dict)
+    stream_metadata: dict = field(default_factory=dict)
+    has_audio: bool = False
+    path: Path | None = None  # a local file whose audio can be remuxed
+    names: list[str] = field(default_factory=list)  # image-folder file names, in order
+
+
+class VideoFileSource:
+    """Decode the first video stream of a file with PyAV.
+
+    Args:
+        path: the video file.
+        threads: decoder threads. Set explicitly: FFmpeg's default takes every core and
+            starves the model of them.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0"):
+        self.path, self.threads, self.source_id = Path(path), threads, source_id
+        self.truncated = False
+        self.decode_errors = 0
+        self.info = self._probe()
+
+    def _open(self):
+        if not self.path.exists():
+            raise InputError(f"{self.path}: file not found")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise InputError(f"{self.path}: file is empty")
+        try:
+            container = av.open(str(self.path), metadata_errors="ignore")
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"{self.path}: not a readable video ({exc})") from None
+        if not container.streams.video:
+            container.close()
+            raise InputError(f"{self.path}: has no video stream")
+        return container
+
+    def _probe(self) -> SourceInfo:
+        with self._open() as c:
+            s = c.streams.video[0]
+            if s.codec_context is None or s.codec_context.name is None:
+                raise InputError(f"{self.path}: unknown video codec")
+            if s.width == 0 or s.height == 0:
+                raise InputError(f"{self.path}: video stream has no size (unsupported codec?)")
+            rotation = 0.0
+            try:
+                for frame in c.decode(s):
+                    rotation = float(frame.rotation or 0)
+                    break
+            except av.FFmpegError:
+                pass
+            return SourceInfo(
+                uri=str(self.path), width=s.width, height=s.height, time_base=s.time_base,
+                rate=s.average_rate or s.guessed_rate, frames=s.frames or None, rotation=rotation,
+                container_metadata=dict(c.metadata), stream_metadata=dict(s.metadata),
+                has_audio=bool(c.streams.audio), path=self.path,
+            )
+
+    def __iter__(self) -> Iterator[Frame]:
+        seq = 0
+        last_pts = None
+        with self._open() as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.threads
+            tb = stream.time_base
+            step = _frame_step(stream)
+            try:
+                # container.decode() sends the final flush packet, so frame-threaded
+                # decoders hand over their last frames too.
+                for frame in container.decode(stream):
+                    pts = frame.pts
+                    if pts is None:  # some containers omit pts: continue the clock
+                        pts = 0 if last_pts is None else last_pts + step
+                    last_pts = pts
+                    yield Frame(frame.to_ndarray(format="rgb24"), seq, pts, frame.time_base or tb,
+                                self.source_id, time.monotonic())
+                    seq += 1
+            except av.FFmpegError as exc:
+                # A truncated or corrupt tail: keep every frame decoded so far, and say so.
+                self.truncated = True
+                log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
+                            self.path, seq, exc)
+        if self.info.frames and seq < self.info.frames:
+            self.truncated = True
+            log.warning("%s: the container announces %d frames but only %d decoded; the file looks truncated",
+                        self.path, self.info.frames, seq)
+
+
+def _frame_step(stream) -> int:
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    return max(1, round(1 / (rate * stream.time_base)))
+
+
+class ImageFolderSource:
+    """Images of a folder in name order, as frames of a video at `fps`."""
+
+    def __init__(self, folder: str | Path, fps: float = 25.0, source_id: str = "0"):
+        self.folder = Path(folder)
+        self.files = list_images(self.folder)
+        if not self.files:
+            raise InputError(f"{self.folder}: no images found")
+        self.source_id = source_id
+        self.truncated = False
+        first = read_rgb(self.files[0])
+        rate = Fraction(fps).limit_denominator(1001)
+        self.info = SourceInfo(uri=str(self.folder), width=first.shape[1], height=first.shape[0],
+                               time_base=1 / rate, rate=rate, frames=len(self.files),
+                               names=[p.name for p in self.files])
+
+    def __iter__(self) -> Iterator[Frame]:
+        for seq, path in enumerate(self.files):
+            yield Frame(read_rgb(path), seq, seq, self.info.time_base, self.source_id, time.monotonic())
+
+
+def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0"):
+    """A file or folder source for `uri` (live URLs are handled by `pipeline.live`)."""
+    path = Path(uri)
+    if path.is_dir():
+        return ImageFolderSource(path, fps=fps, source_id=source_id)
+    return VideoFileSource(path, threads=threads, source_id=source_id)
+
+
+def start_reader(source, queue: FrameQueue, errors: list) -> threading.Thread:
+    """Run `source` in a daemon thread that fills `queue` and closes it at the end.
+
+    An exception is appended to `errors` (the runner re-raises it) instead of dying silently.
+    """
+
+    def read() -> None:
+        try:
+            for frame in source:
+                queue.put(frame)
+        except BaseException as exc:  # noqa: BLE001 - handed to the runner
+            errors.append(exc)
+        finally:
+            queue.close()
+
+    thread = threading.Thread(target=read, name=f"reader-{getattr(source, 'source_id', '0')}", daemon=True)
+    thread.start()
+    return thread
