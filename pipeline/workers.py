@@ -28,6 +28,7 @@ class ModelSettings:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
 
     def problems(self) -> list[str]:
         if self.profile not in ("full", "fast", "identity"):

@@ -9,6 +9,7 @@ array crosses back to the host.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,14 @@ class Derainer:
     """
 
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
-                 scale: float = 1.0, profile: str = "full"):
+                 scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
+        self.delay_ms = delay_ms
 
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
-             dtype: str = "auto", compile: bool = False, threads: int | None = None) -> "Derainer":
+             dtype: str = "auto", compile: bool = False, threads: int | None = None,
+             delay_ms: float = 0.0) -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -79,12 +82,14 @@ class Derainer:
             dtype: "auto", "fp32", "fp16" or "bf16".
             compile: wrap the network in torch.compile (pays a warm-up on the first batch).
             threads: torch intra-op threads for a CPU worker (None leaves torch's default).
+            delay_ms: identity profile only: sleep this long per frame, to stand in for a
+                slow model in latency tests and benchmarks.
         """
         if threads:
             torch.set_num_threads(threads)
         dev = pick_device(device)
         if profile == IDENTITY and weights is None:
-            return cls(None, dev, torch.float32, profile=IDENTITY)
+            return cls(None, dev, torch.float32, profile=IDENTITY, delay_ms=delay_ms)
         if weights is None and profile not in PROFILES:
             raise WeightsError(f"unknown profile {profile!r}; known: {', '.join((*PROFILES, IDENTITY))}")
         loaded = load_weights(weights or default_weights(profile))
@@ -99,6 +104,8 @@ class Derainer:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise InputError(f"expected a (B, H, W, 3) uint8 batch, got {frames.shape} {frames.dtype}")
         if self.net is None:
+            if self.delay_ms:
+                time.sleep(self.delay_ms * len(frames) / 1000)
             return DerainResult(frames, np.zeros(len(frames), np.float32))
         x = torch.from_numpy(frames)
         if self.device.type == "cuda":
