@@ -36,9 +36,42 @@ def _settings(args, **overrides):
     return load_settings(RunSettings, getattr(args, "config", None), flags)
 
 
+def _is_live_run(args) -> bool:
+    from .live import is_live
+
+    return bool(args.realtime or not args.input or is_live(args.input))
+
+
+def cmd_run_live(args) -> int:
+    from .live_app import run_live
+
+    settings = _settings(args, **{
+        "live.realtime": args.realtime or None, "live.preview": args.preview, "live.record": args.record,
+        "live.restream": args.restream or None, "live.snapshot": args.snapshot,
+        "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
+        "live.queue_size": args.queue_size, "live.policy": args.policy, "live.max_wait_ms": args.max_wait_ms,
+        "live.first_tries": args.tries, "model.delay_ms": args.delay_ms})
+    result = run_live([args.input] if args.input else [], settings, output=args.output)
+    for cam in result["cameras"]:
+        if cam["error"]:
+            print(f"derain run: camera {cam['name']}: {cam['error']}", file=sys.stderr)
+        if not args.json:
+            lat = cam["latency"]
+            print(f"{cam['name']}: {cam['frames_out']} out, {cam['dropped']} dropped of {cam['frames_in']} in, "
+                  f"{cam['reconnects']} reconnects, delay p50 {lat.get('p50', 0)} s p95 {lat.get('p95', 0)} s")
+    if args.json:
+        print(json.dumps(result))
+    return 1 if any(cam["error"] for cam in result["cameras"]) else 0
+
+
 def cmd_run(args) -> int:
     from .files import derain_file
 
+    if _is_live_run(args):
+        return cmd_run_live(args)
+    if not args.output:
+        print("derain run: error: -o/--output is required for a file input", file=sys.stderr)
+        return 2
     stats = derain_file(args.input, args.output, _settings(args), overwrite=args.overwrite,
                         progress=not args.json and sys.stderr.isatty())
     summary = {"input": args.input, "output": args.output, **stats.as_dict()}
@@ -87,6 +120,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.live:
+        from .live_bench import run_live_bench
+
+        result = run_live_bench(args)
+        print(json.dumps(result) if args.json else
+              f"delay p50 {result['delay_p50_s']} s, p95 {result['delay_p95_s']} s, "
+              f"{result['output_fps']} fps out, drop rate {result['drop_rate']}")
+        return 0
     from .bench import run_bench
 
     result = run_bench(args)
@@ -101,6 +142,17 @@ def cmd_demo(args) -> int:
     paths = run_demo(args.out, profile=args.profile, overwrite=True)
     for name, path in paths.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def cmd_eval_detect(args) -> int:
+    from .eval_detect import eval_detect, markdown_table
+    from .model.inference import Derainer
+
+    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype)
+    detector = {"use": args.detector, "with": json.loads(args.detector_with)}
+    results = eval_detect(args.data, derainer, detector, sets=args.set, stride=args.stride)
+    print(json.dumps(results) if args.json else markdown_table(results))
     return 0
 
 
@@ -125,15 +177,34 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON summary line")
 
 
+def _add_live_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live inputs (see docs/LIVE.md)")
+    g.add_argument("--realtime", action="store_true", help="play a file at its own rate, as a camera")
+    g.add_argument("--preview", metavar="HOST:PORT", help="serve a side-by-side page and /metrics")
+    g.add_argument("--record", metavar="DIR", help="record rolling segments into DIR")
+    g.add_argument("--segment-s", type=float, help="length of a recorded segment (default 60)")
+    g.add_argument("--restream", action="append", metavar="URL",
+                   help="rtsp://... push, udp://HOST:PORT, or serve on tcp://HOST:PORT / http://HOST:PORT")
+    g.add_argument("--snapshot", metavar="DIR", help="write a JPEG every live.snapshot_every_s into DIR")
+    g.add_argument("--transport", choices=["tcp", "udp"], help="RTSP transport (default tcp)")
+    g.add_argument("--duration-s", type=float, help="stop after this many seconds")
+    g.add_argument("--queue-size", type=int, help="frames held before the oldest is dropped")
+    g.add_argument("--policy", choices=["drop-oldest", "drop-newest", "block"])
+    g.add_argument("--max-wait-ms", type=float, help="cut a partial batch after this long")
+    g.add_argument("--tries", type=int, help="tries for a first connection (default 3)")
+    g.add_argument("--delay-ms", type=float, help="identity profile: sleep per frame (a slow stand-in)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derain", description="Remove rain from video, live or in bulk.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="derain a video file or image folder")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("run", help="derain a video file or image folder, or a live camera (URL, /dev/videoN)")
+    p.add_argument("input", nargs="?", help="file, folder, URL or /dev/videoN (none: live.cameras of --config)")
+    p.add_argument("-o", "--output", help="output file or folder (optional for live inputs)")
     _add_run_flags(p)
+    _add_live_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("archive", help="derain every video of a folder tree, in parallel, resumably")
@@ -165,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="640x360", help="WxH of the generated clip")
     p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
+    p.add_argument("--live", action="store_true",
+                   help="live delay p50/p95, output fps and drop rate against a local RTSP camera")
+    p.add_argument("--duration-s", type=float, default=60.0, help="--live: seconds to measure")
+    p.add_argument("--fps", type=int, default=25, help="--live: camera frame rate")
+    p.add_argument("--backend", choices=["ray", "local"], help="--live: worker pool (default local)")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="--live, identity profile: sleep per frame")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_bench, profile="full", device="auto", dtype="auto")
 
@@ -172,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="derain-demo", help="output folder")
     p.add_argument("--profile", choices=["full", "fast"], default="fast")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval-detect", help="detector precision/recall/F1 on rainy and derained vs clean frames")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                   help="folder holding the paired sets (default: ../shared/data)")
+    p.add_argument("--set", action="append", choices=["ntu-a1", "rain12", "rain100L", "rain100H"],
+                   help="a set to run (repeatable; default: all)")
+    p.add_argument("--detector", default="hog", help="a plugin short name or module:Class (default: hog)")
+    p.add_argument("--detector-with", default="{}", help="the detector's `with:` settings as JSON")
+    p.add_argument("--stride", type=int, default=4, help="take every n-th pair (default: 4)")
+    _add_model_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_detect, profile="full", device="auto", dtype="auto")
     return parser
 
 

@@ -15,26 +15,51 @@ from .workers import make_pool
 
 
 def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSettings(), pool=None,
-                overwrite: bool = False, progress: bool = False, consumers=()) -> RunStats:
+                overwrite: bool = False, progress: bool = False, consumers=(), plugins=None) -> RunStats:
     """Derain `src` (video file or image folder) into `dst` (video file or image folder).
 
     Every frame is kept (policy `block`), in order, with its timestamps; audio is remuxed.
-    Raises InputError / OutputError naming the path; a partial output is removed.
+    Plugins (`settings.plugins`, or a ready `plugins.PluginChain` that the caller sets up
+    and closes) see every derained batch in order before the sink encodes it, so what
+    they draw is encoded. Raises InputError / OutputError naming the path, PluginError
+    naming the plugin before any frame is read; a partial output is removed.
     """
+    own_chain = plugins is None
+    chain = _plugin_chain(settings) if own_chain else plugins
     source = open_source(src, threads=settings.decode.threads, fps=settings.decode.fps)
     sink = open_sink(dst, source.info, settings.encode, overwrite=overwrite)
     own_pool = pool is None
     try:
         if own_pool:
             pool = make_pool(settings.model, settings.workers)
+        if own_chain and chain is not None:
+            chain.setup()  # detectors load (in their actors) before the first frame
     except BaseException:
         sink.close(ok=False)
+        if own_chain and chain is not None:
+            chain.close()
+        if own_pool and pool is not None:
+            pool.close()
         raise
     b = settings.batching
     try:
-        runner = Runner(source, [sink], pool, Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size,
+        # The chain wraps the sink rather than being a consumer: it hands the sink the frames
+        # plugins drew on, and lets actor-pool plugins run while the next batches derain.
+        sinks = [chain.sink(sink) if chain is not None else sink]
+        runner = Runner(source, sinks, pool, Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size,
                         policy="block", consumers=consumers, progress=progress)
         return runner.run()
     finally:
         if own_pool:
             pool.close()
+        if own_chain and chain is not None:
+            chain.close()
+
+
+def _plugin_chain(settings: RunSettings):
+    """The configured plugins, loaded and checked (None when there are none)."""
+    if not settings.plugins:
+        return None
+    from plugins import PluginChain
+
+    return PluginChain.from_config(settings.plugins)

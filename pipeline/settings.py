@@ -46,6 +46,68 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class CameraSettings:
+    """One live source of a many-camera config; empty fields take `live.*`'s values."""
+
+    url: str = ""  # rtsp://, http(s)://, tcp://, udp://, /dev/videoN, or a file with live.realtime
+    name: str = ""  # id in logs, metrics and output names (default: cam0, cam1, ...)
+    record: str | None = None  # folder of rolling segments
+    restream: list[str] = field(default_factory=list)  # rtsp://..., tcp://HOST:PORT, udp://..., http://HOST:PORT
+    snapshot: str | None = None  # folder of periodic JPEG snapshots
+
+    def problems(self) -> list[str]:
+        return [] if self.url else ["url: must be set for every camera"]
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Live sources and outputs (pipeline.live, pipeline.streams, pipeline.preview)."""
+
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport; TCP survives lossy links without smearing
+    open_timeout_s: float = 5.0  # a connection attempt fails after this long
+    read_timeout_s: float = 3.0  # no data for this long: the source stalled, reconnect
+    first_tries: int = 3  # tries for a first connection before SourceConnectionError
+    reconnect_tries: int = 0  # tries per outage once the source has worked; 0: forever
+    backoff_s: float = 0.25  # first reconnect delay, doubled per failed try
+    backoff_max_s: float = 1.0  # longest reconnect delay (keeps resume within ~1 s of the return)
+    jitter: float = 0.2  # +-fraction of random spread, so many cameras don't reconnect in step
+    realtime: bool = False  # a file input is played at its own rate, as a camera would send it
+    queue_size: int = 4  # frames held before the oldest is dropped (bounds the delay)
+    policy: Literal["block", "drop-oldest", "drop-newest"] = "drop-oldest"
+    max_wait_ms: float = 20.0  # cut a partial batch after this long
+    record: str | None = None  # folder of rolling segments
+    segment_s: float = 60.0  # length of one recorded segment
+    segment_format: Literal["mp4", "mkv", "ts"] = "mp4"
+    keep_segments: int = 0  # delete older segments beyond this many; 0: keep all
+    restream: list[str] = field(default_factory=list)
+    snapshot: str | None = None
+    snapshot_every_s: float = 10.0
+    preview: str | None = None  # HOST:PORT of the preview page and /metrics
+    preset: str = "ultrafast"  # live encoder preset: no B-frames, no look-ahead, low delay
+    duration_s: float = 0.0  # stop after this long; 0: until SIGINT/SIGTERM or the sources end
+    cameras: list[CameraSettings] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
+            out.append(f"open_timeout_s, read_timeout_s: must be > 0 (got {self.open_timeout_s}, {self.read_timeout_s})")
+        if self.first_tries < 1:
+            out.append(f"first_tries: must be an integer >= 1 (got {self.first_tries})")
+        if self.reconnect_tries < 0:
+            out.append(f"reconnect_tries: must be >= 0, 0 meaning forever (got {self.reconnect_tries})")
+        if self.backoff_s < 0 or self.backoff_max_s < self.backoff_s:
+            out.append(f"backoff_max_s: must be >= backoff_s >= 0 (got {self.backoff_s}, {self.backoff_max_s})")
+        if self.queue_size < 1:
+            out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
+        if self.segment_s <= 0 or self.snapshot_every_s <= 0:
+            out.append("segment_s, snapshot_every_s: must be > 0")
+        names = [c.name for c in self.cameras if c.name]
+        if len(names) != len(set(names)):
+            out.append(f"cameras: names must be unique (got {names})")
+        return out
+
+
+@dataclass(frozen=True)
 class RunSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
@@ -54,3 +116,4 @@ class RunSettings:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     plugins: list[dict] = field(default_factory=list)
+    live: LiveSettings = field(default_factory=LiveSettings)

@@ -34,8 +34,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
-    ta = torch.from_numpy(a)[None, None]
-    tb = torch.from_numpy(b)[None, None]
+    ta = torch.from_numpy(np.ascontiguousarray(a, np.float64))[None, None]
+    tb = torch.from_numpy(np.ascontiguousarray(b, np.float64))[None, None]
     return float(ssim(ta, tb, data_range=255.0, valid=True)[0])
 
 

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 RAIN_MASK_THRESHOLD = 1e-3  # ECNet: a pixel is rain where max_c (O - B) exceeds this
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
+def gaussian_1d(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The 1-D factor of the separable 11x11 Gaussian window (outer(g, g) is the 2-D window)."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g).to(dtype=dtype, device=device)
+    return (g / g.sum()).to(dtype=dtype, device=device)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, valid: bool = True) -> torch.Tensor:
@@ -27,11 +27,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, valid: bool 
     (and so ECNet's and PReNet's figures) does; training uses the same.
     """
     c = x.shape[1]
-    win = gaussian_window(dtype=x.dtype, device=x.device).expand(c, 1, 11, 11)
+    g = gaussian_1d(dtype=x.dtype, device=x.device)
+    col, row = g.view(1, 1, 11, 1).expand(c, 1, 11, 1), g.view(1, 1, 1, 11).expand(c, 1, 1, 11)
     pad = 0 if valid else 5
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, win, padding=pad, groups=c)
+    def blur(t: torch.Tensor) -> torch.Tensor:  # separable: 22 taps per pixel instead of 121
+        t = F.conv2d(t, col, padding=(pad, 0), groups=c)
+        return F.conv2d(t, row, padding=(0, pad), groups=c)
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y = blur(x), blur(y)

@@ -19,7 +19,9 @@ def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0) -> DerainOu
     if scale == 1.0:
         return net(rainy)
     h, w = rainy.shape[-2:]
-    small = F.interpolate(rainy, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+    # Antialiased resizing has no bf16/fp16 kernel on CPUs: resize in fp32 (a no-op cast there).
+    small = F.interpolate(rainy.float(), scale_factor=scale, mode="bilinear", align_corners=False,
+                          antialias=True).to(rainy.dtype)
     out = net(small)
     rain = F.interpolate(out.rain, size=(h, w), mode="bilinear", align_corners=False)
     return out._replace(rain=rain)

@@ -1,0 +1,180 @@
+"""The Python API for embedders: build a pipeline, then run it into a file or iterate over it.
+
+    from pipeline.api import Pipeline
+    pipe = Pipeline.from_config("configs/detect.yaml", profile="fast")
+    pipe.run("in.mp4", "out.mp4")                # derain + plugins into a file
+    for frame in pipe.frames("in.mp4"):          # or take the frames yourself
+        print(frame.seq, frame.seconds, frame.rain_intensity, frame.results)
+
+`frames()` takes a path or any source object the runner takes (an iterable of
+`pipeline.frames.Frame` with an `info`), so a live source from `pipeline.live` plugs in
+as is; the reader queue's drop policy then comes from `settings.batching.policy`.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .batching import Batcher
+from .config import from_dict, load_settings
+from .files import derain_file
+from .frames import FrameBatch
+from .runner import Runner, RunStats
+from .settings import RunSettings
+from .sources import open_source
+from .workers import make_pool
+
+__all__ = ["Pipeline", "DerainedFrame"]
+
+
+@dataclass(frozen=True)
+class DerainedFrame:
+    """One output frame with everything known about it.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB as it would be encoded (derained, plugin drawings on).
+        rainy: (H, W, 3) uint8 RGB original.
+        seq, pts, time_base, source_id: as the source gave them.
+        rain_intensity: the model's rain estimate for the frame (mean |R|).
+        results: each plugin's Result (or None) for this frame, by plugin name.
+    """
+
+    image: np.ndarray
+    rainy: np.ndarray | None
+    seq: int
+    pts: int | None
+    time_base: Fraction | None
+    source_id: str
+    rain_intensity: float | None
+    results: dict[str, Any]
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.pts is None or self.time_base is None else float(self.pts * self.time_base)
+
+
+class Pipeline:
+    """Derain model + plugins, reusable across inputs.
+
+    Args:
+        settings: model, workers, batching, encoding (`RunSettings`).
+        plugins: Plugin instances and/or YAML-style entries; None takes `settings.plugins`.
+    """
+
+    def __init__(self, settings: RunSettings = RunSettings(), plugins: Sequence | None = None):
+        from plugins import PluginChain
+
+        self.settings = settings
+        entries = list(settings.plugins if plugins is None else plugins)
+        self.chain = PluginChain.from_config(entries) if entries else None  # checked now, before any frame
+
+    @classmethod
+    def from_config(cls, config: str | Path | dict | None = None, plugins: Sequence | None = None,
+                    **overrides: Any) -> "Pipeline":
+        """Build from a YAML file or a dict; `overrides` are dotted keys, e.g. {"model.profile": "fast"}.
+
+        Keyword shortcuts: profile=, weights=, backend= set model.profile, model.weights, workers.backend.
+        """
+        short = {"profile": "model.profile", "weights": "model.weights", "backend": "workers.backend"}
+        flags = {short.get(k, k): v for k, v in overrides.items()}
+        if isinstance(config, dict):
+            data = dict(config)
+            for dotted, value in flags.items():
+                node = data
+                *parents, leaf = dotted.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+            return cls(from_dict(RunSettings, data), plugins)
+        return cls(load_settings(RunSettings, config, flags), plugins)
+
+    def run(self, src: str | Path, dst: str | Path, overwrite: bool = False, progress: bool = False) -> RunStats:
+        """Derain `src` into `dst` with the plugins; returns the run's statistics."""
+        with self._plugins():
+            return derain_file(src, dst, self.settings, overwrite=overwrite, progress=progress,
+                               plugins=self.chain)
+
+    def frames(self, source: Any, max_buffered: int = 8) -> Iterator[DerainedFrame]:
+        """Yield derained frames in order; closing the generator early stops the run cleanly.
+
+        Args:
+            source: a file/folder path, or a source object (iterable of Frames, e.g. a live one).
+            max_buffered: batches held for a slow consumer before the pipeline waits.
+        """
+        if isinstance(source, (str, Path)):
+            source = open_source(source, threads=self.settings.decode.threads, fps=self.settings.decode.fps)
+            policy = "block"
+        else:
+            policy = self.settings.batching.policy
+        out: queue.Queue = queue.Queue(max_buffered)
+        done = object()
+        errors: list[BaseException] = []
+        with self._plugins():
+            pool = make_pool(self.settings.model, self.settings.workers)
+            try:
+                sink = _QueueSink(out, done)
+                b = self.settings.batching
+                runner = Runner(source, [self.chain.sink(sink) if self.chain else sink], pool,
+                                Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size, policy=policy)
+                thread = threading.Thread(target=_run, args=(runner, errors), name="derain-api", daemon=True)
+                thread.start()
+                try:
+                    while (batch := out.get()) is not done:
+                        yield from _split(batch)
+                finally:
+                    runner.stop()
+                    sink.closed = True
+                    while thread.is_alive():  # unblock a runner waiting on a full queue
+                        try:
+                            out.get(timeout=0.1)
+                        except queue.Empty:
+                            pass
+                if errors:
+                    raise errors[0]
+            finally:
+                pool.close()
+
+    def _plugins(self):
+        from contextlib import nullcontext
+
+        return self.chain if self.chain is not None else nullcontext()
+
+
+class _QueueSink:
+    """A sink that hands batches to the iterating caller."""
+
+    def __init__(self, out: queue.Queue, done: object):
+        self.out, self.done, self.closed = out, done, False
+
+    def write(self, batch: FrameBatch) -> None:
+        if not self.closed:
+            self.out.put(batch)
+
+    def close(self, ok: bool = True) -> None:
+        if not self.closed:
+            self.out.put(self.done)
+
+
+def _run(runner: Runner, errors: list) -> None:
+    try:
+        runner.run()
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the iterating thread
+        errors.append(exc)
+
+
+def _split(batch: FrameBatch) -> Iterator[DerainedFrame]:
+    from plugins.base import upstream
+
+    found = upstream(batch)
+    for i in range(len(batch)):
+        yield DerainedFrame(
+            image=batch.images[i], rainy=None if batch.rainy is None else batch.rainy[i], seq=batch.seq[i],
+            pts=batch.pts[i], time_base=batch.time_base[i], source_id=batch.source_id,
+            rain_intensity=None if batch.rain_intensity is None else float(batch.rain_intensity[i]),
+            results={name: results[i] for name, results in found.items()})

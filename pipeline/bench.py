@@ -1,0 +1,191 @@
+"""`derain bench`: frames/s of the model alone, of the whole file pipeline, and of archives.
+
+Everything runs on one generated clip (tests/media-style frames at the asked size), so
+the model and the pipeline see the same frames in the same run and their ratio is the
+pipeline's overhead. Figures go to docs/BENCHMARKS.md with the command line.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from .config import load_settings
+from .settings import RunSettings
+
+DEFAULT_FRAMES = {"full": 16, "fast": 96, "identity": 300}
+
+
+def synthetic_frames(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
+    """Textured frames with bright streaks, (n, h, w, 3) uint8: realistic work for codecs."""
+    rng = np.random.default_rng(seed)
+    base = (rng.random((h // 8 + 1, w // 8 + 1, 3)) * 200).astype(np.uint8)
+    base = np.kron(base, np.ones((8, 8, 1), np.uint8))[:h, :w]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        img = np.roll(base, i * 2, axis=1).copy()
+        ys, xs = rng.integers(0, h - 12, 300), rng.integers(0, w, 300)
+        for y, x in zip(ys, xs):
+            img[y:y + 12, x] = 235
+        frames[i] = img
+    return frames
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast"})
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuv420p"
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return path
+
+
+def count_macs(net: torch.nn.Module, h: int, w: int) -> int:
+    """Multiply-adds of one forward pass at h x w (convolutions, which are nearly all of it)."""
+    total = 0
+
+    def hook(mod, _inp, out):
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        total += out.numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        net(torch.zeros(1, 3, h, w))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def time_model(derainer, frames: np.ndarray, batch: int, min_s: float = 3.0) -> float:
+    """Frames/s of the inference core on `frames` in batches of `batch` (after one warm-up batch)."""
+    derainer(frames[:batch])
+    done, start = 0, time.perf_counter()
+    while True:
+        for i in range(0, len(frames) - batch + 1, batch):
+            derainer(frames[i:i + batch])
+            done += batch
+        if time.perf_counter() - start >= min_s:
+            return done / (time.perf_counter() - start)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
+
+
+def model_only(args) -> dict:
+    from .model.inference import Derainer
+    from .model.weights import default_weights, load_weights
+
+    rows = []
+    for size in ("640x360", "1280x720"):
+        w, h = map(int, size.split("x"))
+        frames = synthetic_frames(4, w, h)
+        loaded = load_weights(args.weights or default_weights(args.profile))
+        macs = count_macs(loaded.net, int(h * loaded.scale), int(w * loaded.scale))
+        dtypes = [args.dtype] if args.dtype not in (None, "auto") else (
+            ["fp16", "bf16", "fp32"] if torch.cuda.is_available() else ["fp32", "bf16"])
+        for dtype in dtypes:
+            d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype)
+            batches = [1, 2, 4] if dtype != "bf16" or torch.cuda.is_available() else [1]
+            for b in batches:
+                min_s = 3.0 if dtype != "bf16" or torch.cuda.is_available() else 0.0
+                if dtype == "bf16" and not torch.cuda.is_available() and w > 640:
+                    continue  # ~12x slower than fp32 on CPUs without native bf16: one size shows it
+                fps = time_model(d, frames, b, min_s)
+                row = {"size": size, "dtype": dtype, "batch": b, "fps": round(fps, 3),
+                       "ms_per_frame": round(1000 / fps, 1), "gmac_per_frame": round(macs / 1e9, 2),
+                       "gmac_per_s": round(macs * fps / 1e9, 1), "device": str(d.device)}
+                rows.append(row)
+                print(f"{size:>9} {dtype:>5} batch {b}: {fps:7.2f} frames/s  {1000 / fps:8.1f} ms/frame  "
+                      f"{macs / 1e9:6.2f} GMAC/frame  {macs * fps / 1e9:6.1f} GMAC/s", flush=True)
+    best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in ("640x360", "1280x720")
+            if any(r["size"] == s for r in rows)}
+    return {"profile": args.profile, "machine": machine(), "rows": rows,
+            "best": {k: {"batch": v["batch"], "dtype": v["dtype"], "fps": v["fps"]} for k, v in best.items()}}
+
+
+def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarray, tmp: Path) -> dict:
+    from .files import derain_file
+    from .model.inference import Derainer
+    from .workers import drain, make_pool
+
+    batch = settings.batching.max_batch
+    derainer = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=args.dtype or "auto",
+                             delay_ms=settings.model.delay_ms)
+    model_fps = time_model(derainer, frames, batch, min_s=0.0)
+    del derainer
+    pool = make_pool(settings.model, settings.workers)
+    try:
+        pool.submit("warm-up", frames[:batch])
+        drain(pool)
+        stats = derain_file(clip, tmp / "out.mp4", settings, pool=pool, overwrite=True)
+    finally:
+        pool.close()
+    print(f"model alone: {model_fps:.2f} frames/s; whole pipeline (decode, Ray worker, encode): "
+          f"{stats.fps:.2f} frames/s; ratio {stats.fps / model_fps:.3f}", flush=True)
+    return {"model_fps": round(model_fps, 3), "pipeline_fps": round(stats.fps, 3),
+            "ratio": round(stats.fps / model_fps, 3), "frames": stats.frames_out}
+
+
+def archive_throughput(settings: RunSettings, clip: Path, tmp: Path, files: int = 4) -> dict:
+    from .archive import run_archive
+
+    src = tmp / "archive-in"
+    src.mkdir()
+    for i in range(files):
+        shutil.copy(clip, src / f"clip{i}.mp4")
+    out = {}
+    for workers, threads in ((1, 2), (2, 1)):
+        a = replace(settings.archive, workers=workers, threads_per_worker=threads)
+        result = run_archive(src, tmp / f"archive-out-{workers}", replace(settings, archive=a), progress=False)
+        fps = result["summary"]["archive_fps"]
+        out[f"{workers}x{threads}"] = fps
+        print(f"archive, {workers} worker(s) x {threads} thread(s): {fps:.2f} frames/s over {files} files",
+              flush=True)
+    out["ratio_2x1_vs_1x2"] = round(out["2x1"] / out["1x2"], 3) if out["1x2"] else None
+    return out
+
+
+def run_bench(args) -> dict:
+    if args.model_only:
+        return model_only(args)
+    settings = load_settings(RunSettings, None, {"model.profile": args.profile, "model.weights": args.weights,
+                                                 "model.device": args.device, "model.dtype": args.dtype})
+    w, h = map(int, args.size.split("x"))
+    n = args.frames or DEFAULT_FRAMES.get(args.profile, 32)
+    frames = synthetic_frames(n, w, h)
+    tmp = Path(tempfile.mkdtemp(prefix="derain-bench-"))
+    try:
+        clip = write_clip(tmp / "clip.mp4", frames)
+        result = {"profile": args.profile, "size": args.size, "machine": machine(),
+                  **pipeline_vs_model(args, settings, clip, frames, tmp)}
+        if not args.no_archive:
+            result["archive_fps"] = archive_throughput(settings, clip, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    return result

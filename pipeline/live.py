@@ -1,0 +1,285 @@
+"""Live sources: RTSP, HTTP(S)/HLS, TCP/UDP MPEG-TS, v4l2 webcams, and files played in real time.
+
+A `LiveSource` is an endless iterable of `Frame`s. Each connection is decoded by the
+file reader of `pipeline.sources` (the one place that decodes), opened here with the
+network options and `timeout=(open_s, read_s)`, so a stalled camera raises instead of
+hanging. When a connection ends, fails or stalls, the source reopens it with
+exponential backoff and jitter: forever once it has worked (unless limited), and a
+first connection gets `first_tries` before a `SourceConnectionError` naming the URL.
+
+Output timestamps are rebuilt on one clock (1/90000 s) that only moves forward: within a
+connection the camera's own pts steps are kept; across a reconnect, or where the camera
+sent no pts or jumped, the wall-clock gap is used.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+
+from .errors import InputError, SourceConnectionError
+from .frames import Frame
+from .settings import LiveSettings
+from .sources import SourceInfo, VideoFileSource, _frame_step
+
+log = logging.getLogger(__name__)
+
+CLOCK = Fraction(1, 90000)  # the output time base of every live source (MPEG-TS/RTP clock)
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "tcp://", "udp://", "srt://")
+MAX_PTS_STEP_S = 10.0  # a larger forward jump in the camera's pts is a discontinuity
+
+
+def is_live(uri: str) -> bool:
+    """True for a URL or a /dev/video* device (what `derain run` sends down the live path)."""
+    return str(uri).startswith(LIVE_SCHEMES) or str(uri).startswith("/dev/video")
+
+
+def open_options(uri: str, settings: LiveSettings) -> tuple[dict, str | None]:
+    """FFmpeg demuxer options and format for `uri`."""
+    if uri.startswith(("rtsp://", "rtsps://")):
+        # TCP interleaving by default: UDP loses packets on busy links and smears the picture.
+        return {"rtsp_transport": settings.transport, "rtsp_flags": "prefer_tcp"
+                if settings.transport == "tcp" else ""}, None
+    if uri.startswith("/dev/video"):
+        return {}, "v4l2"
+    if uri.startswith(("http://", "https://")):
+        return {"reconnect": "0"}, None  # reconnects are ours: counted, logged, with backoff
+    return {}, None
+
+
+class _Connection(VideoFileSource):
+    """One opened connection, decoded by the file reader (pts None filled, flush packet decoded)."""
+
+    def __init__(self, uri: str, container, source_id: str, threads: int = 1):
+        self.path, self.threads, self.source_id = uri, threads, source_id
+        self.truncated = False
+        self.decode_errors = 0
+        self._container = container
+        s = container.streams.video[0]
+        self.info = SourceInfo(uri=uri, width=s.codec_context.width, height=s.codec_context.height,
+                               time_base=s.time_base or CLOCK, rate=s.average_rate or s.guessed_rate)
+
+    def _open(self):
+        return self._container
+
+
+def connect(uri: str, settings: LiveSettings):
+    """Open `uri` once; raises InputError (why, naming the URL) on failure."""
+    options, fmt = open_options(uri, settings)
+    options = {k: v for k, v in options.items() if v}
+    try:
+        container = av.open(uri, format=fmt, options=options, metadata_errors="ignore",
+                            timeout=(settings.open_timeout_s, settings.read_timeout_s))
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{uri}: cannot open ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{uri}: has no video stream")
+    s = container.streams.video[0]
+    if s.codec_context is None or not s.codec_context.width:
+        name = s.codec_context.name if s.codec_context else "unknown"
+        container.close()
+        raise InputError(f"{uri}: video stream has no size (unsupported codec {name}?)")
+    return container
+
+
+class Backoff:
+    """Exponential backoff with jitter: base, 2*base, ... up to `cap`, each +-`jitter`."""
+
+    def __init__(self, base: float, cap: float, jitter: float = 0.2, rng: random.Random | None = None):
+        self.base, self.cap, self.jitter = base, cap, jitter
+        self.rng = rng or random.Random()
+        self.tries = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2 ** self.tries)
+        self.tries += 1
+        return max(0.0, delay * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+
+    def reset(self) -> None:
+        self.tries = 0
+
+
+class LiveSource:
+    """Frames from a live URL or device, reconnecting as long as the settings allow.
+
+    Args:
+        uri: rtsp://, http(s)://, tcp://, udp://, /dev/videoN, or a file (with `settings.realtime`).
+        settings: timeouts, tries and backoff.
+        source_id: the camera's name in frames, logs and metrics.
+        on_event: called with (source_id, event, detail) for "connected", "reconnect", "stalled",
+            "ended" and "gave-up", so nothing happens silently.
+
+    Attributes:
+        info: what a sink needs (size, rate); time_base is always CLOCK.
+        reconnects: successful reconnections after the first connection.
+        stalls: connections that ended by the read timeout.
+    """
+
+    def __init__(self, uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0",
+                 threads: int = 1, on_event: Callable[[str, str, str], None] | None = None):
+        self.uri, self.settings, self.source_id, self.threads = str(uri), settings, source_id, threads
+        self.on_event = on_event or (lambda *a: None)
+        self.truncated = False
+        self.reconnects = 0
+        self.stalls = 0
+        self.connected = False
+        self._stop = threading.Event()
+        self._first = self._connect_first()  # fail now, naming the URL, if it never answers
+        s = self._first.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        self.info = SourceInfo(uri=self.uri, width=s.codec_context.width, height=s.codec_context.height,
+                               time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25))
+        self._last_out: int | None = None
+
+    def stop(self) -> None:
+        """Ask the reader to end after the current frame (or the read timeout, if blocked)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _connect_first(self):
+        backoff = Backoff(self.settings.backoff_s, self.settings.backoff_max_s, self.settings.jitter)
+        last = None
+        for attempt in range(1, self.settings.first_tries + 1):
+            try:
+                container = connect(self.uri, self.settings)
+                self.connected = True
+                self.on_event(self.source_id, "connected", self.uri)
+                return container
+            except InputError as exc:
+                last = exc
+                log.warning("%s: connection try %d/%d failed: %s", self.uri, attempt,
+                            self.settings.first_tries, exc)
+                if attempt < self.settings.first_tries and self._stop.wait(backoff.next()):
+                    break
+        raise SourceConnectionError(f"{self.uri}: no connection after {self.settings.first_tries} "
+                                    f"tries ({_reason(last)})")
+
+    def _reconnect(self):
+        """Reopen after an outage; None when stopped or out of tries."""
+        backoff = Backoff(self.settings.backoff_s, self.settings.backoff_max_s, self.settings.jitter)
+        limit = self.settings.reconnect_tries
+        attempt = 0
+        while not self._stop.wait(backoff.next()):
+            attempt += 1
+            try:
+                container = connect(self.uri, self.settings)
+            except InputError as exc:
+                log.warning("%s: reconnect try %d%s failed: %s", self.uri, attempt,
+                            f"/{limit}" if limit else "", _reason(exc))
+                if limit and attempt >= limit:
+                    self.on_event(self.source_id, "gave-up", str(exc))
+                    raise SourceConnectionError(f"{self.uri}: lost, and no reconnection after {limit} tries "
+                                                f"({_reason(exc)})") from None
+                continue
+            self.reconnects += 1
+            self.connected = True
+            log.warning("%s: reconnected (reconnect #%d)", self.uri, self.reconnects)
+            self.on_event(self.source_id, "reconnect", self.uri)
+            return container
+        return None
+
+    def __iter__(self) -> Iterator[Frame]:
+        container, seq = self._first, 0
+        self._first = None
+        while container is not None and not self._stop.is_set():
+            conn = _Connection(self.uri, container, self.source_id, self.threads)
+            started = time.monotonic()
+            prev: Frame | None = None
+            for frame in conn:
+                out = self._retime(frame, prev)
+                prev = frame
+                yield replace(out, seq=seq)
+                seq += 1
+                if self._stop.is_set():
+                    break
+            container.close()
+            self.connected = False
+            if self._stop.is_set():
+                return
+            stalled = conn.truncated and time.monotonic() - (prev.arrival if prev else started) \
+                >= self.settings.read_timeout_s * 0.9
+            self.stalls += stalled
+            why = "stalled (no data for the read timeout)" if stalled else "ended"
+            log.warning("%s: stream %s after %d frames; reconnecting", self.uri, why, seq)
+            self.on_event(self.source_id, "stalled" if stalled else "ended", self.uri)
+            container = self._reconnect()
+
+    def _retime(self, frame: Frame, prev: Frame | None) -> Frame:
+        """Put `frame` on the output clock, strictly after the last output frame."""
+        step = round(1 / (self.info.rate * CLOCK))
+        if self._last_out is None:
+            out = 0
+        else:
+            delta_s = None
+            if prev is not None and frame.seconds is not None and prev.seconds is not None:
+                delta_s = frame.seconds - prev.seconds
+            if delta_s is None or not 0 < delta_s <= MAX_PTS_STEP_S:
+                # New connection, no pts, or a jump: the wall clock says how much time passed.
+                delta_s = frame.arrival - prev.arrival if prev is not None else self._gap_s()
+            out = self._last_out + max(1, round(delta_s / CLOCK)) if delta_s > 0 else self._last_out + step
+        self._last_out = out
+        self._last_wall = frame.arrival
+        return replace(frame, pts=out, time_base=CLOCK)
+
+    def _gap_s(self) -> float:
+        return max(time.monotonic() - getattr(self, "_last_wall", time.monotonic()), 1 / float(self.info.rate))
+
+
+class RealtimeFileSource:
+    """A video file sent at its own frame rate, to stand in for a camera (`--realtime`).
+
+    Frames are released when their pts comes due on the wall clock, so a model slower
+    than the file's rate makes the live queue drop, exactly as with a camera.
+    """
+
+    def __init__(self, path: str | Path, source_id: str = "0", threads: int = 1, speed: float = 1.0):
+        self.file = VideoFileSource(path, threads=threads, source_id=source_id)
+        self.source_id, self.speed = source_id, speed
+        self.info = replace(self.file.info, path=None, has_audio=False)
+        self.reconnects = self.stalls = 0
+        self._stop = threading.Event()
+
+    @property
+    def truncated(self) -> bool:
+        return self.file.truncated
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __iter__(self) -> Iterator[Frame]:
+        start, first = time.monotonic(), None
+        for frame in self.file:
+            t = frame.seconds or 0.0
+            first = t if first is None else first
+            if self._stop.wait(max(0.0, start + (t - first) / self.speed - time.monotonic())):
+                return
+            yield replace(frame, arrival=time.monotonic())
+
+
+def open_live(uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0", threads: int = 1,
+              on_event=None):
+    """The live source for `uri`: a real-time file when `settings.realtime` and `uri` is a file."""
+    if not is_live(uri):
+        if not settings.realtime:
+            raise InputError(f"{uri}: not a live URL or device (use --realtime to play a file as a camera)")
+        return RealtimeFileSource(uri, source_id=source_id, threads=threads)
+    if uri.startswith("/dev/video") and not Path(uri).exists():
+        # Still honour the tries: a USB camera can appear a moment late.
+        pass
+    return LiveSource(uri, settings, source_id=source_id, threads=threads, on_event=on_event)
+
+
+def _reason(exc: BaseException | None) -> str:
+    text = str(exc or "unknown")
+    return text.split(": ", 1)[1] if ": " in text else text

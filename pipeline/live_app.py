@@ -1,0 +1,126 @@
+"""The live job behind `derain run URL` and `derain run --config configs/cameras.yaml`.
+
+Wires the parts from settings: one `LiveSource` per camera (pipeline.live), its outputs
+(pipeline.streams), the shared worker pool, the preview server (pipeline.preview), and
+the `LiveRunner` that drives them until SIGINT/SIGTERM, `duration_s`, or the sources end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+from .errors import ConfigError
+from .live import open_live
+from .live_metrics import Metrics
+from .live_runner import Camera, LiveRunner
+from .settings import CameraSettings, LiveSettings, RunSettings
+from .sinks import EncodeSettings, VideoFileSink
+from .streams import SegmentRecorder, SnapshotSink, restream_sink
+from .workers import WorkerSettings, make_pool
+
+log = logging.getLogger(__name__)
+
+
+def cameras_of(inputs: Sequence[str], live: LiveSettings) -> list[CameraSettings]:
+    """The cameras to run: the config's `live.cameras`, else one per input with the global outputs."""
+    if live.cameras and inputs:
+        raise ConfigError("give either input URLs or live.cameras in the config, not both")
+    if live.cameras:
+        return [c if c.name else dataclasses.replace(c, name=f"cam{i}") for i, c in enumerate(live.cameras)]
+    if not inputs:
+        raise ConfigError("no input: give a URL, a /dev/video device, a file with --realtime, "
+                          "or live.cameras in --config")
+    solo = len(inputs) == 1
+    return [CameraSettings(url=u, name=f"cam{i}", record=live.record, snapshot=live.snapshot,
+                           restream=list(live.restream) if solo else []) for i, u in enumerate(inputs)]
+
+
+def live_encode(settings: RunSettings) -> EncodeSettings:
+    """The configured codec and quality with the live preset (low delay) and one thread."""
+    return dataclasses.replace(settings.encode, preset=settings.live.preset, threads=settings.encode.threads or 1)
+
+
+def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | None = None):
+    """Build a camera's sinks once its size is known."""
+    live, enc = settings.live, live_encode(settings)
+
+    def build(info) -> list:
+        sinks: list = []
+        try:
+            if output:
+                sink = VideoFileSink(output, info, enc, overwrite=True)
+                sink.video.codec_context.gop_size = max(1, round(float(info.rate or 25)))
+                sinks.append(sink)
+            if cam.record:
+                sinks.append(SegmentRecorder(cam.record, info, name=cam.name, segment_s=live.segment_s,
+                                             fmt=live.segment_format, keep=live.keep_segments, encode=enc))
+            for url in cam.restream:
+                sinks.append(restream_sink(url, info, enc))
+            if cam.snapshot:
+                sinks.append(SnapshotSink(cam.snapshot, name=cam.name, every_s=live.snapshot_every_s))
+        except BaseException:
+            for sink in sinks:
+                sink.close(ok=True)
+            raise
+        return sinks
+
+    return build
+
+
+def live_pool(settings: RunSettings):
+    """The shared pool; one batch in flight per worker unless configured, so none waits queued."""
+    workers = settings.workers
+    if workers.inflight == WorkerSettings().inflight:
+        workers = dataclasses.replace(workers, inflight=1)
+    return make_pool(settings.model, workers)
+
+
+def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,
+                 consumers=(), metrics: Metrics | None = None) -> LiveRunner:
+    live, b = settings.live, settings.batching
+    cams = []
+    for cam in cameras_of(inputs, live):
+        def opener(cam=cam):
+            return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads)
+        cams.append(Camera(cam.name, cam.url, opener, outputs_factory(cam, settings, output)))
+    return LiveRunner(cams, pool, max_batch=b.max_batch, max_wait_ms=live.max_wait_ms,
+                      queue_size=live.queue_size, policy=live.policy, consumers=consumers,
+                      metrics=metrics, duration_s=live.duration_s)
+
+
+def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), output: str | None = None,
+             pool=None, consumers=(), signals: bool = True, on_start=None) -> dict:
+    """Derain live cameras until stopped; returns the figures (see LiveRunner.run).
+
+    Args:
+        inputs: URLs/devices (or files with live.realtime); empty to use live.cameras.
+        output: one plain video file for a single camera (besides the live outputs).
+        pool: a shared worker pool (made from settings when None, closed at the end).
+        signals: SIGINT/SIGTERM stop cleanly (main thread only).
+        on_start: called with the runner once it is built (tests, bench).
+    """
+    metrics = Metrics()
+    preview = None
+    own_pool = pool is None
+    if own_pool:
+        pool = live_pool(settings)
+    try:
+        consumers = list(consumers)
+        if settings.live.preview:
+            from .preview import Preview
+
+            preview = Preview(settings.live.preview, metrics)
+            print(f"preview: {preview.url}  metrics: {preview.url}metrics", flush=True)
+            consumers.append(preview)
+        runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics)
+        if signals:
+            runner.install_signals()
+        if on_start:
+            on_start(runner)
+        return runner.run()
+    finally:
+        if preview is not None:
+            preview.close()
+        if own_pool:
+            pool.close()

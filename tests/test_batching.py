@@ -1,0 +1,97 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.batching import Batcher
+from pipeline.framequeue import FrameQueue
+from pipeline.frames import Frame, FrameBatch
+
+
+def frame(i, shape=(4, 6, 3)):
+    return Frame(np.full(shape, i % 256, np.uint8), i, i, None)
+
+
+def fill(frames, maxsize=100, policy="block", close=True):
+    q = FrameQueue(maxsize, policy)
+    for f in frames:
+        q.put(f)
+    if close:
+        q.close()
+    return q
+
+
+def test_size_trigger_alone():
+    q = fill([frame(i) for i in range(10)])
+    sizes = [len(b) for b in Batcher(4, max_wait_ms=1e6).batches(q)]
+    assert sizes == [4, 4, 2]  # the partial batch is flushed at end of stream
+
+
+def test_timeout_trigger_alone():
+    q = fill([frame(0), frame(1)], close=False)
+    b = Batcher(max_batch=1000, max_wait_ms=50)
+    start = time.monotonic()
+    first = next(b.batches(q))
+    assert len(first) == 2 and 0.04 < time.monotonic() - start < 1.0
+    q.close()
+
+
+def test_zero_wait_cuts_immediately():
+    q = fill([frame(0)], close=False)
+    assert len(next(Batcher(8, max_wait_ms=0).batches(q))) == 1
+    q.close()
+
+
+def test_a_size_change_cuts_the_batch_and_keeps_order():
+    q = fill([frame(0), frame(1), frame(2, (8, 8, 3)), frame(3, (8, 8, 3))])
+    batches = list(Batcher(8, 1e6).batches(q))
+    assert [b.seq for b in batches] == [(0, 1), (2, 3)]
+
+
+def test_batch_arrays_are_stacked_in_order():
+    q = fill([frame(i) for i in range(3)])
+    (b,) = list(Batcher(3, 1e6).batches(q))
+    assert b.images.shape == (3, 4, 6, 3) and list(b.images[:, 0, 0, 0]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"max_batch": 0}, "max_batch must be an integer >= 1"),
+    ({"max_batch": 2.5}, "max_batch must be an integer >= 1"),
+    ({"max_wait_ms": -1}, "max_wait_ms must be a number >= 0"),
+    ({"max_wait_ms": "10"}, "max_wait_ms must be a number >= 0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Batcher(**kwargs)
+
+
+def test_drop_oldest_keeps_the_newest_and_counts():
+    q = fill([frame(i) for i in range(10)], maxsize=3, policy="drop-oldest")
+    got = [b.seq for b in Batcher(10, 1e6).batches(q)]
+    assert got == [(7, 8, 9)] and q.dropped == 7 and q.put_count == 10
+
+
+def test_block_policy_never_drops():
+    q = FrameQueue(2, "block")
+    out = []
+    t = threading.Thread(target=lambda: out.extend(b.seq for b in Batcher(1, 1e6).batches(q)))
+    t.start()
+    for i in range(20):
+        q.put(frame(i))
+    q.close()
+    t.join(5)
+    assert [s[0] for s in out] == list(range(20)) and q.dropped == 0
+
+
+def test_worker_returning_the_wrong_count_is_an_error():
+    from pipeline.errors import WorkerError
+
+    b = FrameBatch.of([frame(0), frame(1)])
+    with pytest.raises(WorkerError, match="1 frames for a batch of 2"):
+        b.derained(b.images[:1], np.zeros(1, np.float32))
+
+
+def test_frame_checks_its_image():
+    with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8"):
+        Frame(np.zeros((4, 4), np.uint8), 0, 0, None)

@@ -1,0 +1,90 @@
+"""The inference core: shapes, dtypes, identity, shipped weights."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import InputError, WeightsError
+from pipeline.model.ecnet_arch import DerainNet
+from pipeline.model.inference import Derainer, fold_batchnorm
+from pipeline.model.weights import WEIGHTS_DIR, load_weights, save_weights
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    net = DerainNet(width=4)
+    for m in net.modules():  # non-trivial BatchNorm statistics, so folding is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+    path = tmp_path / "tiny.pt"
+    save_weights(net, path, profile="full", scale=1.0, network={"type": "DerainNet", "width": 4})
+    return path
+
+
+def test_batch_in_batch_out_uint8_same_shape(tiny_weights):
+    d = Derainer.load(weights=tiny_weights)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
+    result = d(frames)
+    assert result.frames.shape == frames.shape and result.frames.dtype == np.uint8
+    assert result.rain_intensity.shape == (3,) and (result.rain_intensity >= 0).all()
+
+
+def test_folding_batchnorm_changes_nothing(tiny_weights):
+    net = load_weights(tiny_weights).net
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x).rain
+        after = fold_batchnorm(net)(x).rain
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_derained_is_input_minus_rain(tiny_weights):
+    loaded = load_weights(tiny_weights)
+    d = Derainer.load(weights=tiny_weights)
+    frames = np.random.default_rng(1).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        expect = ((x - loaded.net(x).rain).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(d(frames).frames.astype(int) - expect.astype(int)).max() <= 1
+
+
+def test_identity_returns_frames_unchanged():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    result = Derainer.load("identity")(frames)
+    assert np.array_equal(result.frames, frames) and not result.rain_intensity.any()
+
+
+def test_wrong_batch_layout_is_an_error():
+    with pytest.raises(InputError, match=r"expected a \(B, H, W, 3\) uint8 batch"):
+        Derainer.load("identity")(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_unknown_profile_is_an_error():
+    with pytest.raises(WeightsError, match="unknown profile 'turbo'"):
+        Derainer.load("turbo")
+
+
+@pytest.mark.parametrize("profile", ["full", "fast"])
+def test_shipped_weights_are_small_and_load_offline(profile):
+    path = WEIGHTS_DIR / f"{profile}.pt"
+    if not path.exists():
+        pytest.skip(f"{path} not shipped")
+    assert path.stat().st_size <= 12 * 2**20
+    loaded = load_weights(path)
+    assert loaded.profile == profile
+
+
+def test_fast_profile_removes_synthetic_rain():
+    """The shipped fast weights really derain: PSNR against the clean image goes up."""
+    if not (WEIGHTS_DIR / "fast.pt").exists():
+        pytest.skip("fast weights not shipped")
+    from pipeline.model.evaluate import psnr
+    from pipeline.model.synth import MEDIUM, add_rain
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:96, 0:128]
+    clean = np.stack([x / 128, y / 96, 0.5 + 0 * x], -1).astype(np.float32) * 0.7
+    rainy = add_rain(clean, rng, MEDIUM)
+    c8, r8 = (clean * 255).round().astype(np.uint8), (rainy * 255).round().astype(np.uint8)
+    out = Derainer.load("fast")(r8[None]).frames[0]
+    assert psnr(out, c8) > psnr(r8, c8) + 1.0

@@ -1,0 +1,251 @@
+"""Live cameras end to end, against a real GStreamer RTSP server on 127.0.0.1 (no mocks).
+
+Small frames (160x120) and the identity model keep the CPU use low; `delay_ms` stands in
+for a model slower than the camera.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from probe import ffprobe, frame_pts, video_stream
+
+from pipeline.config import load_settings
+from pipeline.errors import SourceConnectionError
+from pipeline.live_app import run_live
+from pipeline.live_camera import RtspCamera, free_port
+from pipeline.settings import RunSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3-gi")
+
+
+def settings(**live) -> RunSettings:
+    flags = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 1}
+    flags.update({(k if "." in k else f"live.{k}"): v for k, v in live.items()})
+    return load_settings(RunSettings, None, flags)
+
+
+@pytest.fixture
+def camera():
+    with RtspCamera(size="160x120", fps=25, mounts=("cam", "cam2")) as cam:
+        yield cam
+
+
+class Background:
+    """run_live in a thread, with a handle on the runner to stop it, and each output's time."""
+
+    def __init__(self, inputs, s: RunSettings, **kwargs):
+        self.runner = None
+        self.result = None
+        self.error = None
+        self.out_times: list[tuple[float, int]] = []  # (monotonic, pts) per output frame
+        started = threading.Event()
+
+        def record(batch):
+            now = time.monotonic()
+            self.out_times.extend((now, p) for p in batch.pts)
+
+        def on_start(runner):
+            self.runner = runner
+            started.set()
+
+        def main():
+            try:
+                self.result = run_live(inputs, s, signals=False, on_start=on_start, consumers=[record], **kwargs)
+            except BaseException as exc:  # noqa: BLE001
+                self.error = exc
+                started.set()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        started.wait(30)
+
+    def wait_frames(self, n: int, timeout: float = 20) -> None:
+        end = time.monotonic() + timeout
+        while len(self.out_times) < n and time.monotonic() < end:
+            time.sleep(0.05)
+        assert len(self.out_times) >= n, f"only {len(self.out_times)} frames out after {timeout} s"
+
+    def stop(self) -> dict:
+        self.runner.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the live runner did not stop"
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def exact(cam: dict) -> None:
+    assert cam["frames_in"] == cam["frames_out"] + cam["dropped"], cam
+
+
+def test_stream_derained_end_to_end_with_every_output(camera, tmp_path):
+    tcp_port = free_port()
+    s = settings(record=str(tmp_path / "rec"), segment_s=1.0, snapshot=str(tmp_path / "snap"),
+                 snapshot_every_s=0.5, restream=[f"tcp://127.0.0.1:{tcp_port}"])
+    run = Background([camera.url()], s, output=str(tmp_path / "out.mp4"))
+    run.wait_frames(10)
+    received = []
+    with av.open(f"tcp://127.0.0.1:{tcp_port}", timeout=(5, 5)) as viewer:  # a restream client
+        for frame in viewer.decode(video=0):
+            received.append(frame.to_ndarray(format="rgb24").shape)
+            if len(received) >= 25:
+                break
+    time.sleep(0.5)
+    result = run.stop()
+    cam = result["cameras"][0]
+    exact(cam)
+    assert cam["frames_out"] >= 40 and cam["error"] is None
+    assert received[0] == (120, 160, 3)
+    info = ffprobe(tmp_path / "out.mp4")
+    assert int(video_stream(info)["nb_read_frames"]) == cam["frames_out"]
+    pts = frame_pts(tmp_path / "out.mp4")
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+    segments = sorted((tmp_path / "rec").glob("cam0-*.mp4"))
+    assert len(segments) >= 2
+    assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
+    assert (tmp_path / "snap" / "cam0-latest.jpg").stat().st_size > 0
+    assert not list((tmp_path / "rec").glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_reconnects_and_resumes_within_3s(camera):
+    s = settings(read_timeout_s=2.0, open_timeout_s=2.0)
+    run = Background([camera.url()], s)
+    run.wait_frames(25)
+    camera.kill()
+    time.sleep(2.0)
+    camera.start()
+    back = time.monotonic()
+    deadline = back + 10
+    while time.monotonic() < deadline and not any(t > back for t, _ in run.out_times):
+        time.sleep(0.05)
+    resumed = next((t for t, _ in run.out_times if t > back), None)
+    time.sleep(1.0)
+    result = run.stop()
+    cam = result["cameras"][0]
+    assert resumed is not None, "no output after the server came back"
+    assert resumed - back < 3.0, f"output resumed {resumed - back:.2f} s after the server's return"
+    assert cam["reconnects"] >= 1
+    pts = [p for _, p in run.out_times]
+    assert all(b > a for a, b in zip(pts, pts[1:])), "output timestamps went backwards across the reconnect"
+    exact(cam)
+
+
+@pytest.mark.slow
+def test_stalled_server_is_detected_by_the_read_timeout(camera):
+    s = settings(read_timeout_s=1.0, open_timeout_s=1.0)
+    run = Background([camera.url()], s)
+    run.wait_frames(25)
+    camera.pause()
+    paused = time.monotonic()
+    time.sleep(3.0)
+    camera.resume()
+    n = len(run.out_times)
+    run.wait_frames(n + 25, timeout=15)
+    result = run.stop()
+    cam = result["cameras"][0]
+    assert cam["stalls"] >= 1 and cam["reconnects"] >= 1, cam
+    gap = max(b - a for (a, _), (b, _) in zip(run.out_times, run.out_times[1:]) if a >= paused - 0.5)
+    assert gap >= 1.0  # the stall is real...
+    exact(cam)  # ...and nothing went missing silently
+
+
+def test_model_slower_than_camera_keeps_delay_bounded_and_counts_drops(camera):
+    s = settings(**{"model.delay_ms": 100.0, "duration_s": 6.0})  # 10 fps model, 25 fps camera
+    result = run_live([camera.url()], s, signals=False)
+    cam = result["cameras"][0]
+    exact(cam)
+    assert cam["dropped"] > 0.3 * cam["frames_in"]
+    # One frame waiting for the model plus one in it, plus the short queue: far under a second.
+    assert cam["latency"]["p95"] < 2 * 0.1 + 0.3, cam["latency"]
+    assert 6 <= cam["mean_fps"] <= 12
+
+
+def test_two_cameras_share_the_pool_and_a_broken_one_stalls_nothing(camera, tmp_path):
+    cams = [{"url": camera.url("cam"), "name": "north", "record": str(tmp_path / "north")},
+            {"url": camera.url("cam2"), "name": "south", "record": str(tmp_path / "south")},
+            {"url": camera.url("nope"), "name": "broken"}]
+    s = load_settings(RunSettings, None, {
+        "model.profile": "identity", "workers.backend": "local", "batching.max_batch": 2,
+        "live.cameras": cams, "live.duration_s": 5.0, "live.first_tries": 2, "live.open_timeout_s": 2.0})
+    result = run_live([], s, signals=False)
+    by_name = {c["name"]: c for c in result["cameras"]}
+    for name in ("north", "south"):
+        cam = by_name[name]
+        exact(cam)
+        assert cam["frames_out"] >= 50 and cam["error"] is None, cam
+        (segment,) = (tmp_path / name).glob(f"{name}-*.mp4")
+        assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"]
+    assert "rtsp://127.0.0.1" in by_name["broken"]["error"] and "/nope" in by_name["broken"]["error"]
+
+
+def test_sigterm_stops_cleanly_and_leaves_playable_files(camera, tmp_path):
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", camera.url(), "--profile", "identity", "--backend", "local",
+           "-o", str(tmp_path / "out.mp4"), "--record", str(tmp_path / "rec"), "--segment-s", "1", "--json"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 30
+        while len(list((tmp_path / "rec").glob("cam0-*.mp4"))) < 2 and time.monotonic() < end:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    import json
+
+    cam = json.loads(out.strip().splitlines()[-1])["cameras"][0]
+    exact(cam)
+    assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == cam["frames_out"]
+    segments = sorted((tmp_path / "rec").glob("cam0-*.mp4"))
+    assert len(segments) >= 3  # the open segment was closed playable too
+    assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
+
+
+@pytest.mark.parametrize("what", ["never-answers", "wrong-path", "missing-camera"])
+def test_bad_input_is_a_clear_error_naming_it_after_the_tries(what, camera, tmp_path):
+    import socket
+
+    silent = socket.socket()  # accepts TCP connections and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = {"never-answers": f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam",
+           "wrong-path": camera.url("no-such-path"), "missing-camera": "/dev/video97"}[what]
+    s = settings(first_tries=2, open_timeout_s=1.0, read_timeout_s=1.0, backoff_s=0.1)
+    start = time.monotonic()
+    try:
+        with pytest.raises(SourceConnectionError, match=f"{url}: no connection after 2 tries"):
+            run_live([url], s, signals=False, output=str(tmp_path / "out.mp4"))
+    finally:
+        silent.close()
+    assert time.monotonic() - start < 10
+    cli = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", url, "--profile", "identity",
+                          "--backend", "local", "--tries", "1"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert cli.returncode == 1
+    assert url in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_realtime_file_plays_at_its_own_rate(tmp_path):
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=50, size=(96, 64), fps=25)
+    s = settings(realtime=True)
+    start = time.monotonic()
+    result = run_live([str(clip)], s, signals=False)
+    took = time.monotonic() - start
+    cam = result["cameras"][0]
+    exact(cam)
+    assert cam["frames_in"] == 50 and took >= 1.9  # 50 frames at 25 fps: two seconds, not at once

@@ -1,0 +1,257 @@
+"""Live outputs and figures: the preview page in headless Chromium, /metrics, UDP/HTTP/RTSP restreams,
+and the small parts (backoff, settings, timestamps) on their own."""
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.config import from_dict, load_settings
+from pipeline.errors import ConfigError, OutputError
+from pipeline.frames import FrameBatch
+from pipeline.live import CLOCK, Backoff, is_live
+from pipeline.live_app import run_live
+from pipeline.live_camera import RtspCamera, free_port
+from pipeline.live_metrics import Metrics
+from pipeline.settings import RunSettings
+from pipeline.sources import SourceInfo
+from pipeline.streams import restream_sink
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = Path(__file__).resolve().parent / "output"  # screenshots kept for the lead to look at
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def settings(**flags) -> RunSettings:
+    base = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 1}
+    base.update(flags)
+    return load_settings(RunSettings, None, base)
+
+
+def run_in_thread(inputs, s):
+    box = {}
+
+    def main():
+        box["result"] = run_live(inputs, s, signals=False, on_start=lambda r: box.setdefault("runner", r))
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while "runner" not in box and time.monotonic() < end:
+        time.sleep(0.05)
+    return thread, box
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
+def test_preview_page_in_headless_chromium_and_metrics(tmp_path):
+    port = free_port()
+    with RtspCamera(size="160x120", fps=25) as camera:
+        thread, box = run_in_thread([camera.url()], settings(**{"live.preview": f"127.0.0.1:{port}"}))
+        base = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+            if 'derain_frames_out_total{camera="cam0"}' in text and " 0\n" not in text.split("frames_out_total")[1][:30]:
+                break
+            time.sleep(0.2)
+        shot = tmp_path / "preview.png"
+        profile = tmp_path / "chromium-profile"
+        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", "--window-size=900,560", f"--screenshot={shot}",
+                        "--virtual-time-budget=3000", f"{base}/"],
+                       capture_output=True, timeout=90)
+        jpeg = urllib.request.urlopen(f"{base}/frame/cam0/derained.jpg", timeout=5).read()
+        with urllib.request.urlopen(f"{base}/mjpeg/cam0/rainy", timeout=5) as mjpeg:
+            head = mjpeg.read(200)
+        page = urllib.request.urlopen(f"{base}/", timeout=5).read().decode()
+        box["runner"].stop()
+        thread.join(30)
+    OUTPUT.mkdir(exist_ok=True)
+    shutil.copy(shot, OUTPUT / "preview.png")
+    for needle in ("derain_frames_in_total", "derain_frames_dropped_total", "derain_fps",
+                   "derain_latency_seconds_bucket", "derain_queue_depth", "derain_reconnects_total",
+                   "derain_workers_alive 1"):
+        assert needle in text
+    assert shot.stat().st_size > 5000
+    assert jpeg[:2] == b"\xff\xd8" and b"--frame" in head and b"image/jpeg" in head
+    assert "rainy" in page and "derained" in page
+    # The screenshot shows the two pictures: the image area is not a blank page.
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.std() > 10
+
+
+def test_metrics_text_and_exact_counters():
+    m = Metrics()
+    lane = m.lane('a"b', "rtsp://x")
+    lane.frames_in, lane.dropped = 10, 3
+    lane.output([time.monotonic() - 0.04] * 7, time.monotonic())
+    text = m.prometheus()
+    assert 'derain_frames_out_total{camera="a\\"b"} 7' in text
+    assert 'derain_latency_seconds_bucket{camera="a\\"b",le="0.05"} 7' in text
+    assert 'derain_latency_seconds_count{camera="a\\"b"} 7' in text
+    assert m.snapshot()["cameras"][0]["latency"]["p50"] == pytest.approx(0.04, abs=0.01)
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter():
+    b = Backoff(0.25, 1.0, jitter=0.2, rng=random.Random(1))
+    delays = [b.next() for _ in range(6)]
+    for d, nominal in zip(delays, [0.25, 0.5, 1.0, 1.0, 1.0, 1.0]):
+        assert 0.8 * nominal <= d <= 1.2 * nominal
+    assert len(set(delays)) == 6  # jitter spreads cameras that dropped together
+
+
+@pytest.mark.parametrize("uri, live", [("rtsp://h/x", True), ("http://h/a.m3u8", True), ("udp://127.0.0.1:5000", True),
+                                       ("tcp://h:1", True), ("/dev/video0", True), ("clip.mp4", False)])
+def test_is_live(uri, live):
+    assert is_live(uri) is live
+
+
+@pytest.mark.parametrize("live, match", [
+    ({"first_tries": 0}, "live.first_tries: must be an integer >= 1"),
+    ({"backoff_s": 2.0, "backoff_max_s": 1.0}, "live.backoff_max_s: must be >= backoff_s"),
+    ({"queue_size": 0}, "live.queue_size: must be an integer >= 1"),
+    ({"transport": "sctp"}, "live.transport: must be one of"),
+    ({"cameras": [{"name": "a"}]}, r"live.cameras\[0\].url: must be set"),
+    ({"cameras": [{"url": "rtsp://a", "name": "x"}, {"url": "rtsp://b", "name": "x"}]}, "names must be unique"),
+    ({"recconect_tries": 1}, "did you mean 'reconnect_tries'"),
+])
+def test_bad_live_settings_are_named(live, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(RunSettings, {"live": live}, source="configs/live.yaml")
+
+
+@pytest.mark.parametrize("name", ["live.yaml", "cameras.yaml"])
+def test_shipped_live_configs_load(name):
+    s = load_settings(RunSettings, REPO / "configs" / name)
+    assert s.live.policy == "drop-oldest"
+
+
+def _batch(i: int) -> FrameBatch:
+    img = np.full((1, 64, 96, 3), (i * 7) % 255, np.uint8)
+    return FrameBatch(img, (i,), (i * 3600,), (CLOCK,), "cam0", (time.monotonic(),))
+
+
+def test_udp_and_http_restreams_reach_a_viewer():
+    info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+    udp_port, http_port = free_port(), free_port()
+    got: dict[str, int] = {}
+
+    def view(name, url, **kw):
+        try:
+            with av.open(url, timeout=(5, 5), **kw) as c:
+                got[name] = sum(1 for _ in zip(range(10), c.decode(video=0)))
+        except av.FFmpegError as exc:
+            got[name] = repr(exc)
+
+    viewers = [threading.Thread(target=view, args=("udp", f"udp://127.0.0.1:{udp_port}"), daemon=True)]
+    viewers[0].start()
+    time.sleep(0.5)  # the UDP viewer listens before anything is sent
+    udp = restream_sink(f"udp://127.0.0.1:{udp_port}", info)
+    http = restream_sink(f"http://127.0.0.1:{http_port}", info)
+    viewers.append(threading.Thread(target=view, args=("http", f"http://127.0.0.1:{http_port}/live.ts"), daemon=True))
+    viewers[1].start()
+    time.sleep(0.3)
+    for i in range(150):
+        udp.write(_batch(i))
+        http.write(_batch(i))
+        time.sleep(0.01)
+        if len(got) == 2:
+            break
+    udp.close()
+    http.close()
+    for v in viewers:
+        v.join(10)
+    assert got == {"udp": 10, "http": 10}
+
+
+def test_rtsp_push_restream_to_a_server():
+    with RtspCamera(size="96x64", mounts=("cam",), record_mount="in") as server:
+        info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+        sink = restream_sink(server.url("in"), info)
+        for i in range(50):
+            sink.write(_batch(i))
+        assert sink.frames_written == 50
+        sink.close()
+    with pytest.raises(OutputError, match="rtsp://127.0.0.1:1/in"):
+        restream_sink("rtsp://127.0.0.1:1/in", info)
+    with pytest.raises(OutputError, match="unsupported restream URL"):
+        restream_sink("ftp://x", info)
+
+
+class Feeder:
+    """Our own restream output as the camera: a thread writing frames at 25 fps into it."""
+
+    def __init__(self, url: str):
+        self.sink = restream_sink(url, SourceInfo("test", 96, 64, CLOCK, rate=25))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.wait(0.04):
+            self.sink.write(_batch(i))
+            i += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sink.close()
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "http", "udp"])
+def test_mpegts_inputs_over_tcp_http_udp(scheme):
+    port = free_port()
+    s = settings(**{"live.duration_s": 3.0, "live.open_timeout_s": 3.0})
+    if scheme == "udp":  # the reader listens; the feeder sends datagrams to it
+        box = {}
+        thread = threading.Thread(target=lambda: box.setdefault("r", run_live(
+            [f"udp://127.0.0.1:{port}"], s, signals=False)), daemon=True)
+        thread.start()
+        time.sleep(0.3)
+        feeder = Feeder(f"udp://127.0.0.1:{port}")
+        thread.join(30)
+        result = box["r"]
+    else:
+        feeder = Feeder(f"{scheme}://127.0.0.1:{port}")
+        result = run_live([f"{scheme}://127.0.0.1:{port}/live.ts"], s, signals=False)
+    feeder.close()
+    cam = result["cameras"][0]
+    assert cam["frames_in"] == cam["frames_out"] + cam["dropped"]
+    assert cam["frames_out"] >= 30 and cam["error"] is None, cam
+
+
+def test_hls_over_http(tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25", "-t", "3",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-f", "hls", "-hls_time", "1",
+                    "-hls_list_size", "0", str(tmp_path / "index.m3u8")], check=True, timeout=60)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        result = run_live([url], settings(**{"live.duration_s": 2.5, "live.queue_size": 100}), signals=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    cam = result["cameras"][0]
+    assert cam["frames_in"] == cam["frames_out"] + cam["dropped"]
+    assert cam["frames_out"] >= 50, cam  # a finished playlist is read whole, then reopened like any live end

@@ -1,0 +1,167 @@
+"""Plugins in the real frame path: YAML-loaded, every frame in order, faults, actors, overlay."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from media import make_video
+from pipeline.config import load_settings
+from pipeline.errors import PluginError
+from pipeline.files import derain_file
+from pipeline.settings import RunSettings
+from plugins import Detections, Plugin, PluginChain, Result
+
+PLUGIN_SRC = '''
+import json
+from plugins import Plugin
+
+class SeqLog(Plugin):
+    def __init__(self, path, fail_on=-1):
+        self.path, self.fail_on = path, fail_on
+
+    def setup(self):
+        self.file = open(self.path, "w")
+
+    def process(self, batch):
+        if self.fail_on in batch.seq:
+            raise RuntimeError("bad frame")
+        for s, p in zip(batch.seq, batch.pts):
+            self.file.write(json.dumps([batch.source_id, s, p, batch.rainy is not None]) + "\\n")
+        return [None] * len(batch)
+
+    def close(self):
+        self.file.close()
+'''
+
+
+@pytest.fixture
+def tmp_plugin(tmp_path, monkeypatch):
+    (tmp_path / "myplug.py").write_text(PLUGIN_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "myplug:SeqLog"
+    sys.modules.pop("myplug", None)
+
+
+def settings_from(tmp_path, plugins: list) -> RunSettings:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"profile": "identity"}, "workers": {"backend": "local"},
+                                   "batching": {"max_batch": 4}, "plugins": plugins}))
+    return load_settings(RunSettings, cfg)
+
+
+def decoded_count(path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_yaml_plugin_sees_every_frame_in_order(tmp_path, tmp_plugin):
+    clip = make_video(tmp_path / "in.mp4", frames=20, size=(64, 48))
+    log = tmp_path / "seq.jsonl"
+    settings = settings_from(tmp_path, [{"use": tmp_plugin, "with": {"path": str(log)}}])
+    stats = derain_file(clip, tmp_path / "out.mp4", settings)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r[1] for r in rows] == list(range(20)) and stats.frames_out == 20
+    assert all(r[3] for r in rows)  # the rainy originals came along
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)
+    assert decoded_count(tmp_path / "out.mp4") == 20
+
+
+def test_bad_with_key_fails_before_any_frame(tmp_path, tmp_plugin):
+    settings = settings_from(tmp_path, [{"use": tmp_plugin, "with": {"path": "x", "colour": 1}}])
+    clip = tmp_path / "never-read.mp4"  # does not exist: the plugin error must come first
+    with pytest.raises(PluginError, match=r"myplug:SeqLog \(myplug:SeqLog\): with.colour: unknown key"):
+        derain_file(clip, tmp_path / "out.mp4", settings)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_skip_keeps_every_frame_and_stop_leaves_no_partial(tmp_path, tmp_plugin, caplog):
+    clip = make_video(tmp_path / "in.mp4", frames=16, size=(64, 48))
+    entry = {"use": tmp_plugin, "with": {"path": str(tmp_path / "a.jsonl"), "fail_on": 5}}
+    stats = derain_file(clip, tmp_path / "skip.mp4", settings_from(tmp_path, [entry]))
+    assert stats.frames_out == 16 and decoded_count(tmp_path / "skip.mp4") == 16
+    assert "plugin seqlog (myplug:SeqLog) failed on source 0 seq 4..7" in caplog.text
+    with pytest.raises(PluginError, match="seq 4..7"):
+        derain_file(clip, tmp_path / "stop.mp4", settings_from(tmp_path, [{**entry, "on_error": "stop"}]))
+    assert not (tmp_path / "stop.mp4").exists()
+
+
+class Box(Plugin):
+    """A fake detector: one fixed box per frame."""
+
+    def process(self, batch):
+        d = Detections(np.array([[8, 8, 40, 30]]), np.array([0.9]), np.array([0]), ("person",))
+        return [Result(d) for _ in batch.seq]
+
+
+def test_overlay_jsonl_snapshot_on_a_clip(tmp_path):
+    clip = make_video(tmp_path / "in.mp4", frames=8, size=(64, 48))
+    chain = PluginChain.from_config([Box(), {"use": "overlay"}, {"use": "jsonl", "with": {"path": str(tmp_path / "d.jsonl")}},
+                                     {"use": "snapshot", "with": {"folder": str(tmp_path / "snaps"), "labels": ["person"],
+                                                                  "min_score": 0.5, "ext": "png"}}])
+    plain = settings_from(tmp_path, [])
+    with chain:
+        derain_file(clip, tmp_path / "drawn.mp4", plain, plugins=chain)
+    derain_file(clip, tmp_path / "plain.mp4", plain)
+    lines = [json.loads(s) for s in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == list(range(8))
+    assert lines[1]["time"] > 0 and lines[0]["rain_intensity"] == 0.0
+    assert lines[0]["detections"][0] == {"box": [8.0, 8.0, 40.0, 30.0], "score": 0.9, "class_id": 0,
+                                         "label": "person", "plugin": "box"}
+    assert len(list((tmp_path / "snaps").glob("0-*.png"))) == 8
+    with av.open(str(tmp_path / "drawn.mp4")) as a, av.open(str(tmp_path / "plain.mp4")) as b:
+        fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    assert np.abs(fa[8, 10:38] - fb[8, 10:38]).mean() > 40  # the box edge was encoded
+    assert np.abs(fa[20, 20] - fb[20, 20]).mean() < 12  # inside the box is untouched
+
+
+DYING_SRC = textwrap.dedent('''
+    import os
+    from plugins import Plugin
+
+    class DiesOnce(Plugin):
+        """Kills its own process the first time it sees seq 4 (a marker file remembers)."""
+
+        def __init__(self, marker):
+            self.marker = marker
+
+        def process(self, batch):
+            if 4 in batch.seq and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)
+            return [None] * len(batch)
+''')
+
+
+def test_actor_pool_restarts_a_dead_plugin_and_loses_nothing(tmp_path, ray_session, tmp_plugin):
+    import ray.cloudpickle
+
+    (tmp_path / "dying.py").write_text(DYING_SRC)
+    import dying  # noqa: F401 - tmp_path is on sys.path (tmp_plugin fixture)
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules["dying"])  # actors cannot import tmp_path
+    import myplug
+
+    ray.cloudpickle.register_pickle_by_value(myplug)
+    try:
+        clip = make_video(tmp_path / "in.mp4", frames=12, size=(64, 48))
+        log = tmp_path / "seq.jsonl"
+        chain = PluginChain.from_config([
+            {"use": "dying:DiesOnce", "with": {"marker": str(tmp_path / "died")}, "ray": {"num_cpus": 0}},
+            {"use": "myplug:SeqLog", "with": {"path": str(log)}}])
+        with chain:
+            stats = derain_file(clip, tmp_path / "out.mp4", settings_from(tmp_path, []), plugins=chain)
+        assert (tmp_path / "died").exists() and chain.stats["diesonce"].restarts >= 1
+        assert chain.stats["diesonce"].errors == 0
+        assert [json.loads(s)[1] for s in log.read_text().splitlines()] == list(range(12))
+        assert stats.frames_out == 12 and decoded_count(tmp_path / "out.mp4") == 12
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules["dying"])
+        ray.cloudpickle.unregister_pickle_by_value(myplug)
+        sys.modules.pop("dying", None)

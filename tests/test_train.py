@@ -1,0 +1,89 @@
+"""A short real training run: both stages, checkpoints, resume, CSV log, exported weights."""
+import csv
+
+import pytest
+import torch
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.model.train import train
+from pipeline.model.weights import load_weights
+
+
+@pytest.fixture
+def config(tmp_path, shared_data):
+    cfg = {
+        "network": {"type": "DerainNet", "width": 4},
+        "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
+        "autoencoder": {"iters": 2, "batch": 2},
+        "train": {"iters": 4, "batch": 2},
+        "checkpoint_every": 2,
+        "threads": 1,
+        "out_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg
+
+
+def log_rows(run):
+    with open(run / "log.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_stages_train_log_and_export(config):
+    path, cfg = config
+    out = train(str(path), progress=False)
+    rows = log_rows(out.parent)
+    assert [r["stage"] for r in rows] == ["autoencoder"] * 2 + ["derain"] * 4
+    assert all(float(r["loss"]) == float(r["loss"]) for r in rows)  # no NaN
+    loaded = load_weights(out)
+    assert loaded.profile == "full" and loaded.net.width == 4
+    assert all(t.dtype == torch.float16 for t in torch.load(out, weights_only=True)["state_dict"].values()
+               if t.is_floating_point())
+
+
+def test_decoder_starts_from_the_autoencoder_and_the_autoencoder_stays_frozen(config):
+    from pipeline.config import load_settings
+    from pipeline.model.train import Trainer, TrainSettings
+
+    path, _ = config
+    t = Trainer(load_settings(TrainSettings, path), progress=False)
+    t.run()
+    ae_state = t.ae.state_dict()
+    assert not any(p.requires_grad for p in t.ae.parameters())
+    # The autoencoder was not updated in stage 2: its checkpointed weights equal the live ones.
+    saved = torch.load(t.out / "last.pt", weights_only=False)["ae"]
+    assert all(torch.equal(saved[k], ae_state[k]) for k in ae_state)
+
+
+def test_resume_continues_from_the_last_checkpoint(config, tmp_path):
+    path, cfg = config
+    train(str(path), progress=False)
+    run = tmp_path / "run"
+    first = log_rows(run)
+    # Ask for more iterations and resume: it continues at step 4, not from scratch.
+    cfg["train"]["iters"] = 6
+    path.write_text(yaml.safe_dump(cfg))
+    train(str(path), resume=True, progress=False)
+    rows = log_rows(run)
+    assert rows[: len(first)] == first
+    assert [int(r["step"]) for r in rows[len(first):]] == [5, 6]
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["stage"] == "derain" and state["step"] == 6 and "optim" in state and "rng" in state
+
+
+def test_resume_without_a_checkpoint_names_it(config):
+    path, _ = config
+    with pytest.raises(ConfigError, match="last.pt: no checkpoint"):
+        train(str(path), resume=True, progress=False)
+
+
+def test_a_bad_key_in_the_training_config_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {iter: 5}\nnetwrok: {}\n")
+    with pytest.raises(ConfigError) as err:
+        train(str(path), progress=False)
+    msg = str(err.value)
+    assert f"{path}: train.iter: unknown key; did you mean 'iters'?" in msg
+    assert "netwrok: unknown key; did you mean 'network'?" in msg
