@@ -69,6 +69,7 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
             errors.append(f"{prefix}{key}: unknown key{hint}")
     kwargs = {}
+    before = len(errors)
     for name, field in fields.items():
         if name not in data:
             continue
@@ -78,6 +79,8 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     except (TypeError, ValueError) as exc:
         errors.append(f"{prefix or '<top>'}: {exc}")
         return None
+    if len(errors) > before:  # values of the wrong type: range checks would only add noise
+        return obj
     for problem in getattr(obj, "problems", lambda: [])():
         errors.append(f"{prefix}{problem}")
     return obj

@@ -52,11 +52,10 @@ def partial_path(path: Path) -> Path:
 def _claim(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
-    if not path.parent.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create its folder ({exc.strerror})") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create its folder ({exc.strerror})") from None
 
 
 class VideoFileSink:
@@ -71,6 +70,7 @@ class VideoFileSink:
         self.frames_written = 0
         self._last_pts: int | None = None
         try:
+            self.tmp.touch()  # FFmpeg opens lazily: find an unwritable place now, not at the end
             self.out = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise OutputError(f"{self.path}: cannot write here ({exc})") from None

@@ -25,6 +25,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
                metadata: dict | None = None) -> Path:
     """Write a clip; with `vfr` the frame durations alternate 1/2 and 3/2 of a frame."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
     tb = Fraction(1, fps * 2 if not vfr else fps * 4)
     step = round(1 / (fps * tb))

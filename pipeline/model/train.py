@@ -147,7 +147,10 @@ class Trainer:
         if self.stage == "derain":
             self._enter_derain_stage(init_decoder=False)
         self.optim.load_state_dict(state["optim"])
+        milestones = self.sched.milestones
         self.sched.load_state_dict(state["sched"])
+        # A resumed run may ask for more or fewer iterations: the steps follow the new length.
+        self.sched.milestones = milestones
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
