@@ -170,6 +170,11 @@ def archive_throughput(settings: RunSettings, clip: Path, tmp: Path, files: int 
 
 
 def run_bench(args) -> dict:
+    if getattr(args, "memory", False):
+        from .memcheck import run_memcheck
+
+        size = args.size if args.size != "640x360" else "1920x1080"
+        return run_memcheck(args.minutes, size)
     if args.model_only:
         return model_only(args)
     settings = load_settings(RunSettings, None, {"model.profile": args.profile, "model.weights": args.weights,

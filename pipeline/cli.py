@@ -50,7 +50,7 @@ def cmd_run_live(args) -> int:
         "live.restream": args.restream or None, "live.snapshot": args.snapshot,
         "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
         "live.queue_size": args.queue_size, "live.policy": args.policy, "live.max_wait_ms": args.max_wait_ms,
-        "live.first_tries": args.tries, "model.delay_ms": args.delay_ms})
+        "live.first_tries": args.tries, "live.max_batch": args.batch, "model.delay_ms": args.delay_ms})
     result = run_live([args.input] if args.input else [], settings, output=args.output)
     for cam in result["cameras"]:
         if cam["error"]:
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="640x360", help="WxH of the generated clip")
     p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
+    p.add_argument("--memory", action="store_true",
+                   help="flat-memory check: a long clip (1080p unless --size) through the pipeline, identity model")
+    p.add_argument("--minutes", type=float, default=10.0, help="length of the --memory clip")
     p.add_argument("--live", action="store_true",
                    help="live delay p50/p95, output fps and drop rate against a local RTSP camera")
     p.add_argument("--duration-s", type=float, default=60.0, help="--live: seconds to measure")
