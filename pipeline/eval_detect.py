@@ -24,6 +24,7 @@ SETS = {
     "rain100H": ("rain100_samples/Rain100H/rain", "rain100_samples/Rain100H/norain"),
 }
 IOU = 0.5
+VIDEO_SETS = {"ntu-a1"}
 
 
 @dataclass
@@ -72,7 +73,7 @@ def evaluate_set(rain_dir: Path, clean_dir: Path, derainer, plugin, stride: int 
     """Scores of rainy and derained input against the clean reference for one paired set."""
     rainy_c, derained_c = Counts(), Counts()
     refs = 0
-    pairs = pair_files(rain_dir, clean_dir)[::stride]
+    pairs = pair_files(rain_dir, clean_dir)[::stride]  # stride > 1 only for video frame sets
     for rain_path, clean_path in pairs:
         rainy, clean = read_rgb(rain_path), read_rgb(clean_path)
         derained = derainer(rainy[None]).frames[0]
@@ -92,7 +93,7 @@ def eval_detect(data_root: str | Path, derainer, detector: dict, sets: list[str]
         data_root: the folder holding the sets (../shared/data in this repo's layout).
         derainer: a callable (B, H, W, 3) uint8 -> DerainResult, e.g. `Derainer.load(...)`.
         detector: a plugin entry, e.g. {"use": "hog"} or {"use": "onnx", "with": {...}}.
-        stride: take every n-th pair (NTU a1 has 168 near-identical consecutive frames).
+        stride: take every n-th pair of the video sets (NTU a1: 168 near-identical frames).
     """
     from plugins import load_plugins
 
@@ -102,7 +103,8 @@ def eval_detect(data_root: str | Path, derainer, detector: dict, sets: list[str]
         out = {}
         for name in sets or list(SETS):
             rain, clean = SETS[name]
-            out[name] = evaluate_set(Path(data_root) / rain, Path(data_root) / clean, derainer, spec.plugin, stride)
+            step = stride if name in VIDEO_SETS else 1  # consecutive video frames are near duplicates
+            out[name] = evaluate_set(Path(data_root) / rain, Path(data_root) / clean, derainer, spec.plugin, step)
         return out
     finally:
         spec.plugin.close()

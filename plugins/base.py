@@ -1,0 +1,55 @@
+"""The plugin contract: one abstract method, `process`, called once per batch in order.
+
+A plugin sees a derained `FrameBatch`: `images` (what gets encoded), `rainy` (the
+originals), per frame `seq`, `pts`, `time_base`, and `rain_intensity`, plus the results
+of the plugins before it in the chain (`upstream`). It returns one entry per frame.
+A plugin that draws on the output sets `annotates = True`; the chain then hands it a
+writable copy of the images (Ray-delivered arrays are read-only), and only then, so a
+chain of pure detectors costs no copy.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pipeline.frames import FrameBatch
+
+from .results import Detections, Result
+
+RESULTS_KEY = "plugin_results"  # FrameBatch.meta key: {plugin name: [Result | None per frame]}
+
+
+class Plugin(ABC):
+    """Base of every plugin (built-in or third-party).
+
+    Subclasses take their settings as keyword arguments in `__init__` (the YAML `with:`
+    mapping) and only store them: heavy work (model loading, opening files) belongs in
+    `setup`, which runs where the plugin runs (in its Ray actor when it has one).
+
+    Attributes:
+        name: the short name used in logs and results; the loader sets the configured one.
+        annotates: True when `process` draws on `batch.images` (the encoded frames).
+    """
+
+    name: str = ""
+    annotates: bool = False
+
+    def setup(self) -> None:
+        """Acquire resources once, before the first batch."""
+
+    @abstractmethod
+    def process(self, batch: FrameBatch) -> list[Result | None]:
+        """Handle one batch; return exactly one entry per frame (None: nothing to report)."""
+
+    def close(self) -> None:
+        """Release resources after the last batch (also after a failure)."""
+
+
+def upstream(batch: FrameBatch) -> dict[str, list[Result | None]]:
+    """Results of the plugins that ran before this one on `batch`, by plugin name."""
+    return batch.meta.get(RESULTS_KEY, {})
+
+
+def detections_at(batch: FrameBatch, i: int) -> Detections:
+    """All upstream detections of frame `i`, merged (empty when there are none)."""
+    parts = [r[i].detections for r in upstream(batch).values() if r[i] is not None and r[i].detections is not None]
+    return Detections.merge(parts)

@@ -1,0 +1,205 @@
+"""Plugins in configured order, pipelined across batches, between the reorder buffer and the sinks.
+
+Each batch walks the stages in order; a batch may enter a stage only after every earlier
+batch has entered it, so every plugin sees batches in order. Inline stages run at once;
+actor stages return at once and finish later, so up to `window` batches are in flight
+and a slow detector overlaps the derain workers. A failing plugin never corrupts the
+video: with `on_error: skip` its results for that batch are None and the frames go on
+unchanged; with `stop` a PluginError ends the run (the sink removes its partial file).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from pipeline.errors import PluginError
+from pipeline.frames import FrameBatch
+
+from .actors import ActorStage, InlineStage, Ticket
+from .base import RESULTS_KEY, Result, upstream
+from .loader import PluginSpec, load_plugins
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PluginStats:
+    batches: int = 0
+    frames: int = 0
+    errors: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class _Job:
+    batch: FrameBatch
+    stage: int = 0
+    ticket: Ticket | None = None
+    writable: bool = False
+
+
+@dataclass
+class PluginChain:
+    """Run configured plugins on every derained batch, in order.
+
+    Args:
+        specs: checked plugins from `load_plugins`, in chain order.
+        window: batches in flight at most (actor stages); 1 makes the chain synchronous.
+    """
+
+    specs: list[PluginSpec]
+    window: int = 4
+    stats: dict[str, PluginStats] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window: must be an integer >= 1 (got {self.window})")
+        self.stages = [ActorStage(s) if s.ray else InlineStage(s) for s in self.specs]
+        self.stats = {s.name: PluginStats() for s in self.specs}
+        self._jobs: deque[_Job] = deque()
+        self._started: list = []
+
+    @classmethod
+    def from_config(cls, entries: list, source: str = "plugins", window: int = 4) -> "PluginChain":
+        """Load and check every entry now (raises PluginError before any frame is read)."""
+        return cls(load_plugins(entries, source), window)
+
+    def setup(self) -> None:
+        for stage in self.stages:
+            stage.setup()
+            self._started.append(stage)
+
+    def close(self) -> None:
+        """Close every plugin that was set up, last first; never raises."""
+        while self._started:
+            stage = self._started.pop()
+            try:
+                stage.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
+                log.warning("plugin %s: close failed: %r", stage.spec.name, exc)
+        self._jobs.clear()
+
+    def __enter__(self) -> "PluginChain":
+        self.setup()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def feed(self, batch: FrameBatch) -> list[FrameBatch]:
+        """Hand in the next batch; get back the batches every plugin has finished, in order."""
+        self._jobs.append(_Job(batch))
+        self._advance(block=False)
+        while len(self._jobs) > self.window:
+            self._advance(block=True)
+        return self._pop_done()
+
+    def flush(self) -> list[FrameBatch]:
+        """Wait for every batch still in flight (end of stream)."""
+        out = []
+        while self._jobs:
+            self._advance(block=True)
+            out += self._pop_done()
+        return out
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        """One batch through every plugin, synchronously (tests, eval, simple embedders)."""
+        done = self.feed(batch) + self.flush()
+        return done[-1]
+
+    def sink(self, inner) -> "PluginSink":
+        return PluginSink(self, inner)
+
+    def _pop_done(self) -> list[FrameBatch]:
+        out = []
+        while self._jobs and self._jobs[0].stage == len(self.stages):
+            out.append(self._jobs.popleft().batch)
+        return out
+
+    def _advance(self, block: bool) -> None:
+        limit = len(self.stages)
+        for n, job in enumerate(self._jobs):
+            while job.stage < limit:
+                stage = self.stages[job.stage]
+                if job.ticket is None:
+                    job.ticket = stage.submit(self._input(job, stage))
+                if not stage.poll(job.ticket, timeout=0.05 if block and n == 0 else 0):
+                    break
+                self._finish(job, stage)
+            limit = job.stage + (job.ticket is not None)
+
+    def _input(self, job: _Job, stage) -> FrameBatch:
+        if isinstance(stage, InlineStage) and stage.spec.plugin.annotates and not job.writable:
+            # The one copy an annotating chain costs: Ray-delivered frames are read-only.
+            job.batch = replace(job.batch, images=job.batch.images.copy())
+            job.writable = True
+        return job.batch
+
+    def _finish(self, job: _Job, stage) -> None:
+        spec, ticket, batch = stage.spec, job.ticket, job.batch
+        stats = self.stats[spec.name]
+        stats.restarts = stage.restarts
+        results, images = ticket.value if ticket.error is None else (None, None)
+        error = ticket.error or _contract_problem(results, len(batch))
+        if error is not None:
+            results, images = [None] * len(batch), None
+            self._fail(spec, batch, error)
+        stats.batches += 1
+        stats.frames += len(batch)
+        if images is not None:
+            batch = replace(batch, images=images)
+            job.writable = False
+        meta = {**batch.meta, RESULTS_KEY: {**upstream(batch), spec.name: list(results)}}
+        job.batch = replace(batch, meta=meta)
+        job.stage += 1
+        job.ticket = None
+
+    def _fail(self, spec: PluginSpec, batch: FrameBatch, error: BaseException) -> None:
+        self.stats[spec.name].errors += 1
+        where = f"source {batch.source_id} seq {batch.seq[0]}..{batch.seq[-1]}"
+        if spec.on_error == "stop":
+            raise PluginError(f"plugin {spec.name} ({spec.module}) failed on {where}: {error!r}") from (
+                error if isinstance(error, Exception) else None)
+        log.error("plugin %s (%s) failed on %s: %r; skipped for this batch", spec.name, spec.module, where, error,
+                  exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+
+
+def _contract_problem(results, n: int) -> BaseException | None:
+    if not isinstance(results, (list, tuple)):
+        return PluginError(f"process() must return a list of {n} entries, got {type(results).__name__}")
+    if len(results) != n:
+        return PluginError(f"process() returned {len(results)} entries for a batch of {n} frames")
+    bad = next((r for r in results if r is not None and not isinstance(r, Result)), None)
+    if bad is not None:
+        return PluginError(f"process() entries must be Result or None, got {type(bad).__name__}")
+    return None
+
+
+class PluginSink:
+    """Wraps a sink: batches go through the chain first, so the sink encodes what plugins drew.
+
+    `close(ok=True)` waits for the batches still in the chain, so no frame is lost; a
+    PluginError there (policy stop) closes the inner sink with ok=False.
+    """
+
+    def __init__(self, chain: PluginChain, inner):
+        self.chain, self.inner = chain, inner
+
+    def write(self, batch: FrameBatch) -> None:
+        for done in self.chain.feed(batch):
+            self.inner.write(done)
+
+    def close(self, ok: bool = True) -> None:
+        try:
+            if ok:
+                for done in self.chain.flush():
+                    self.inner.write(done)
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            self.inner.close(ok=ok)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # frames_written, path, ... of the wrapped sink
