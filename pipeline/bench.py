@@ -137,17 +137,39 @@ def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarra
                              delay_ms=settings.model.delay_ms)
     model_fps = time_model(derainer, frames, batch, min_s=0.0)
     del derainer
+    # A stand-in detector as slow as the model: in its own actor it should overlap deraining.
+    slow_ms = 1000 / model_fps
+    runs = {"pipeline": [], "noop_plugin": [{"use": "noop"}],
+            "slow_plugin_actor": [{"use": "noop", "with": {"delay_ms": slow_ms}, "ray": {"replicas": 1, "num_cpus": 0}}]}
+    fps = {}
     pool = make_pool(settings.model, settings.workers)
     try:
         pool.submit("warm-up", frames[:batch])
         drain(pool)
-        stats = derain_file(clip, tmp / "out.mp4", settings, pool=pool, overwrite=True)
+        for name, plugins in runs.items():
+            if name == "slow_plugin_actor" and settings.workers.backend != "ray":
+                continue
+            stats = derain_file(clip, tmp / f"{name}.mp4", replace(settings, plugins=plugins), pool=pool,
+                                overwrite=True)
+            fps[name] = stats.fps
     finally:
         pool.close()
+    ratio = fps["pipeline"] / model_fps
     print(f"model alone: {model_fps:.2f} frames/s; whole pipeline (decode, Ray worker, encode): "
-          f"{stats.fps:.2f} frames/s; ratio {stats.fps / model_fps:.3f}", flush=True)
-    return {"model_fps": round(model_fps, 3), "pipeline_fps": round(stats.fps, 3),
-            "ratio": round(stats.fps / model_fps, 3), "frames": stats.frames_out}
+          f"{fps['pipeline']:.2f} frames/s; ratio {ratio:.3f}", flush=True)
+    print(f"with a no-op plugin: {fps['noop_plugin']:.2f} frames/s "
+          f"({100 * (fps['pipeline'] / fps['noop_plugin'] - 1):+.1f} % frame time)", flush=True)
+    out = {"model_fps": round(model_fps, 3), "pipeline_fps": round(fps["pipeline"], 3), "ratio": round(ratio, 3),
+           "frames": stats.frames_out, "noop_plugin_fps": round(fps["noop_plugin"], 3),
+           "noop_plugin_frame_time_pct": round(100 * (fps["pipeline"] / fps["noop_plugin"] - 1), 2)}
+    if "slow_plugin_actor" in fps:
+        serial = 1 / (1 / fps["pipeline"] + slow_ms / 1000)
+        print(f"with a {slow_ms:.0f} ms/frame plugin in its own actor: {fps['slow_plugin_actor']:.2f} frames/s "
+              f"(serial would be {serial:.2f}: overlap {'yes' if fps['slow_plugin_actor'] > 1.2 * serial else 'no'})",
+              flush=True)
+        out.update(slow_plugin_ms=round(slow_ms, 1), slow_plugin_actor_fps=round(fps["slow_plugin_actor"], 3),
+                   slow_plugin_serial_fps=round(serial, 3))
+    return out
 
 
 def archive_throughput(settings: RunSettings, clip: Path, tmp: Path, files: int = 4) -> dict:
