@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .batching import Batcher
-from .config import from_dict, load_settings
+from .config import load_settings
 from .files import derain_file
 from .frames import FrameBatch
 from .runner import Runner, RunStats
@@ -83,15 +83,6 @@ class Pipeline:
         """
         short = {"profile": "model.profile", "weights": "model.weights", "backend": "workers.backend"}
         flags = {short.get(k, k): v for k, v in overrides.items()}
-        if isinstance(config, dict):
-            data = dict(config)
-            for dotted, value in flags.items():
-                node = data
-                *parents, leaf = dotted.split(".")
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[leaf] = value
-            return cls(from_dict(RunSettings, data), plugins)
         return cls(load_settings(RunSettings, config, flags), plugins)
 
     def run(self, src: str | Path, dst: str | Path, overwrite: bool = False, progress: bool = False) -> RunStats:

@@ -8,6 +8,7 @@ never in the hot path. Command-line flags override with `override()`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -35,9 +36,12 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_settings(cls: type[T], path: str | Path | None = None, overrides: dict | None = None) -> T:
-    """Build `cls` from a YAML file (optional) and dotted-key overrides such as {"workers.count": 2}."""
-    data = load_yaml(path) if path else {}
+def load_settings(cls: type[T], path: str | Path | dict | None = None, overrides: dict | None = None) -> T:
+    """Build `cls` from a YAML file or a mapping (optional) and dotted-key overrides such as {"workers.count": 2}."""
+    if isinstance(path, dict):
+        data, path = copy.deepcopy(path), None
+    else:
+        data = load_yaml(path) if path else {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
