@@ -107,24 +107,31 @@ def model_only(args) -> dict:
         macs = count_macs(loaded.net, int(h * loaded.scale), int(w * loaded.scale))
         dtypes = [args.dtype] if args.dtype not in (None, "auto") else (
             ["fp16", "bf16", "fp32"] if torch.cuda.is_available() else ["fp32", "bf16"])
-        for dtype in dtypes:
-            d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype)
+        combos = [(dt, "torch") for dt in dtypes]
+        if not torch.cuda.is_available() and "fp32" in dtypes:
+            combos.insert(0, ("fp32", "onnxruntime"))
+        if args.runtime not in (None, "auto"):
+            combos = [c for c in combos if c[1] == args.runtime]
+        for dtype, runtime in combos:
+            d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype,
+                              runtime=runtime)
             batches = [1, 2, 4] if dtype != "bf16" or torch.cuda.is_available() else [1]
             for b in batches:
                 min_s = 3.0 if dtype != "bf16" or torch.cuda.is_available() else 0.0
                 if dtype == "bf16" and not torch.cuda.is_available() and w > 640:
                     continue  # ~12x slower than fp32 on CPUs without native bf16: one size shows it
                 fps = time_model(d, frames, b, min_s)
-                row = {"size": size, "dtype": dtype, "batch": b, "fps": round(fps, 3),
+                row = {"size": size, "runtime": runtime, "dtype": dtype, "batch": b, "fps": round(fps, 3),
                        "ms_per_frame": round(1000 / fps, 1), "gmac_per_frame": round(macs / 1e9, 2),
                        "gmac_per_s": round(macs * fps / 1e9, 1), "device": str(d.device)}
                 rows.append(row)
-                print(f"{size:>9} {dtype:>5} batch {b}: {fps:7.2f} frames/s  {1000 / fps:8.1f} ms/frame  "
+                print(f"{size:>9} {runtime:>11} {dtype:>5} batch {b}: {fps:7.2f} frames/s  {1000 / fps:8.1f} ms/frame  "
                       f"{macs / 1e9:6.2f} GMAC/frame  {macs * fps / 1e9:6.1f} GMAC/s", flush=True)
     best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in ("640x360", "1280x720")
             if any(r["size"] == s for r in rows)}
     return {"profile": args.profile, "machine": machine(), "rows": rows,
-            "best": {k: {"batch": v["batch"], "dtype": v["dtype"], "fps": v["fps"]} for k, v in best.items()}}
+            "best": {k: {"batch": v["batch"], "runtime": v["runtime"], "dtype": v["dtype"], "fps": v["fps"]}
+                     for k, v in best.items()}}
 
 
 def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarray, tmp: Path) -> dict:
@@ -134,7 +141,7 @@ def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarra
 
     batch = settings.batching.max_batch
     derainer = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=args.dtype or "auto",
-                             delay_ms=settings.model.delay_ms)
+                             delay_ms=settings.model.delay_ms, runtime=args.runtime or "auto")
     model_fps = time_model(derainer, frames, batch, min_s=0.0)
     del derainer
     # A stand-in detector as slow as the model: in its own actor it should overlap deraining.
@@ -200,7 +207,8 @@ def run_bench(args) -> dict:
     if args.model_only:
         return model_only(args)
     settings = load_settings(RunSettings, None, {"model.profile": args.profile, "model.weights": args.weights,
-                                                 "model.device": args.device, "model.dtype": args.dtype})
+                                                 "model.device": args.device, "model.dtype": args.dtype,
+                                                 "model.runtime": args.runtime})
     w, h = map(int, args.size.split("x"))
     n = args.frames or DEFAULT_FRAMES.get(args.profile, 32)
     frames = synthetic_frames(n, w, h)

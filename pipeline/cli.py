@@ -24,6 +24,7 @@ def _settings(args, **overrides):
         "model.weights": getattr(args, "weights", None),
         "model.device": getattr(args, "device", None),
         "model.dtype": getattr(args, "dtype", None),
+        "model.runtime": getattr(args, "runtime", None),
         "workers.backend": getattr(args, "backend", None),
         "workers.count": getattr(args, "workers", None),
         "workers.address": getattr(args, "address", None),
@@ -106,7 +107,8 @@ def cmd_eval(args) -> int:
     from .model.evaluate import evaluate
     from .model.inference import Derainer
 
-    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype)
+    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
+                             runtime=args.runtime or "auto")
     csv_path = args.csv or (Path(args.rain).name + "-eval.csv")
     result = evaluate(args.rain, args.clean, derainer, csv_path=csv_path, save_dir=args.save,
                       progress=not args.json and sys.stderr.isatty())
@@ -149,7 +151,8 @@ def cmd_eval_detect(args) -> int:
     from .eval_detect import eval_detect, markdown_table
     from .model.inference import Derainer
 
-    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype)
+    derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
+                             runtime=args.runtime or "auto")
     detector = {"use": args.detector, "with": json.loads(args.detector_with)}
     results = eval_detect(args.data, derainer, detector, sets=args.set, stride=args.stride)
     print(json.dumps(results) if args.json else markdown_table(results))
@@ -161,6 +164,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="a weights file instead of the shipped one")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--runtime", choices=["auto", "torch", "onnxruntime"],
+                   help="model runtime (auto: onnxruntime for fp32 on CPUs, else torch)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ class ModelSettings:
     dtype: str = "auto"
     compile: bool = False
     delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
 
     def problems(self) -> list[str]:
         if self.profile not in ("full", "fast", "identity"):

@@ -88,3 +88,15 @@ def test_fast_profile_removes_synthetic_rain():
     c8, r8 = (clean * 255).round().astype(np.uint8), (rainy * 255).round().astype(np.uint8)
     out = Derainer.load("fast")(r8[None]).frames[0]
     assert psnr(out, c8) > psnr(r8, c8) + 1.0
+
+
+def test_onnxruntime_and_torch_runtimes_agree(tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERAIN_CACHE", str(tmp_path / "cache"))
+    frames = np.random.default_rng(2).integers(0, 256, (2, 45, 70, 3), dtype=np.uint8)
+    a = Derainer.load(weights=tiny_weights, runtime="torch")
+    b = Derainer.load(weights=tiny_weights, runtime="onnxruntime")
+    assert type(b.net).__name__ == "OnnxNet"
+    ra, rb = a(frames), b(frames)
+    assert np.abs(ra.frames.astype(int) - rb.frames.astype(int)).max() <= 1
+    assert np.allclose(ra.rain_intensity, rb.rain_intensity, atol=1e-4)
+    assert list((tmp_path / "cache").glob("*.onnx"))  # the export is cached for the next worker

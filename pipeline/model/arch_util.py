@@ -57,6 +57,7 @@ def with_padding(multiple: int) -> Callable:
             return type(out)(**{k: _crop(v, h, w, x.shape[-2]) for k, v in out._asdict().items()})
 
         padded.__doc__ = forward.__doc__
+        padded.unpadded = forward  # for exporters: the graph without the size-specific pad/crop
         return padded
 
     return wrap

@@ -52,6 +52,17 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
         raise WeightsError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16") from None
 
 
+def pick_runtime(runtime: str, device: torch.device, dtype: torch.dtype, compile: bool) -> str:
+    if runtime not in ("auto", "torch", "onnxruntime"):
+        raise WeightsError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
+    if runtime != "auto":
+        return runtime
+    from .onnx_backend import available
+
+    cpu_fp32 = device.type == "cpu" and dtype == torch.float32 and not compile
+    return "onnxruntime" if cpu_fp32 and available() else "torch"
+
+
 @dataclass(frozen=True)
 class DerainResult:
     frames: np.ndarray  # (B, H, W, 3) uint8, derained
@@ -72,7 +83,7 @@ class Derainer:
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", compile: bool = False, threads: int | None = None,
-             delay_ms: float = 0.0) -> "Derainer":
+             delay_ms: float = 0.0, runtime: str = "auto") -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -84,6 +95,8 @@ class Derainer:
             threads: torch intra-op threads for a CPU worker (None leaves torch's default).
             delay_ms: identity profile only: sleep this long per frame, to stand in for a
                 slow model in latency tests and benchmarks.
+            runtime: "torch", "onnxruntime", or "auto": onnxruntime for fp32 on CPUs (faster
+                there, see docs/BENCHMARKS.md), torch everywhere else.
         """
         if threads:
             torch.set_num_threads(threads)
@@ -94,7 +107,12 @@ class Derainer:
             raise WeightsError(f"unknown profile {profile!r}; known: {', '.join((*PROFILES, IDENTITY))}")
         loaded = load_weights(weights or default_weights(profile))
         dt = pick_dtype(dev, dtype)
-        net = fold_batchnorm(loaded.net).to(device=dev, dtype=dt, memory_format=torch.channels_last)
+        net = fold_batchnorm(loaded.net)
+        if pick_runtime(runtime, dev, dt, compile) == "onnxruntime":
+            from .onnx_backend import OnnxNet
+
+            return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile)
+        net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
         if compile:
             net = torch.compile(net)
         return cls(net, dev, dt, loaded.scale, loaded.profile)
