@@ -27,7 +27,7 @@ import av
 from .errors import InputError, SourceConnectionError
 from .frames import Frame
 from .settings import LiveSettings
-from .sources import SourceInfo, VideoFileSource, _frame_step
+from .sources import SourceInfo, VideoFileSource
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,34 @@ def connect(uri: str, settings: LiveSettings):
     return container
 
 
+class LiveClock:
+    """Output timestamps on CLOCK (1/90000 s) that only move forward, across reconnects.
+
+    Within a connection the camera's own pts steps are kept (its timing is better than
+    ours). A frame that starts a connection, has no pts, or jumps back or by more than
+    MAX_PTS_STEP_S is placed by the wall-clock time since the previous output frame.
+    """
+
+    def __init__(self, rate: Fraction):
+        self.step = max(1, round(1 / (rate * CLOCK)))
+        self.last_out: int | None = None
+        self.last_wall: float | None = None
+
+    def stamp(self, frame: Frame, prev: Frame | None) -> Frame:
+        """`frame` on the output clock; `prev` is the previous frame of the same connection (or None)."""
+        if self.last_out is None:
+            out = 0
+        else:
+            delta_s = None
+            if prev is not None and frame.seconds is not None and prev.seconds is not None:
+                delta_s = frame.seconds - prev.seconds
+            if delta_s is None or not 0 < delta_s <= MAX_PTS_STEP_S:
+                delta_s = frame.arrival - (prev.arrival if prev is not None else self.last_wall)
+            out = self.last_out + max(1, round(delta_s / CLOCK)) if delta_s > 0 else self.last_out + self.step
+        self.last_out, self.last_wall = out, frame.arrival
+        return replace(frame, pts=out, time_base=CLOCK)
+
+
 class Backoff:
     """Exponential backoff with jitter: base, 2*base, ... up to `cap`, each +-`jitter`."""
 
@@ -116,6 +144,7 @@ class LiveSource:
         source_id: the camera's name in frames, logs and metrics.
         on_event: called with (source_id, event, detail) for "connected", "reconnect", "stalled",
             "ended" and "gave-up", so nothing happens silently.
+        stop: an event that ends the source (also while it is still trying to connect).
 
     Attributes:
         info: what a sink needs (size, rate); time_base is always CLOCK.
@@ -124,20 +153,21 @@ class LiveSource:
     """
 
     def __init__(self, uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0",
-                 threads: int = 1, on_event: Callable[[str, str, str], None] | None = None):
+                 threads: int = 1, on_event: Callable[[str, str, str], None] | None = None,
+                 stop: threading.Event | None = None):
         self.uri, self.settings, self.source_id, self.threads = str(uri), settings, source_id, threads
         self.on_event = on_event or (lambda *a: None)
         self.truncated = False
         self.reconnects = 0
         self.stalls = 0
         self.connected = False
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._first = self._connect_first()  # fail now, naming the URL, if it never answers
         s = self._first.streams.video[0]
         rate = s.average_rate or s.guessed_rate
         self.info = SourceInfo(uri=self.uri, width=s.codec_context.width, height=s.codec_context.height,
                                time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25))
-        self._last_out: int | None = None
+        self.clock = LiveClock(self.info.rate)
 
     def stop(self) -> None:
         """Ask the reader to end after the current frame (or the read timeout, if blocked)."""
@@ -162,6 +192,8 @@ class LiveSource:
                             self.settings.first_tries, exc)
                 if attempt < self.settings.first_tries and self._stop.wait(backoff.next()):
                     break
+        if self._stop.is_set():
+            raise SourceConnectionError(f"{self.uri}: stopped before it connected ({_reason(last)})")
         raise SourceConnectionError(f"{self.uri}: no connection after {self.settings.first_tries} "
                                     f"tries ({_reason(last)})")
 
@@ -197,7 +229,7 @@ class LiveSource:
             started = time.monotonic()
             prev: Frame | None = None
             for frame in conn:
-                out = self._retime(frame, prev)
+                out = self.clock.stamp(frame, prev)
                 prev = frame
                 yield replace(out, seq=seq)
                 seq += 1
@@ -214,26 +246,6 @@ class LiveSource:
             log.warning("%s: stream %s after %d frames; reconnecting", self.uri, why, seq)
             self.on_event(self.source_id, "stalled" if stalled else "ended", self.uri)
             container = self._reconnect()
-
-    def _retime(self, frame: Frame, prev: Frame | None) -> Frame:
-        """Put `frame` on the output clock, strictly after the last output frame."""
-        step = round(1 / (self.info.rate * CLOCK))
-        if self._last_out is None:
-            out = 0
-        else:
-            delta_s = None
-            if prev is not None and frame.seconds is not None and prev.seconds is not None:
-                delta_s = frame.seconds - prev.seconds
-            if delta_s is None or not 0 < delta_s <= MAX_PTS_STEP_S:
-                # New connection, no pts, or a jump: the wall clock says how much time passed.
-                delta_s = frame.arrival - prev.arrival if prev is not None else self._gap_s()
-            out = self._last_out + max(1, round(delta_s / CLOCK)) if delta_s > 0 else self._last_out + step
-        self._last_out = out
-        self._last_wall = frame.arrival
-        return replace(frame, pts=out, time_base=CLOCK)
-
-    def _gap_s(self) -> float:
-        return max(time.monotonic() - getattr(self, "_last_wall", time.monotonic()), 1 / float(self.info.rate))
 
 
 class RealtimeFileSource:
@@ -268,16 +280,13 @@ class RealtimeFileSource:
 
 
 def open_live(uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0", threads: int = 1,
-              on_event=None):
+              on_event=None, stop: threading.Event | None = None):
     """The live source for `uri`: a real-time file when `settings.realtime` and `uri` is a file."""
     if not is_live(uri):
         if not settings.realtime:
             raise InputError(f"{uri}: not a live URL or device (use --realtime to play a file as a camera)")
         return RealtimeFileSource(uri, source_id=source_id, threads=threads)
-    if uri.startswith("/dev/video") and not Path(uri).exists():
-        # Still honour the tries: a USB camera can appear a moment late.
-        pass
-    return LiveSource(uri, settings, source_id=source_id, threads=threads, on_event=on_event)
+    return LiveSource(uri, settings, source_id=source_id, threads=threads, on_event=on_event, stop=stop)
 
 
 def _reason(exc: BaseException | None) -> str:

@@ -17,7 +17,7 @@ from .live_runner import Camera, LiveRunner
 from .settings import CameraSettings, LiveSettings, RunSettings
 from .sinks import EncodeSettings, VideoFileSink
 from .streams import SegmentRecorder, SnapshotSink, restream_sink
-from .workers import WorkerSettings, make_pool
+from .workers import make_pool
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +69,19 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
 
 
 def live_pool(settings: RunSettings):
-    """The shared pool; one batch in flight per worker unless configured, so none waits queued."""
-    workers = settings.workers
-    if workers.inflight == WorkerSettings().inflight:
-        workers = dataclasses.replace(workers, inflight=1)
-    return make_pool(settings.model, workers)
+    """The shared pool, with `live.inflight` batches per worker (1: none waits queued behind another)."""
+    return make_pool(settings.model, dataclasses.replace(settings.workers, inflight=settings.live.inflight))
 
 
 def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,
                  consumers=(), metrics: Metrics | None = None) -> LiveRunner:
-    live, b = settings.live, settings.batching
+    live = settings.live
     cams = []
     for cam in cameras_of(inputs, live):
-        def opener(cam=cam):
-            return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads)
+        def opener(stop, cam=cam):
+            return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads, stop=stop)
         cams.append(Camera(cam.name, cam.url, opener, outputs_factory(cam, settings, output)))
-    return LiveRunner(cams, pool, max_batch=b.max_batch, max_wait_ms=live.max_wait_ms,
+    return LiveRunner(cams, pool, max_batch=live.max_batch, max_wait_ms=live.max_wait_ms,
                       queue_size=live.queue_size, policy=live.policy, consumers=consumers,
                       metrics=metrics, duration_s=live.duration_s)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import threading
 
 from .config import load_settings
 from .live_app import run_live
@@ -22,11 +23,27 @@ def run_live_bench(args) -> dict:
     settings = load_settings(RunSettings, getattr(args, "config", None), {
         "model.profile": args.profile, "model.device": args.device, "model.dtype": args.dtype,
         "model.weights": getattr(args, "weights", None), "model.delay_ms": getattr(args, "delay_ms", None) or None,
+        "model.runtime": getattr(args, "runtime", None),
         "workers.backend": getattr(args, "backend", None) or "local",
-        "live.duration_s": float(args.duration_s), "batching.max_batch": 1})
+        "live.duration_s": float(args.duration_s)})
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample_memory(_runner) -> None:
+        # Every 5 s after a 10 s warm-up (model loaded, encoders open): flat means no leak.
+        def loop() -> None:
+            if not done.wait(10):
+                samples.append(_rss_mb())
+                while not done.wait(5):
+                    samples.append(_rss_mb())
+        threading.Thread(target=loop, daemon=True).start()
+
     with RtspCamera(size=args.size, fps=fps) as camera:
         rss_start = _rss_mb()
-        result = run_live([camera.url()], settings, signals=False)
+        try:
+            result = run_live([camera.url()], settings, signals=False, on_start=sample_memory)
+        finally:
+            done.set()
     cam = result["cameras"][0]
     lat = cam["latency"]
     frames_in = cam["frames_in"]
@@ -37,7 +54,9 @@ def run_live_bench(args) -> dict:
         "drop_rate": round(cam["dropped"] / frames_in, 4) if frames_in else 0.0,
         "output_fps": cam["mean_fps"], "delay_p50_s": lat.get("p50"), "delay_p95_s": lat.get("p95"),
         "delay_p99_s": lat.get("p99"), "reconnects": cam["reconnects"],
-        "rss_mb_start": rss_start, "rss_mb_end": _rss_mb(), "cpu_cores": os.cpu_count(),
+        "rss_mb_start": rss_start, "rss_mb_end": _rss_mb(),
+        "rss_mb_growth_after_warmup": round(samples[-1] - samples[0], 1) if len(samples) > 1 else None,
+        "cpu_cores": os.cpu_count(),
         "python": sys.version.split()[0],
     }
 

@@ -8,9 +8,11 @@ model run. The main thread submits ready batches, reorders each camera's results
 own key and hands them to the consumers and outputs. A camera that fails ends its own
 lane only; the others go on.
 
-Stopping (SIGINT/SIGTERM, `duration_s`, or every source ending): the readers stop, the
-frames already read are derained, the encoders are flushed and the files closed
-playable. Then, per camera, frames in = frames out + frames dropped, exactly.
+Stopping (SIGINT/SIGTERM or `duration_s`): the readers stop, the batches already cut are
+derained, the frames still queued (stale by then: deraining them one by one behind a slow
+model would only add seconds of tail) are counted as dropped, the encoders are flushed and
+the files closed playable. A source that ends by itself (a --realtime file) is derained to
+its last frame. Either way, per camera, frames in = frames out + frames dropped, exactly.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .batching import Batcher
-from .framequeue import FrameQueue
+from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
 from .live_metrics import LaneStats, Metrics
 from .sources import start_reader
@@ -41,14 +43,15 @@ class Camera:
 
     Attributes:
         name: the camera's id in logs, metrics and outputs.
-        open: returns the source (a LiveSource or RealtimeFileSource); raises on failure.
+        open: given the runner's stop event, returns the source (a LiveSource or
+            RealtimeFileSource); raises on failure, and gives up early once the event is set.
         sinks: builds the outputs from the opened source's info.
         consumers: called with each derained batch of this camera, in order.
     """
 
     name: str
     uri: str
-    open: Callable[[], object]
+    open: Callable[[threading.Event], object]
     sinks: SinkFactory = lambda info: []
     consumers: Sequence[Consumer] = ()
 
@@ -67,6 +70,7 @@ class Lane:
     credit: threading.Event = field(default_factory=threading.Event)
     errors: list = field(default_factory=list)
     done: bool = False
+    discarded: int = 0  # frames still queued when stopped: stale by then, counted as dropped
     next_key: int = 0
     next_out: int = 0
     inflight: dict = field(default_factory=dict)
@@ -143,7 +147,7 @@ class LiveRunner:
 
     def _lane_main(self, lane: Lane) -> None:
         try:
-            lane.source = lane.camera.open()
+            lane.source = lane.camera.open(self._stop)
             if self._stop.is_set() and hasattr(lane.source, "stop"):
                 lane.source.stop()
             lane.stats.connected = True
@@ -154,6 +158,9 @@ class LiveRunner:
                 while not lane.credit.wait(0.1):
                     pass
                 lane.credit.clear()
+                if self._stop.is_set():
+                    lane.discarded += _discard(lane.queue)
+                    break
                 batch = next(batches, None)
                 if batch is None:
                     break
@@ -161,7 +168,10 @@ class LiveRunner:
                 self._ready.put((lane, batch, sent))
                 sent.wait()
         except BaseException as exc:  # noqa: BLE001 - one camera's failure ends its lane only
-            lane.errors.append(exc)
+            if lane.source is None and self._stop.is_set():
+                log.warning("camera %s: stopped while connecting (%s)", lane.camera.name, exc)
+            else:
+                lane.errors.append(exc)
         finally:
             lane.queue.close()
             if lane.errors:
@@ -219,7 +229,8 @@ class LiveRunner:
         with self.metrics.lock:
             for lane in self.lanes:
                 s, src = lane.stats, lane.source
-                s.frames_in, s.dropped, s.queue_depth = lane.queue.put_count, lane.queue.dropped, len(lane.queue)
+                s.frames_in, s.queue_depth = lane.queue.put_count, len(lane.queue)
+                s.dropped = lane.queue.dropped + lane.discarded
                 s.reconnects = getattr(src, "reconnects", 0)
                 s.stalls = getattr(src, "stalls", 0)
                 s.connected = bool(src is not None and not lane.done and getattr(src, "connected", True))
@@ -246,8 +257,20 @@ class LiveRunner:
         with self.metrics.lock:
             s = lane.stats
             # Frames a stuck reader put after the queue closed were never derained: dropped.
-            s.frames_in, s.dropped = lane.queue.put_count, lane.queue.dropped + len(lane.queue)
+            s.frames_in = lane.queue.put_count
+            s.dropped = lane.queue.dropped + lane.discarded + len(lane.queue)
             s.queue_depth, s.connected = 0, False
             s.reconnects = getattr(lane.source, "reconnects", 0)
             s.stalls = getattr(lane.source, "stalls", 0)
             s.ended = s.ended or time.monotonic()
+
+
+def _discard(queue: FrameQueue) -> int:
+    """Empty a queue until it closes (its reader has stopped); returns how many frames it held."""
+    n = 0
+    while True:
+        try:
+            if queue.get(0.2) is not None:
+                n += 1
+        except Closed:
+            return n

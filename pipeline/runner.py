@@ -76,6 +76,8 @@ class Runner:
     def stop(self) -> None:
         """Finish what was read and close the outputs playable (SIGTERM for live sources)."""
         self.stop_event.set()
+        if hasattr(self.source, "stop"):  # a live source (pipeline.live) ends its reader too
+            self.source.stop()
 
     def run(self) -> RunStats:
         queue = FrameQueue(self.queue_size, self.policy)

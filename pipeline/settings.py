@@ -74,7 +74,9 @@ class LiveSettings:
     realtime: bool = False  # a file input is played at its own rate, as a camera would send it
     queue_size: int = 4  # frames held before the oldest is dropped (bounds the delay)
     policy: Literal["block", "drop-oldest", "drop-newest"] = "drop-oldest"
+    max_batch: int = 1  # frames per batch: 1 sends each frame as soon as the model is free
     max_wait_ms: float = 20.0  # cut a partial batch after this long
+    inflight: int = 1  # batches per worker at once: more would wait queued behind each other
     record: str | None = None  # folder of rolling segments
     segment_s: float = 60.0  # length of one recorded segment
     segment_format: Literal["mp4", "mkv", "ts"] = "mp4"
@@ -99,6 +101,8 @@ class LiveSettings:
             out.append(f"backoff_max_s: must be >= backoff_s >= 0 (got {self.backoff_s}, {self.backoff_max_s})")
         if self.queue_size < 1:
             out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
+        if self.max_batch < 1 or self.inflight < 1:
+            out.append(f"max_batch, inflight: must be integers >= 1 (got {self.max_batch}, {self.inflight})")
         if self.segment_s <= 0 or self.snapshot_every_s <= 0:
             out.append("segment_s, snapshot_every_s: must be > 0")
         names = [c.name for c in self.cameras if c.name]

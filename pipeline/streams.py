@@ -96,9 +96,10 @@ class _Fanout:
             for q in list(self.clients):
                 try:
                     q.put_nowait(chunk)
-                except queue.Full:
+                except queue.Full:  # too slow: cut it off, with its backlog, so its thread ends
                     self.clients.remove(q)
-                    q.put(None) if q.empty() else None
+                    _clear(q)
+                    q.put_nowait(None)
         return len(chunk)
 
     def add(self) -> queue.Queue:
@@ -111,6 +112,14 @@ class _Fanout:
         with self.lock:
             if q in self.clients:
                 self.clients.remove(q)
+
+
+def _clear(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
 
 
 class MpegTsServer:
@@ -170,7 +179,8 @@ class MpegTsServer:
         self.sink.close(ok)
         with self.fanout.lock:
             for q in self.fanout.clients:
-                q.put(None)
+                _clear(q)
+                q.put_nowait(None)
         self.server.shutdown()
         self.server.server_close()
 

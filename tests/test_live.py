@@ -5,7 +5,6 @@ for a model slower than the camera.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="n
 
 
 def settings(**live) -> RunSettings:
-    flags = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 1}
+    flags = {"model.profile": "identity", "workers.backend": "local", "live.max_batch": 1}
     flags.update({(k if "." in k else f"live.{k}"): v for k, v in live.items()})
     return load_settings(RunSettings, None, flags)
 
@@ -177,7 +176,7 @@ def test_two_cameras_share_the_pool_and_a_broken_one_stalls_nothing(camera, tmp_
             {"url": camera.url("cam2"), "name": "south", "record": str(tmp_path / "south")},
             {"url": camera.url("nope"), "name": "broken"}]
     s = load_settings(RunSettings, None, {
-        "model.profile": "identity", "workers.backend": "local", "batching.max_batch": 2,
+        "model.profile": "identity", "workers.backend": "local", "live.max_batch": 2,
         "live.cameras": cams, "live.duration_s": 5.0, "live.first_tries": 2, "live.open_timeout_s": 2.0})
     result = run_live([], s, signals=False)
     by_name = {c["name"]: c for c in result["cameras"]}
@@ -249,3 +248,37 @@ def test_realtime_file_plays_at_its_own_rate(tmp_path):
     cam = result["cameras"][0]
     exact(cam)
     assert cam["frames_in"] == 50 and took >= 1.9  # 50 frames at 25 fps: two seconds, not at once
+
+
+def test_stop_while_still_connecting_is_prompt_and_clean(tmp_path):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"
+    s = settings(first_tries=10, open_timeout_s=1.0, backoff_s=0.5, backoff_max_s=0.5)
+    try:
+        run = Background([url], s)
+        time.sleep(1.5)
+        start = time.monotonic()
+        result = run.stop()
+    finally:
+        silent.close()
+    assert time.monotonic() - start < 3  # not 10 tries later
+    assert result["cameras"][0]["frames_in"] == 0 and result["cameras"][0]["error"] is None
+
+
+def test_a_limited_camera_gives_up_naming_the_url_and_keeps_what_was_recorded(camera, tmp_path):
+    s = settings(reconnect_tries=2, open_timeout_s=1.0, read_timeout_s=1.0, backoff_s=0.1, backoff_max_s=0.2,
+                 record=str(tmp_path / "rec"), segment_s=60.0)
+    run = Background([camera.url()], s)
+    run.wait_frames(25)
+    camera.kill()
+    run.thread.join(20)
+    assert not run.thread.is_alive(), "the camera did not give up"
+    cam = run.result["cameras"][0]
+    assert f"{camera.url()}: lost, and no reconnection after 2 tries" in cam["error"]
+    exact(cam)
+    (segment,) = (tmp_path / "rec").glob("cam0-*.mp4")
+    assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"] >= 25
