@@ -63,9 +63,40 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
             for sink in sinks:
                 sink.close(ok=True)
             raise
-        return sinks
+        return [PluggedOutputs(settings.plugins, sinks, cam.name)] if settings.plugins else sinks
 
     return build
+
+
+class PluggedOutputs:
+    """A camera's outputs behind its own plugin chain: plugins see every batch once, in order,
+    and every output encodes what they drew. A failing output is logged; the others go on."""
+
+    def __init__(self, plugin_entries: list, sinks: list, camera: str):
+        from plugins import PluginChain
+
+        self.chain = PluginChain.from_config(plugin_entries)
+        self.chain.setup()
+        self.sinks, self.camera = sinks, camera
+
+    def _write(self, batches) -> None:
+        for batch in batches:
+            for sink in self.sinks:
+                try:
+                    sink.write(batch)
+                except Exception:  # noqa: BLE001 - a broken output never stops the others
+                    log.exception("camera %s: output %r failed", self.camera, sink)
+
+    def write(self, batch) -> None:
+        self._write(self.chain.feed(batch))
+
+    def close(self, ok: bool = True) -> None:
+        try:
+            self._write(self.chain.flush())
+        finally:
+            for sink in self.sinks:
+                sink.close(ok=ok)
+            self.chain.close()
 
 
 def live_pool(settings: RunSettings):
@@ -97,6 +128,10 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
         signals: SIGINT/SIGTERM stop cleanly (main thread only).
         on_start: called with the runner once it is built (tests, bench).
     """
+    if settings.plugins:  # a bad plugin name, module or `with:` key fails before any camera opens
+        from plugins import PluginChain
+
+        PluginChain.from_config(settings.plugins)
     metrics = Metrics()
     preview = None
     own_pool = pool is None

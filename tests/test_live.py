@@ -282,3 +282,18 @@ def test_a_limited_camera_gives_up_naming_the_url_and_keeps_what_was_recorded(ca
     exact(cam)
     (segment,) = (tmp_path / "rec").glob("cam0-*.mp4")
     assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"] >= 25
+
+
+def test_plugins_see_every_live_frame_in_order(camera, tmp_path):
+    import json
+
+    lines = tmp_path / "dets.jsonl"
+    s = load_settings(RunSettings, {"plugins": [{"use": "jsonl", "with": {"path": str(lines)}}]},
+                      {"model.profile": "identity", "workers.backend": "local", "live.max_batch": 2})
+    run = Background([camera.url()], s, output=str(tmp_path / "out.mp4"))
+    run.wait_frames(20)
+    cam = run.stop()["cameras"][0]
+    rows = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(rows) == cam["frames_out"] == int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"])
+    seqs = [r["seq"] for r in rows]
+    assert seqs == sorted(seqs) and rows[0]["source"] == "cam0"
