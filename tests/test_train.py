@@ -87,3 +87,17 @@ def test_a_bad_key_in_the_training_config_names_file_and_key(tmp_path):
     msg = str(err.value)
     assert f"{path}: train.iter: unknown key; did you mean 'iters'?" in msg
     assert "netwrok: unknown key; did you mean 'network'?" in msg
+
+
+def test_frozen_batchnorm_and_pixel_loss(config):
+    from pipeline.config import load_settings
+    from pipeline.model.train import Trainer, TrainSettings
+
+    path, _ = config
+    s = load_settings(TrainSettings, path, {"train.freeze_bn_from": 0.0, "loss.pixel": 1.0})
+    t = Trainer(s, progress=False)
+    t.run()
+    norm = t.net.enc1.norm1
+    # Frozen from the first step: the encoder's statistics never moved from their initial values.
+    assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+    assert norm.weight.grad is not None  # while its affine weights were trained
