@@ -37,6 +37,8 @@ def test_two_stages_train_log_and_export(config):
     rows = log_rows(out.parent)
     assert [r["stage"] for r in rows] == ["autoencoder"] * 2 + ["derain"] * 4
     assert all(float(r["loss"]) == float(r["loss"]) for r in rows)  # no NaN
+    # lr x0.2 at 25/50/75 % of the 4 derain steps
+    assert [float(r["lr"]) for r in rows[2:]] == pytest.approx([1e-3, 2e-4, 4e-5, 8e-6])
     loaded = load_weights(out)
     assert loaded.profile == "full" and loaded.net.width == 4
     assert all(t.dtype == torch.float16 for t in torch.load(out, weights_only=True)["state_dict"].values()
@@ -71,6 +73,8 @@ def test_resume_continues_from_the_last_checkpoint(config, tmp_path):
     assert [int(r["step"]) for r in rows[len(first):]] == [5, 6]
     state = torch.load(run / "last.pt", weights_only=False)
     assert state["stage"] == "derain" and state["step"] == 6 and "optim" in state and "rng" in state
+    # the resumed steps follow the new length's schedule (milestones at steps 1, 3, 4 of 6)
+    assert [float(r["lr"]) for r in rows[len(first):]] == pytest.approx([8e-6, 8e-6])
 
 
 def test_resume_without_a_checkpoint_names_it(config):

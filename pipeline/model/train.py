@@ -127,14 +127,21 @@ class Trainer:
     def _new_optim(self, model: nn.Module, st: StageSettings) -> None:
         params = [p for p in model.parameters() if p.requires_grad]
         self.optim = torch.optim.Adam(params, lr=st.lr)
-        milestones = sorted({max(1, int(m * st.iters)) for m in st.milestones})
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.optim, milestones, gamma=st.gamma)
+
+    def _set_lr(self, st: StageSettings) -> float:
+        """The step schedule in closed form (lr x gamma per milestone passed), so a resumed
+        run, even one asking for a different length, is always on the right step."""
+        passed = sum(self.step >= max(1, int(m * st.iters)) for m in st.milestones)
+        lr = st.lr * st.gamma**passed
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _save(self) -> None:
         state = {
             "stage": self.stage, "step": self.step, "settings": asdict(self.s),
             "net": self.net.state_dict(), "ae": self.ae.state_dict(),
-            "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
+            "optim": self.optim.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
                     "python": random.getstate()},
@@ -153,10 +160,6 @@ class Trainer:
         if self.stage == "derain":
             self._enter_derain_stage(init_decoder=False)
         self.optim.load_state_dict(state["optim"])
-        milestones = self.sched.milestones
-        self.sched.load_state_dict(state["sched"])
-        # A resumed run may ask for more or fewer iterations: the steps follow the new length.
-        self.sched.milestones = milestones
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
@@ -231,6 +234,7 @@ class Trainer:
                         for m in model.modules():
                             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                                 m.eval()
+                    lr = self._set_lr(st)
                     rainy, clean = self._batch(st.batch)
                     with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
                         terms = loss_fn(rainy, clean)
@@ -240,13 +244,12 @@ class Trainer:
                     nn.utils.clip_grad_norm_(model.parameters(), st.clip)
                     self.scaler.step(self.optim)
                     self.scaler.update()
-                    self.sched.step()
                     self.step += 1
                     vals = {k: float(v.detach()) for k, v in terms.items()}
                     running = vals["loss"] if running is None else 0.95 * running + 0.05 * vals["loss"]
                     bar.update(1)
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.sched.get_last_lr()[0]:.1e}")
-                    log.writerow([f"{time.time():.1f}", self.stage, self.step, self.sched.get_last_lr()[0],
+                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
+                    log.writerow([f"{time.time():.1f}", self.stage, self.step, lr,
                                   *(f"{vals.get(k, float('nan')):.5f}" for k in ("loss", "ssim", "embed", "att"))])
                     if self.step % self.s.checkpoint_every == 0 or self.step == st.iters:
                         fh.flush()
