@@ -7,6 +7,7 @@ pipeline's overhead. Figures go to docs/BENCHMARKS.md with the command line.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -91,12 +92,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    from .model.inference import cpu_has_native_bf16
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{cpu} ({os.cpu_count()} cores, {bf16}), {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
 def model_only(args) -> dict:
-    from .model.inference import Derainer
+    from .model.inference import Derainer, cpu_has_native_bf16
     from .model.weights import default_weights, load_weights
 
     rows = []
@@ -112,13 +116,14 @@ def model_only(args) -> dict:
             combos.insert(0, ("fp32", "onnxruntime"))
         if args.runtime not in (None, "auto"):
             combos = [c for c in combos if c[1] == args.runtime]
+        native_bf16 = torch.cuda.is_available() or cpu_has_native_bf16()
         for dtype, runtime in combos:
             d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype,
                               runtime=runtime)
-            batches = [1, 2, 4] if dtype != "bf16" or torch.cuda.is_available() else [1]
+            batches = [1, 2, 4] if dtype != "bf16" or native_bf16 else [1]
             for b in batches:
-                min_s = 3.0 if dtype != "bf16" or torch.cuda.is_available() else 0.0
-                if dtype == "bf16" and not torch.cuda.is_available() and w > 640:
+                min_s = 3.0 if dtype != "bf16" or native_bf16 else 0.0
+                if dtype == "bf16" and not native_bf16 and w > 640:
                     continue  # ~12x slower than fp32 on CPUs without native bf16: one size shows it
                 fps = time_model(d, frames, b, min_s)
                 row = {"size": size, "runtime": runtime, "dtype": dtype, "batch": b, "fps": round(fps, 3),
