@@ -21,8 +21,9 @@ def tiny_weights(tmp_path):
     return path
 
 
-def test_batch_in_batch_out_uint8_same_shape(tiny_weights):
-    d = Derainer.load(weights=tiny_weights)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_batch_in_batch_out_uint8_same_shape(tiny_weights, dtype):
+    d = Derainer.load(weights=tiny_weights, dtype=dtype)
     frames = np.random.default_rng(0).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
     result = d(frames)
     assert result.frames.shape == frames.shape and result.frames.dtype == np.uint8
@@ -40,7 +41,7 @@ def test_folding_batchnorm_changes_nothing(tiny_weights):
 
 def test_derained_is_input_minus_rain(tiny_weights):
     loaded = load_weights(tiny_weights)
-    d = Derainer.load(weights=tiny_weights)
+    d = Derainer.load(weights=tiny_weights, dtype="fp32")
     frames = np.random.default_rng(1).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
@@ -93,8 +94,8 @@ def test_fast_profile_removes_synthetic_rain():
 def test_onnxruntime_and_torch_runtimes_agree(tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("DERAIN_CACHE", str(tmp_path / "cache"))
     frames = np.random.default_rng(2).integers(0, 256, (2, 45, 70, 3), dtype=np.uint8)
-    a = Derainer.load(weights=tiny_weights, runtime="torch")
-    b = Derainer.load(weights=tiny_weights, runtime="onnxruntime")
+    a = Derainer.load(weights=tiny_weights, runtime="torch", dtype="fp32")
+    b = Derainer.load(weights=tiny_weights, runtime="onnxruntime", dtype="fp32")
     assert type(b.net).__name__ == "OnnxNet"
     ra, rb = a(frames), b(frames)
     assert np.abs(ra.frames.astype(int) - rb.frames.astype(int)).max() <= 1
