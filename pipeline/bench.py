@@ -211,7 +211,7 @@ def run_bench(args) -> dict:
         return run_memcheck(args.minutes, size)
     if args.model_only:
         return model_only(args)
-    settings = load_settings(RunSettings, None, {"model.profile": args.profile, "model.weights": args.weights,
+    settings = load_settings(RunSettings, getattr(args, "config", None), {"model.profile": args.profile, "model.weights": args.weights,
                                                  "model.device": args.device, "model.dtype": args.dtype,
                                                  "model.runtime": args.runtime})
     w, h = map(int, args.size.split("x"))

@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="frames/s of the model, the file pipeline and archives")
     _add_model_flags(p)
     p.add_argument("--model-only", action="store_true", help="only the model: sizes, batches, dtypes")
+    p.add_argument("--config", help="settings for the pipeline part (encoder preset, batching, ...)")
     p.add_argument("--size", default="640x360", help="WxH of the generated clip")
     p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
