@@ -103,6 +103,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .model.train import export_checkpoint
+
+    print(f"weights written to {export_checkpoint(args.checkpoint, args.output)}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .model.evaluate import evaluate
     from .model.inference import Derainer
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     p.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="fp16 weights from a training checkpoint (OUT_DIR/last.pt)")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="PSNR/SSIM (Y channel) of input and output against ground truth")
     p.add_argument("--rain", required=True, help="folder of rainy images (or video frames)")

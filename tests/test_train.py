@@ -77,6 +77,16 @@ def test_resume_continues_from_the_last_checkpoint(config, tmp_path):
     assert [float(r["lr"]) for r in rows[len(first):]] == pytest.approx([8e-6, 8e-6])
 
 
+def test_a_checkpoint_exports_to_loadable_weights(config, tmp_path, capsys):
+    from pipeline.cli import main
+
+    path, _ = config
+    train(str(path), progress=False)
+    assert main(["export", str(tmp_path / "run" / "last.pt"), "-o", str(tmp_path / "mid.pt")]) == 0
+    loaded = load_weights(tmp_path / "mid.pt")
+    assert loaded.meta["step"] == 4 and loaded.net.width == 4
+
+
 def test_resume_without_a_checkpoint_names_it(config):
     path, _ = config
     with pytest.raises(ConfigError, match="last.pt: no checkpoint"):

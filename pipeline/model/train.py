@@ -261,6 +261,20 @@ class Trainer:
         return export
 
 
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the fp16 weights of a training checkpoint (`last.pt`), e.g. to evaluate a run mid-way."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    s = state["settings"]
+    net = build_network(s["network"])
+    net.load_state_dict(state["net"])
+    save_weights(net, out, profile=s["profile"], scale=s["scale"], network=s["network"],
+                 meta={"step": state["step"], "stage": state["stage"], "seed": s["seed"]})
+    return Path(out)
+
+
 def train(config: str, resume: bool = False, overrides: dict | None = None, progress: bool = True) -> Path:
     """Train from a YAML config; returns the path of the exported weights."""
     settings = load_settings(TrainSettings, config, overrides)
