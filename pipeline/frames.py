@@ -93,6 +93,3 @@ class FrameBatch:
             raise WorkerError(f"worker returned {len(images)} frames for a batch of {len(self)}")
         return replace(self, images=images, rainy=self.images, rain_intensity=rain_intensity)
 
-    def frames(self) -> list[Frame]:
-        return [Frame(self.images[i], self.seq[i], self.pts[i], self.time_base[i], self.source_id,
-                      self.arrival[i] if self.arrival else 0.0) for i in range(len(self))]

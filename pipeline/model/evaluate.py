@@ -48,12 +48,13 @@ class PairScore:
     ssim: float
     input_rgb_psnr: float
     rgb_psnr: float
+    y_offset: float  # mean Y(ours) - Y(clean): a global brightness error PSNR punishes and SSIM barely sees
 
 
 def score_pair(name: str, rainy: np.ndarray, derained: np.ndarray, clean: np.ndarray) -> PairScore:
     yc, yr, yd = y_channel(clean), y_channel(rainy), y_channel(derained)
     return PairScore(name, psnr(yr, yc), ssim_y(yr, yc), psnr(yd, yc), ssim_y(yd, yc),
-                     psnr(rainy, clean), psnr(derained, clean))
+                     psnr(rainy, clean), psnr(derained, clean), float(np.mean(yd - yc)))
 
 
 def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,

@@ -8,7 +8,6 @@ array crosses back to the host.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +148,3 @@ class Derainer:
         out = out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return DerainResult(out, intensity.cpu().numpy())
 
-
-def default_threads() -> int:
-    """Threads a single CPU worker should use: every core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
