@@ -16,7 +16,6 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -42,6 +41,8 @@ def synthetic_frames(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    import av  # here, not at the top: --model-only runs where PyAV is not installed (a bare GPU box)
+
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast"})
         s.height, s.width = frames.shape[1:3]
@@ -104,9 +105,11 @@ def model_only(args) -> dict:
     from .model.weights import default_weights, load_weights
 
     rows = []
-    for size in ("640x360", "1280x720"):
+    cuda = torch.cuda.is_available() and (args.device or "auto") != "cpu"
+    sizes = args.sizes.split(",") if getattr(args, "sizes", None) else ["640x360", "1280x720"]
+    for size in sizes:
         w, h = map(int, size.split("x"))
-        frames = synthetic_frames(4, w, h)
+        frames = synthetic_frames(32 if cuda else 4, w, h)
         loaded = load_weights(args.weights or default_weights(args.profile))
         macs = count_macs(loaded.net, int(h * loaded.scale), int(w * loaded.scale))
         dtypes = [args.dtype] if args.dtype not in (None, "auto") else (
@@ -120,7 +123,7 @@ def model_only(args) -> dict:
         for dtype, runtime in combos:
             d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype,
                               runtime=runtime)
-            batches = [1, 2, 4] if dtype != "bf16" or native_bf16 else [1]
+            batches = [1, 8, 32] if cuda else [1, 2, 4] if dtype != "bf16" or native_bf16 else [1]
             for b in batches:
                 min_s = 3.0 if dtype != "bf16" or native_bf16 else 0.0
                 if dtype == "bf16" and not native_bf16 and w > 640:
@@ -132,7 +135,7 @@ def model_only(args) -> dict:
                 rows.append(row)
                 print(f"{size:>9} {runtime:>11} {dtype:>5} batch {b}: {fps:7.2f} frames/s  {1000 / fps:8.1f} ms/frame  "
                       f"{macs / 1e9:6.2f} GMAC/frame  {macs * fps / 1e9:6.1f} GMAC/s", flush=True)
-    best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in ("640x360", "1280x720")
+    best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in sizes
             if any(r["size"] == s for r in rows)}
     return {"profile": args.profile, "machine": machine(), "rows": rows,
             "best": {k: {"batch": v["batch"], "runtime": v["runtime"], "dtype": v["dtype"], "fps": v["fps"]}

@@ -98,9 +98,23 @@ def cmd_archive(args) -> int:
 def cmd_train(args) -> int:
     from .model.train import train
 
-    out = train(args.config, resume=args.resume, progress=sys.stderr.isatty() or args.progress)
+    overrides = dict(_parse_set(item) for item in args.set or [])
+    out = train(args.config, resume=args.resume, overrides=overrides,
+                progress=sys.stderr.isatty() or args.progress, max_seconds=args.max_seconds)
     print(f"weights written to {out}")
     return 0
+
+
+def _parse_set(item: str) -> tuple[str, object]:
+    """`data.workers=8` -> ("data.workers", 8): the value is read as YAML."""
+    import yaml
+
+    from .errors import ConfigError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch=32")
+    return key.strip(), yaml.safe_load(value)
 
 
 def cmd_export(args) -> int:
@@ -231,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/train.yaml")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     p.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.batch=32 (repeatable)")
+    p.add_argument("--max-seconds", type=float,
+                   help="checkpoint and stop after this long (--resume goes on): fits leased machines")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="fp16 weights from a training checkpoint (OUT_DIR/last.pt)")
@@ -252,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-only", action="store_true", help="only the model: sizes, batches, dtypes")
     p.add_argument("--config", help="settings for the pipeline part (encoder preset, batching, ...)")
     p.add_argument("--size", default="640x360", help="WxH of the generated clip")
+    p.add_argument("--sizes", help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
     p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
     p.add_argument("--memory", action="store_true",

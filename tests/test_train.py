@@ -1,6 +1,7 @@
 """A short real training run: both stages, checkpoints, resume, CSV log, exported weights."""
 import csv
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -115,3 +116,53 @@ def test_frozen_batchnorm_and_pixel_loss(config):
     # Frozen from the first step: the encoder's statistics never moved from their initial values.
     assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
     assert norm.weight.grad is not None  # while its affine weights were trained
+
+
+def test_worker_processes_make_the_same_batches_as_the_training_process(shared_data):
+    from pipeline.model.prefetch import BatchStream
+
+    args = ([str(shared_data / "clean_corpus" / "Kodak24")], [], 32, {"heavy": 1.0}, 0.5)
+    inline, pool = BatchStream(args, seed=3), BatchStream(args, seed=3, workers=2)
+    try:
+        for stage, step in [(0, 0), (0, 1), (1, 0), (1, 7)]:  # (1, 7): a jump, as after --resume
+            a, b = inline.next(stage, step, 2), pool.next(stage, step, 2)
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not np.array_equal(inline.next(1, 8, 2)[0], inline.next(1, 9, 2)[0])
+    finally:
+        pool.close()
+
+
+def test_max_seconds_stops_with_a_checkpoint_and_resume_finishes(config, tmp_path, capsys):
+    from pipeline.cli import main
+
+    path, _ = config
+    run = tmp_path / "run"
+    # Stop after the first step; the override proves --set reaches the settings.
+    assert main(["train", "--config", str(path), "--max-seconds", "0", "--set", "train.iters=5"]) == 0
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 1
+    assert load_weights(run / "full.pt").meta["iters"] == 1  # the weights so far are exported too
+    assert main(["train", "--config", str(path), "--resume", "--set", "train.iters=5"]) == 0
+    rows = log_rows(run)
+    assert [(r["stage"], int(r["step"])) for r in rows] == [("autoencoder", 1), ("autoencoder", 2)] + [
+        ("derain", i) for i in range(1, 6)]
+
+
+def test_a_time_budget_sets_the_schedule_by_seconds_trained(config):
+    from pipeline.config import load_settings
+    from pipeline.model.train import Trainer, TrainSettings
+
+    path, _ = config
+    s = load_settings(TrainSettings, path, {"train.seconds": 1.5, "train.iters": 0})
+    t = Trainer(s, progress=False)
+    t.run()
+    rows = [r for r in log_rows(t.out) if r["stage"] == "derain"]
+    assert t.elapsed >= 1.5 and len(rows) == t.step >= 2
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] == pytest.approx(1e-3) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-3
+
+
+def test_a_bad_set_override_names_it(config):
+    from pipeline.cli import main
+
+    path, _ = config
+    assert main(["train", "--config", str(path), "--set", "train.iters"]) == 1

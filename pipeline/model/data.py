@@ -61,12 +61,13 @@ class PatchSampler:
     """Random training patches: synthetic rain on clean photos, plus crops of real pairs.
 
     Images are loaded once; each call crops, flips and (for clean photos) rains a patch,
-    so the pairs never repeat.
+    so the pairs never repeat. Randomness comes from the generator passed in, so a batch
+    is a pure function of its seed wherever it is made (see prefetch.py).
     """
 
     def __init__(self, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int,
-                 rain_mix: dict[str, float], paired_fraction: float, rng: np.random.Generator):
-        self.patch, self.mix, self.rng = patch, rain_mix, rng
+                 rain_mix: dict[str, float], paired_fraction: float):
+        self.patch, self.mix = patch, rain_mix
         self.paired_fraction = paired_fraction
         self.clean = [read_rgb(p) for d in clean_dirs for p in _walk_images(d)]
         self.clean = [im for im in self.clean if min(im.shape[:2]) >= patch]
@@ -74,29 +75,29 @@ class PatchSampler:
         if not self.clean and not self.pairs:
             raise InputError(f"no training images found in {clean_dirs} or {paired}")
 
-    def _crop(self, *imgs: np.ndarray) -> list[np.ndarray]:
+    def _crop(self, rng: np.random.Generator, *imgs: np.ndarray) -> list[np.ndarray]:
         h, w = imgs[0].shape[:2]
-        y = int(self.rng.integers(0, h - self.patch + 1))
-        x = int(self.rng.integers(0, w - self.patch + 1))
-        flip = self.rng.random() < 0.5
+        y = int(rng.integers(0, h - self.patch + 1))
+        x = int(rng.integers(0, w - self.patch + 1))
+        flip = rng.random() < 0.5
         out = [im[y:y + self.patch, x:x + self.patch] for im in imgs]
         return [im[:, ::-1] if flip else im for im in out]
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One (rainy, clean) pair, float32 (patch, patch, 3) in [0, 1]."""
-        if self.pairs and (not self.clean or self.rng.random() < self.paired_fraction):
-            rainy, clean = self._crop(*self.pairs[self.rng.integers(len(self.pairs))])
+        if self.pairs and (not self.clean or rng.random() < self.paired_fraction):
+            rainy, clean = self._crop(rng, *self.pairs[rng.integers(len(self.pairs))])
             return rainy.astype(np.float32) / 255, clean.astype(np.float32) / 255
-        (clean,) = self._crop(self.clean[self.rng.integers(len(self.clean))])
+        (clean,) = self._crop(rng, self.clean[rng.integers(len(self.clean))])
         clean = clean.astype(np.float32) / 255
-        rainy = add_rain(clean, self.rng, random_style(self.rng, self.mix))
+        rainy = add_rain(clean, rng, random_style(rng, self.mix))
         # Quantise like a real 8-bit rainy photo so the network never relies on sub-LSB detail.
         rainy = np.round(rainy * 255) / 255
         return rainy.astype(np.float32), clean
 
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rainy, clean), each float32 (n, 3, patch, patch)."""
-        pairs = [self.sample() for _ in range(n)]
+        pairs = [self.sample(rng) for _ in range(n)]
         rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)
         clean = np.stack([p[1] for p in pairs]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)

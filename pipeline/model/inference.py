@@ -124,6 +124,8 @@ class Derainer:
             from .onnx_backend import OnnxNet
 
             return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile)
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # a video's frames share one size: tune convs once
         net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
         if compile:
             net = torch.compile(net)

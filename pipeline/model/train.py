@@ -23,9 +23,9 @@ from torch import nn
 from ..config import load_settings
 from ..errors import ConfigError
 from .arch_util import build_network
-from .data import PatchSampler
 from .ecnet_arch import RainAutoencoder
 from .losses import attention_loss, embedding_loss, rain_mask, ssim
+from .prefetch import BatchStream
 from .scale import predict
 from .weights import save_weights
 
@@ -37,6 +37,7 @@ class DataSettings:
     paired_fraction: float = 0.5
     patch: int = 96
     rain_mix: dict = field(default_factory=lambda: {"light": 0.35, "medium": 0.35, "heavy": 0.3})
+    workers: int = 0  # processes synthesising batches ahead (0: in the training process)
 
     def problems(self) -> list[str]:
         out = []
@@ -58,6 +59,10 @@ class StageSettings:
     # From this fraction of the run on, BatchNorm uses its running statistics while training,
     # so the network is trained exactly as it runs at inference (1.0: never).
     freeze_bn_from: float = 1.0
+    # > 0: a time budget. The stage trains for this many seconds (summed over resumes) and
+    # milestones and freeze_bn_from are fractions of it; iters is then ignored. For leased
+    # machines, where the time is known and the speed is not.
+    seconds: float = 0.0
 
     def problems(self) -> list[str]:
         out = []
@@ -109,15 +114,18 @@ class Trainer:
             torch.set_num_threads(settings.threads)
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
-        self.rng = np.random.default_rng(settings.seed)
         self.progress = progress
         self.net = build_network(settings.network).to(self.device)
         width = getattr(self.net, "width", 32)
         self.ae = RainAutoencoder(width).to(self.device)
         d = settings.data
-        self.sampler = PatchSampler(d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
-                                    d.paired_fraction, self.rng)
-        self.stage, self.step = "autoencoder", 0
+        self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
+                                    d.paired_fraction), settings.seed, d.workers)
+        self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest convs
+            self.net.to(memory_format=torch.channels_last)
+            self.ae.to(memory_format=torch.channels_last)
         self._new_optim(self.ae, settings.autoencoder)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         if resume:
@@ -126,12 +134,21 @@ class Trainer:
     # -- state -------------------------------------------------------------
     def _new_optim(self, model: nn.Module, st: StageSettings) -> None:
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optim = torch.optim.Adam(params, lr=st.lr)
+        self.optim = torch.optim.Adam(params, lr=st.lr, fused=self.device.type == "cuda")
+
+    def _progress(self, st: StageSettings) -> float:
+        """How far the stage is, 0..1: by seconds trained when it has a time budget, else by steps."""
+        if st.seconds:
+            return self.elapsed / st.seconds
+        return self.step / st.iters if st.iters else 1.0
 
     def _set_lr(self, st: StageSettings) -> float:
         """The step schedule in closed form (lr x gamma per milestone passed), so a resumed
         run, even one asking for a different length, is always on the right step."""
-        passed = sum(self.step >= max(1, int(m * st.iters)) for m in st.milestones)
+        if st.seconds:
+            passed = sum(self._progress(st) >= m for m in st.milestones)
+        else:
+            passed = sum(self.step >= max(1, int(m * st.iters)) for m in st.milestones)
         lr = st.lr * st.gamma**passed
         for group in self.optim.param_groups:
             group["lr"] = lr
@@ -139,12 +156,11 @@ class Trainer:
 
     def _save(self) -> None:
         state = {
-            "stage": self.stage, "step": self.step, "settings": asdict(self.s),
+            "stage": self.stage, "step": self.step, "elapsed": self.elapsed, "settings": asdict(self.s),
             "net": self.net.state_dict(), "ae": self.ae.state_dict(),
             "optim": self.optim.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
-                    "python": random.getstate()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
         tmp = self.out / "last.pt.tmp"
         torch.save(state, tmp)
@@ -156,13 +172,12 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.net.load_state_dict(state["net"])
         self.ae.load_state_dict(state["ae"])
-        self.stage, self.step = state["stage"], state["step"]
+        self.stage, self.step, self.elapsed = state["stage"], state["step"], state.get("elapsed", 0.0)
         if self.stage == "derain":
             self._enter_derain_stage(init_decoder=False)
         self.optim.load_state_dict(state["optim"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        self.rng.bit_generator.state = state["rng"]["numpy"]
         random.setstate(state["rng"]["python"])
 
     def _enter_derain_stage(self, init_decoder: bool) -> None:
@@ -175,13 +190,23 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------
     def _batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rainy, clean = self.sampler.batch(n)
-        return (torch.from_numpy(rainy).to(self.device, non_blocking=True),
-                torch.from_numpy(clean).to(self.device, non_blocking=True))
+        rainy, clean = self.batches.next(int(self.stage == "derain"), self.step, n)
+        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+
+        return put(rainy), put(clean)
+
+    def _autocast(self):
+        """fp16 for the networks on CUDA; the losses stay fp32 (SSIM's variances need it)."""
+        return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
 
     def _ae_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         rain = self._small(rainy - clean)
-        return {"loss": torch.nn.functional.mse_loss(self.ae(rain), rain)}
+        with self._autocast():
+            rebuilt = self.ae(rain)
+        return {"loss": torch.nn.functional.mse_loss(rebuilt.float(), rain)}
 
     def _small(self, x: torch.Tensor) -> torch.Tensor:
         if self.s.scale == 1.0:
@@ -191,9 +216,10 @@ class Trainer:
 
     def _derain_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.s.loss
-        out = predict(self.net, rainy, self.s.scale)
-        with torch.no_grad():
-            z_ideal = self.ae.encode(self._small(rainy - clean))
+        with self._autocast():
+            out = predict(self.net, rainy, self.s.scale)
+            with torch.no_grad():
+                z_ideal = self.ae.encode(self._small(rainy - clean))
         derained = (rainy - out.rain.float()).clamp(0, 1)
         l_image = -ssim(derained, clean, valid=False).mean()
         l_embed = embedding_loss(out.embedding, z_ideal)
@@ -206,8 +232,26 @@ class Trainer:
     def _stage_settings(self) -> StageSettings:
         return self.s.autoencoder if self.stage == "autoencoder" else self.s.train
 
-    def run(self) -> Path:
+    def _done(self, st: StageSettings) -> bool:
+        return self.elapsed >= st.seconds if st.seconds else self.step >= st.iters
+
+    def run(self, max_seconds: float | None = None) -> Path:
+        """Train to the end, or until this call has run `max_seconds` (then checkpoint and stop:
+        `--resume` goes on). Either way the current weights are exported; returns their path."""
         from tqdm import tqdm
+
+        started = time.monotonic()
+        try:
+            self._loop(tqdm, started, max_seconds)
+        finally:
+            self.batches.close()
+        export = Path(self.s.export) if self.s.export else self.out / f"{self.s.profile}.pt"
+        save_weights(self.net, export, profile=self.s.profile, scale=self.s.scale,
+                     network=self.s.network, meta={"iters": self.step, "stage": self.stage,
+                                                   "seconds": round(self.elapsed), "seed": self.s.seed})
+        return export
+
+    def _loop(self, tqdm, started: float, max_seconds: float | None) -> None:
 
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
@@ -217,27 +261,27 @@ class Trainer:
                 log.writerow(["time", "stage", "step", "lr", "loss", "ssim", "embed", "att"])
             while True:
                 st = self._stage_settings()
-                if self.step >= st.iters:
+                if self._done(st):
                     if self.stage == "derain":
                         break
                     self._enter_derain_stage(init_decoder=True)
-                    self.step = 0
+                    self.step, self.elapsed = 0, 0.0
                     continue
                 model = self.ae if self.stage == "autoencoder" else self.net
                 model.train()
                 loss_fn = self._ae_loss if self.stage == "autoencoder" else self._derain_loss
-                bar = tqdm(total=st.iters, initial=self.step, desc=self.stage, disable=not self.progress,
-                           dynamic_ncols=True)
+                bar = tqdm(total=None if st.seconds else st.iters, initial=self.step, desc=self.stage,
+                           disable=not self.progress, dynamic_ncols=True)
                 running = None
-                while self.step < st.iters:
-                    if self.step >= st.freeze_bn_from * st.iters:
+                while not self._done(st):
+                    tick = time.monotonic()
+                    if self._progress(st) >= st.freeze_bn_from:
                         for m in model.modules():
                             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                                 m.eval()
                     lr = self._set_lr(st)
                     rainy, clean = self._batch(st.batch)
-                    with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                        terms = loss_fn(rainy, clean)
+                    terms = loss_fn(rainy, clean)
                     self.optim.zero_grad(set_to_none=True)
                     self.scaler.scale(terms["loss"]).backward()
                     self.scaler.unscale_(self.optim)
@@ -246,19 +290,21 @@ class Trainer:
                     self.scaler.update()
                     self.step += 1
                     vals = {k: float(v.detach()) for k, v in terms.items()}
+                    self.elapsed += time.monotonic() - tick
                     running = vals["loss"] if running is None else 0.95 * running + 0.05 * vals["loss"]
                     bar.update(1)
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
+                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}",
+                                    **({"done": f"{self._progress(st):.1%}"} if st.seconds else {}))
                     log.writerow([f"{time.time():.1f}", self.stage, self.step, lr,
                                   *(f"{vals.get(k, float('nan')):.5f}" for k in ("loss", "ssim", "embed", "att"))])
-                    if self.step % self.s.checkpoint_every == 0 or self.step == st.iters:
+                    out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    if self.step % self.s.checkpoint_every == 0 or self._done(st) or out_of_time:
                         fh.flush()
                         self._save()
+                    if out_of_time:
+                        bar.close()
+                        return
                 bar.close()
-        export = Path(self.s.export) if self.s.export else self.out / f"{self.s.profile}.pt"
-        save_weights(self.net, export, profile=self.s.profile, scale=self.s.scale,
-                     network=self.s.network, meta={"iters": self.s.train.iters, "seed": self.s.seed})
-        return export
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
@@ -275,7 +321,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def train(config: str, resume: bool = False, overrides: dict | None = None, progress: bool = True) -> Path:
-    """Train from a YAML config; returns the path of the exported weights."""
+def train(config: str, resume: bool = False, overrides: dict | None = None, progress: bool = True,
+          max_seconds: float | None = None) -> Path:
+    """Train from a YAML config (dotted-key `overrides` win); returns the exported weights' path."""
     settings = load_settings(TrainSettings, config, overrides)
-    return Trainer(settings, resume=resume, progress=progress).run()
+    return Trainer(settings, resume=resume, progress=progress).run(max_seconds)
