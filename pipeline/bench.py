@@ -15,12 +15,15 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .config import load_settings
-from .settings import RunSettings
+
+if TYPE_CHECKING:  # the pipeline's settings pull in PyAV, which --model-only must not need
+    from .settings import RunSettings
 
 DEFAULT_FRAMES = {"full": 16, "fast": 96, "identity": 300}
 
@@ -214,6 +217,8 @@ def run_bench(args) -> dict:
         return run_memcheck(args.minutes, size)
     if args.model_only:
         return model_only(args)
+    from .settings import RunSettings
+
     settings = load_settings(RunSettings, getattr(args, "config", None), {"model.profile": args.profile, "model.weights": args.weights,
                                                  "model.device": args.device, "model.dtype": args.dtype,
                                                  "model.runtime": args.runtime})

@@ -27,7 +27,7 @@ from .ecnet_arch import RainAutoencoder
 from .losses import attention_loss, embedding_loss, rain_mask, ssim
 from .prefetch import BatchStream
 from .scale import predict
-from .weights import save_weights
+from .weights import load_weights, save_weights
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,9 @@ class TrainSettings:
     checkpoint_every: int = 100
     out_dir: str = "runs/train"
     export: str = ""  # where to write the final fp16 weights ("" = OUT_DIR/<profile>.pt)
+    # Fine-tuning: start the deraining network from these weights (set autoencoder.iters: 0;
+    # the decoder then keeps its weights instead of copying the autoencoder's).
+    init: str = ""
 
     def problems(self) -> list[str]:
         return [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
@@ -117,6 +120,8 @@ class Trainer:
         self.progress = progress
         self.net = build_network(settings.network).to(self.device)
         width = getattr(self.net, "width", 32)
+        if settings.init:
+            self.net.load_state_dict(load_weights(settings.init).net.state_dict())
         self.ae = RainAutoencoder(width).to(self.device)
         d = settings.data
         self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
@@ -177,7 +182,7 @@ class Trainer:
             self._enter_derain_stage(init_decoder=False)
         self.optim.load_state_dict(state["optim"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())  # map_location moved it
         random.setstate(state["rng"]["python"])
 
     def _enter_derain_stage(self, init_decoder: bool) -> None:
@@ -264,7 +269,7 @@ class Trainer:
                 if self._done(st):
                     if self.stage == "derain":
                         break
-                    self._enter_derain_stage(init_decoder=True)
+                    self._enter_derain_stage(init_decoder=not self.s.init)
                     self.step, self.elapsed = 0, 0.0
                     continue
                 model = self.ae if self.stage == "autoencoder" else self.net
