@@ -29,8 +29,10 @@ class RainStyle:
     haze: tuple[float, float] = (0.0, 0.0)  # 1 - alpha, the veiling haze strength
 
 
-LIGHT = RainStyle(density=(0.0005, 0.002), length=(10, 30), brightness=(0.2, 0.55), thickness=(0.0, 0.8))
-MEDIUM = RainStyle(density=(0.002, 0.006), length=(8, 25), brightness=(0.25, 0.6), thickness=(0.2, 1.0))
+# Faint rain reaches down to a brightness of 0.08: Rain12's streaks peak at 0.14-0.2
+# (99th percentile of O - B), below what the first ranges (from 0.2) ever made.
+LIGHT = RainStyle(density=(0.0005, 0.004), length=(10, 30), brightness=(0.08, 0.55), thickness=(0.0, 0.8))
+MEDIUM = RainStyle(density=(0.002, 0.008), length=(8, 25), brightness=(0.1, 0.6), thickness=(0.2, 1.0))
 HEAVY = RainStyle(
     density=(0.004, 0.012), length=(15, 40), brightness=(0.3, 0.75), thickness=(0.5, 1.5),
     layers=(2, 3), haze=(0.05, 0.3), angle_deg=(-35.0, 35.0),
