@@ -166,3 +166,18 @@ def test_a_bad_set_override_names_it(config):
 
     path, _ = config
     assert main(["train", "--config", str(path), "--set", "train.iters"]) == 1
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_decoder(config, tmp_path):
+    from pipeline.config import load_settings
+    from pipeline.model.train import Trainer, TrainSettings
+
+    path, _ = config
+    first = train(str(path), progress=False)
+    s = load_settings(TrainSettings, path, {"init": str(first), "autoencoder.iters": 0, "train.iters": 0,
+                                            "out_dir": str(tmp_path / "ft")})
+    t = Trainer(s, progress=False)
+    t.run()
+    start = load_weights(first).net.state_dict()
+    # No step taken: every weight, the decoder's included, is the init's, not the fresh autoencoder's.
+    assert all(torch.equal(v.float(), start[k].float()) for k, v in t.net.state_dict().items())
