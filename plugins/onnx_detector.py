@@ -24,7 +24,8 @@ class ONNXDetector(Plugin):
     """Args:
         model: path of the .onnx file.
         input_size: network input, an int (square) or [width, height].
-        class_names: names by class index (their count is C).
+        class_names: names by class index (their count is C); left out, they are read from
+            the model's `names` metadata, which Ultralytics exports (YOLOv8/11) carry.
         score_threshold: minimum class score (times objectness) to keep a box.
         nms_iou: per-class NMS overlap threshold.
         objectness: the rows carry an objectness score before the class scores (YOLOv5).
@@ -32,7 +33,7 @@ class ONNXDetector(Plugin):
         providers: onnxruntime execution providers, in preference order.
     """
 
-    def __init__(self, model: str, class_names: list[str], input_size: int | list[int] = 640,
+    def __init__(self, model: str, class_names: list[str] | None = None, input_size: int | list[int] = 640,
                  score_threshold: float = 0.25, nms_iou: float = 0.45, objectness: bool = False,
                  letterbox: bool = True, providers: list[str] | None = None):
         if not Path(model).is_file():
@@ -40,9 +41,9 @@ class ONNXDetector(Plugin):
         size = [input_size] * 2 if isinstance(input_size, int) else list(input_size)
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"input_size: must be an int or [width, height] >= 1 (got {input_size!r})")
-        if not class_names:
+        if class_names is not None and not class_names:
             raise ValueError("class_names: must list at least one class")
-        self.model, self.class_names, self.size = str(model), list(class_names), tuple(int(s) for s in size)
+        self.model, self.class_names, self.size = str(model), list(class_names or []), tuple(int(s) for s in size)
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
         self.objectness, self.letterbox = objectness, letterbox
         self.providers = providers or ["CPUExecutionProvider"]
@@ -54,6 +55,20 @@ class ONNXDetector(Plugin):
         opts.intra_op_num_threads = 1  # the derain model owns the cores; scale with replicas instead
         self.session = ort.InferenceSession(self.model, opts, providers=self.providers)
         self.input_name = self.session.get_inputs()[0].name
+        if not self.class_names:
+            self.class_names = self._names_from_metadata()
+
+    def _names_from_metadata(self) -> list[str]:
+        import ast
+
+        raw = self.session.get_modelmeta().custom_metadata_map.get("names")
+        try:
+            names = ast.literal_eval(raw) if raw else None  # "{0: 'person', 1: 'bicycle', ...}"
+        except (ValueError, SyntaxError):
+            names = None
+        if not isinstance(names, (dict, list)) or not names:
+            raise ValueError(f"class_names: not given, and {self.model} has no 'names' metadata to read them from")
+        return [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
 
     def process(self, batch: FrameBatch) -> list[Result | None]:
         x, transforms = self.preprocess(batch.images)

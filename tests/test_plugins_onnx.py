@@ -80,3 +80,21 @@ def test_output_layout_is_checked(onnx_model):
                                                      "class_names": ["a", "b", "c"]}}])
     with pytest.raises(ValueError, match=r"expected output \(B, 7, N\) or \(B, N, 7\), got \(1, 6, 3\)"):
         spec.plugin.rows(np.zeros((1, 6, 3), np.float32))
+
+
+def test_class_names_come_from_the_models_metadata_as_ultralytics_writes_them(onnx_model, tmp_path):
+    import onnx
+
+    model = onnx.load(str(onnx_model))
+    onnx.helper.set_model_props(model, {"names": "{0: 'bg', 1: 'thing'}"})
+    path = tmp_path / "named.onnx"
+    onnx.save(model, str(path))
+    (spec,) = load_plugins([{"use": "onnx", "with": {"model": str(path), "input_size": 64}}])
+    spec.plugin.setup()
+    assert spec.plugin.class_names == ["bg", "thing"]
+    batch = FrameBatch(frame_with_box(64, 64, (8, 8, 40, 40))[None], (0,), (0,), (Fraction(1, 25),))
+    assert spec.plugin.process(batch)[0].detections.labels == ("thing",)
+
+    (bare,) = load_plugins([{"use": "onnx", "with": {"model": str(onnx_model), "input_size": 64}}])
+    with pytest.raises(ValueError, match=r"bright.onnx has no 'names' metadata"):
+        bare.plugin.setup()
