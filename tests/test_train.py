@@ -181,3 +181,13 @@ def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_decoder(confi
     start = load_weights(first).net.state_dict()
     # No step taken: every weight, the decoder's included, is the init's, not the fresh autoencoder's.
     assert all(torch.equal(v.float(), start[k].float()) for k, v in t.net.state_dict().items())
+
+
+def test_jpeg_augmentation_compresses_the_rainy_patch_only(shared_data):
+    from pipeline.model.data import PatchSampler
+
+    args = ([str(shared_data / "clean_corpus" / "Kodak24")], [], 64, {"medium": 1.0}, 0.5)
+    plain, jpeg = PatchSampler(*args), PatchSampler(*args, jpeg=1.0, jpeg_quality=(30, 30))
+    (r0, c0), (r1, c1) = plain.sample(np.random.default_rng(5)), jpeg.sample(np.random.default_rng(5))
+    assert np.array_equal(c0, c1)  # the target stays clean
+    assert 0 < np.abs(r0 - r1).mean() < 0.05  # same rain, changed by the codec, not replaced

@@ -66,8 +66,10 @@ class PatchSampler:
     """
 
     def __init__(self, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int,
-                 rain_mix: dict[str, float], paired_fraction: float):
+                 rain_mix: dict[str, float], paired_fraction: float, jpeg: float = 0.0,
+                 jpeg_quality: tuple[int, int] = (60, 95)):
         self.patch, self.mix = patch, rain_mix
+        self.jpeg, self.jpeg_quality = jpeg, jpeg_quality
         self.paired_fraction = paired_fraction
         self.clean = [read_rgb(p) for d in clean_dirs for p in _walk_images(d)]
         self.clean = [im for im in self.clean if min(im.shape[:2]) >= patch]
@@ -92,8 +94,10 @@ class PatchSampler:
         clean = clean.astype(np.float32) / 255
         rainy = add_rain(clean, rng, random_style(rng, self.mix))
         # Quantise like a real 8-bit rainy photo so the network never relies on sub-LSB detail.
-        rainy = np.round(rainy * 255) / 255
-        return rainy.astype(np.float32), clean
+        rainy = np.round(rainy * 255).astype(np.uint8)
+        if self.jpeg and rng.random() < self.jpeg:
+            rainy = _jpeg(rainy, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
+        return rainy.astype(np.float32) / 255, clean
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rainy, clean), each float32 (n, 3, patch, patch)."""
@@ -101,6 +105,13 @@ class PatchSampler:
         rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)
         clean = np.stack([p[1] for p in pairs]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through JPEG: video frames and web photos reach us compressed, streaks
+    smeared by the codec's blocks and ringing (NTU's frames are JPEGs)."""
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])  # BGR for OpenCV
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]) if ok else rgb
 
 
 def _walk_images(folder: str) -> list[Path]:

@@ -38,6 +38,8 @@ class DataSettings:
     patch: int = 96
     rain_mix: dict = field(default_factory=lambda: {"light": 0.35, "medium": 0.35, "heavy": 0.3})
     workers: int = 0  # processes synthesising batches ahead (0: in the training process)
+    jpeg: float = 0.0  # fraction of synthetic rainy patches passed through JPEG
+    jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # its quality range
 
     def problems(self) -> list[str]:
         out = []
@@ -125,7 +127,7 @@ class Trainer:
         self.ae = RainAutoencoder(width).to(self.device)
         d = settings.data
         self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
-                                    d.paired_fraction), settings.seed, d.workers)
+                                    d.paired_fraction, d.jpeg, tuple(d.jpeg_quality)), settings.seed, d.workers)
         self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest convs
