@@ -36,6 +36,7 @@ class ONNXDetector(Plugin):
     def __init__(self, model: str, class_names: list[str] | None = None, input_size: int | list[int] = 640,
                  score_threshold: float = 0.25, nms_iou: float = 0.45, objectness: bool = False,
                  letterbox: bool = True, providers: list[str] | None = None):
+        model = str(Path(model).expanduser())
         if not Path(model).is_file():
             raise ValueError(f"model: file not found: {model}")
         size = [input_size] * 2 if isinstance(input_size, int) else list(input_size)
