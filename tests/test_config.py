@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
-    cls = TrainSettings if path.name.startswith("train") else RunSettings
+    cls = TrainSettings if path.name.startswith(("train", "finetune")) else RunSettings
     assert load_settings(cls, path) is not None
 
 
