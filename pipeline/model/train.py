@@ -259,7 +259,6 @@ class Trainer:
         return export
 
     def _loop(self, tqdm, started: float, max_seconds: float | None) -> None:
-
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
         with open(log_path, "a", newline="") as fh:
@@ -296,7 +295,8 @@ class Trainer:
                     self.scaler.step(self.optim)
                     self.scaler.update()
                     self.step += 1
-                    vals = {k: float(v.detach()) for k, v in terms.items()}
+                    # One device sync per step for all the logged terms, not one per term.
+                    vals = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
                     self.elapsed += time.monotonic() - tick
                     running = vals["loss"] if running is None else 0.95 * running + 0.05 * vals["loss"]
                     bar.update(1)
