@@ -88,8 +88,10 @@ class Derainer:
     """
 
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
-                 scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0):
+                 scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0,
+                 upsample: str = "bilinear"):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
+        self.upsample = upsample
         self.delay_ms = delay_ms
 
     @classmethod
@@ -123,13 +125,13 @@ class Derainer:
         if pick_runtime(runtime, dev, dt, compile) == "onnxruntime":
             from .onnx_backend import OnnxNet
 
-            return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile)
+            return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a video's frames share one size: tune convs once
         net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
         if compile:
             net = torch.compile(net)
-        return cls(net, dev, dt, loaded.scale, loaded.profile)
+        return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample)
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> DerainResult:
@@ -143,8 +145,10 @@ class Derainer:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy.
-        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
-        rain = predict(self.net, x, self.scale).rain
+        # A network run at reduced scale never sees the full-size image, so it stays fp32
+        # (precise guide and subtraction) at no extra cost.
+        x = x.permute(0, 3, 1, 2).to(self.dtype if self.scale == 1.0 else torch.float32).div_(255)
+        rain = predict(self.net, x, self.scale, self.upsample, self.dtype).rain
         out = (x - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         intensity = rain.abs().float().mean((1, 2, 3))
         out = out.permute(0, 2, 3, 1).contiguous().cpu().numpy()

@@ -4,6 +4,11 @@ The fast CPU profile uses this: the rain layer is smooth along a streak, so it c
 predicted on a half-size image (a quarter of the work) while the background keeps
 its full-resolution detail, because only R is upsampled, never the picture.
 Training uses the same function, so the network learns exactly what inference runs.
+
+Bilinear upsampling smears a 1-pixel streak over 2-3 pixels. The guided upsampling of
+He and Sun's fast guided filter (arXiv:1505.00996) instead fits R as a local linear
+function of the rainy image at low resolution, R ~ a * O + b, and applies the upsampled
+(a, b) to the full-resolution O, so the streaks take the input's sharp edges back.
 """
 from __future__ import annotations
 
@@ -13,15 +18,46 @@ from torch import nn
 
 from .ecnet_arch import DerainOutput
 
+UPSAMPLERS = ("bilinear", "guided")
+GUIDED_RADIUS = 1  # box radius at the network's resolution (3x3)
+GUIDED_EPS = 1e-3  # regulariser of the local fit; chosen on rain12/Rain100L (docs/MODEL.md)
 
-def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0) -> DerainOutput:
-    """DerainOutput whose `rain` has rainy's full size; embedding and maps are at the net's scale."""
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+
+def guided_upsample(rain: torch.Tensor, guide_small: torch.Tensor, guide: torch.Tensor,
+                    r: int = GUIDED_RADIUS, eps: float = GUIDED_EPS) -> torch.Tensor:
+    """Upsample `rain` to `guide`'s size, channel by channel, along `guide`'s edges (in fp32:
+    the variance terms cancel badly in half precision)."""
+    p, small, big = rain.float(), guide_small.float(), guide.float()
+    mean_i, mean_p = _box(small, r), _box(p, r)
+    cov = _box(small * p, r) - mean_i * mean_p
+    var = _box(small * small, r) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    size = big.shape[-2:]
+    a = F.interpolate(_box(a, r), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(_box(b, r), size=size, mode="bilinear", align_corners=False)
+    return a * big + b
+
+
+def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: str = "bilinear",
+            net_dtype: torch.dtype | None = None) -> DerainOutput:
+    """DerainOutput whose `rain` has rainy's full size; embedding and maps are at the net's scale.
+
+    At scale < 1 `rainy` may be fp32 while the network runs in `net_dtype`: the full-size
+    image then keeps its precision for the guided fit and the subtraction."""
     if scale == 1.0:
         return net(rainy)
     h, w = rainy.shape[-2:]
     # Antialiased resizing has no bf16/fp16 kernel on CPUs: resize in fp32 (a no-op cast there).
     small = F.interpolate(rainy.float(), scale_factor=scale, mode="bilinear", align_corners=False,
-                          antialias=True).to(rainy.dtype)
-    out = net(small)
-    rain = F.interpolate(out.rain, size=(h, w), mode="bilinear", align_corners=False)
+                          antialias=True)
+    out = net(small.to(net_dtype or rainy.dtype))
+    if upsample == "guided":
+        rain = guided_upsample(out.rain, small, rainy)
+    else:
+        rain = F.interpolate(out.rain, size=(h, w), mode="bilinear", align_corners=False)
     return out._replace(rain=rain)

@@ -26,7 +26,8 @@ from .arch_util import build_network
 from .ecnet_arch import RainAutoencoder
 from .losses import attention_loss, embedding_loss, rain_mask, ssim
 from .prefetch import BatchStream
-from .scale import predict
+from .scale import UPSAMPLERS, predict
+from .synth import STYLES
 from .weights import load_weights, save_weights
 
 
@@ -44,9 +45,12 @@ class DataSettings:
     def problems(self) -> list[str]:
         out = []
         if self.patch < 16 or self.patch % 8:
-            out.append(f"data.patch: must be a multiple of 8 >= 16 (got {self.patch})")
+            out.append(f"patch: must be a multiple of 8 >= 16 (got {self.patch})")
         if not self.clean_dirs and not self.paired:
-            out.append("data: needs clean_dirs or paired")
+            out.append("clean_dirs: empty, and no paired sets either: nothing to train on")
+        unknown = sorted(set(self.rain_mix) - set(STYLES))
+        if unknown:
+            out.append(f"rain_mix: unknown style(s) {', '.join(unknown)}; known: {', '.join(STYLES)}")
         return out
 
 
@@ -89,6 +93,7 @@ class LossWeights:
 class TrainSettings:
     network: dict = field(default_factory=lambda: {"type": "DerainNet", "width": 32})
     scale: float = 1.0  # < 1: the network sees a downscaled image (the fast profile)
+    upsample: str = "bilinear"  # how R reaches full size when scale < 1: bilinear or guided
     profile: str = "full"
     data: DataSettings = field(default_factory=DataSettings)
     autoencoder: StageSettings = field(default_factory=lambda: StageSettings(iters=300))
@@ -104,7 +109,10 @@ class TrainSettings:
     init: str = ""
 
     def problems(self) -> list[str]:
-        return [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
+        problems = [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
+        if self.upsample not in UPSAMPLERS:
+            problems.append(f"upsample: must be one of {', '.join(UPSAMPLERS)} (got {self.upsample!r})")
+        return problems
 
 
 class Trainer:
@@ -224,7 +232,7 @@ class Trainer:
     def _derain_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.s.loss
         with self._autocast():
-            out = predict(self.net, rainy, self.s.scale)
+            out = predict(self.net, rainy, self.s.scale, self.s.upsample)
             with torch.no_grad():
                 z_ideal = self.ae.encode(self._small(rainy - clean))
         derained = (rainy - out.rain.float()).clamp(0, 1)
@@ -253,7 +261,7 @@ class Trainer:
         finally:
             self.batches.close()
         export = Path(self.s.export) if self.s.export else self.out / f"{self.s.profile}.pt"
-        save_weights(self.net, export, profile=self.s.profile, scale=self.s.scale,
+        save_weights(self.net, export, profile=self.s.profile, scale=self.s.scale, upsample=self.s.upsample,
                      network=self.s.network, meta={"iters": self.step, "stage": self.stage,
                                                    "seconds": round(self.elapsed), "seed": self.s.seed})
         return export
@@ -323,7 +331,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     s = state["settings"]
     net = build_network(s["network"])
     net.load_state_dict(state["net"])
-    save_weights(net, out, profile=s["profile"], scale=s["scale"], network=s["network"],
+    save_weights(net, out, profile=s["profile"], scale=s["scale"], upsample=s.get("upsample", "bilinear"),
+                 network=s["network"],
                  meta={"step": state["step"], "stage": state["stage"], "seed": s["seed"]})
     return Path(out)
 

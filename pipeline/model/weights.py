@@ -1,7 +1,8 @@
 """The shipped weights: one small file per profile, fp16, loadable offline.
 
-A weights file is a `torch.save` dict: {"format": 1, "profile", "scale", "network": spec,
-"state_dict": fp16 tensors, "meta": {...}}. Loading checks every part and names the
+A weights file is a `torch.save` dict: {"format": 1, "profile", "scale", "upsample",
+"network": spec, "state_dict": fp16 tensors, "meta": {...}} ("upsample" is absent from
+files made before it existed: bilinear). Loading checks every part and names the
 file in any error.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from .arch_util import build_network
+from .scale import UPSAMPLERS
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 PROFILES = ("full", "fast")
@@ -25,6 +27,7 @@ class LoadedWeights:
     profile: str
     scale: float
     meta: dict
+    upsample: str = "bilinear"  # how a rain layer predicted at scale < 1 reaches full size
 
 
 def default_weights(profile: str) -> Path:
@@ -34,9 +37,9 @@ def default_weights(profile: str) -> Path:
 
 
 def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, network: dict,
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, upsample: str = "bilinear") -> None:
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    blob = {"format": 1, "profile": profile, "scale": float(scale), "network": dict(network),
+    blob = {"format": 1, "profile": profile, "scale": float(scale), "upsample": upsample, "network": dict(network),
             "state_dict": state, "meta": dict(meta or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,4 +64,8 @@ def load_weights(path: str | Path) -> LoadedWeights:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     except RuntimeError as exc:
         raise WeightsError(f"{path}: weights do not fit network {blob['network']}: {exc}") from None
-    return LoadedWeights(net.eval(), blob.get("profile", "full"), float(blob.get("scale", 1.0)), blob.get("meta", {}))
+    upsample = blob.get("upsample", "bilinear")
+    if upsample not in UPSAMPLERS:
+        raise WeightsError(f"{path}: unknown upsample {upsample!r}; known: {', '.join(UPSAMPLERS)}")
+    return LoadedWeights(net.eval(), blob.get("profile", "full"), float(blob.get("scale", 1.0)),
+                         blob.get("meta", {}), upsample)
