@@ -6,6 +6,9 @@ angle (the motion blur of a falling drop), scaled to a brightness and added to
 the background. Heavy rain (Rain100H) stacks several streak layers of different
 angles and adds the veiling haze of rain accumulation:
     O = alpha * (B + sum_i S_i) + (1 - alpha) * A      (Yang et al., JORDER)
+Video rain (NTURain's, rendered by a particle system) is depth-layered instead: near-vertical,
+long thin streaks at a few depths, each depth with its own length and brightness and the
+drops of one depth several-fold apart in brightness.
 Everything works on float32 images in [0, 1], (H, W, 3).
 """
 from __future__ import annotations
@@ -27,6 +30,8 @@ class RainStyle:
     brightness: tuple[float, float] = (0.3, 0.9)  # peak added intensity
     layers: tuple[int, int] = (1, 1)  # streak layers (several angles in heavy rain)
     haze: tuple[float, float] = (0.0, 0.0)  # 1 - alpha, the veiling haze strength
+    layer_spread: float = 20.0  # degrees a later layer's angle may differ from the first
+    drop_amplitude: tuple[float, float] = (0.5, 1.0)  # spread of single drops within a layer
 
 
 # Faint rain reaches down to a brightness of 0.08: Rain12's streaks peak at 0.14-0.2
@@ -37,7 +42,13 @@ HEAVY = RainStyle(
     density=(0.004, 0.012), length=(15, 40), brightness=(0.3, 0.75), thickness=(0.5, 1.5),
     layers=(2, 3), haze=(0.05, 0.3), angle_deg=(-35.0, 35.0),
 )
-STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY}
+# NTU a1's streaks: 1-3 px wide, up to ~55 px long, vertical, peaks of 20-140 levels
+# (0.08-0.55) within one frame, 16 % of the pixels brightened by more than 3 levels.
+VIDEO = RainStyle(
+    density=(0.0003, 0.0015), angle_deg=(-6.0, 6.0), length=(15, 70), thickness=(0.0, 0.5),
+    brightness=(0.1, 0.6), layers=(2, 3), layer_spread=2.0, drop_amplitude=(0.2, 1.0),
+)
+STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY, "video": VIDEO}
 
 
 def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -60,7 +71,7 @@ def streak_layer(h: int, w: int, rng: np.random.Generator, style: RainStyle, ang
     length = int(rng.integers(style.length[0], style.length[1] + 1))
     pad = length
     drops = (rng.random((h + 2 * pad, w + 2 * pad), dtype=np.float32) < _u(rng, style.density))
-    drops = drops.astype(np.float32) * rng.uniform(0.5, 1.0, drops.shape).astype(np.float32)
+    drops = drops.astype(np.float32) * rng.uniform(*style.drop_amplitude, drops.shape).astype(np.float32)
     sigma = _u(rng, style.thickness)
     if sigma > 0.3:
         drops = cv2.GaussianBlur(drops, (0, 0), sigma) * (1 + sigma)
@@ -78,7 +89,7 @@ def add_rain(clean: np.ndarray, rng: np.random.Generator, style: RainStyle) -> n
     n_layers = int(rng.integers(style.layers[0], style.layers[1] + 1))
     rain = np.zeros((h, w), np.float32)
     for i in range(n_layers):
-        angle = base_angle if i == 0 else base_angle + rng.uniform(-20, 20)
+        angle = base_angle if i == 0 else base_angle + rng.uniform(-style.layer_spread, style.layer_spread)
         rain += streak_layer(h, w, rng, style, angle)
     # Streaks are nearly white with a faint tint; give each channel a slightly different gain.
     tint = rng.uniform(0.9, 1.0, 3).astype(np.float32)
