@@ -24,7 +24,19 @@ GUIDED_EPS = 1e-3  # regulariser of the local fit; chosen on rain12/Rain100L (do
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    """Mean over the (2r+1)^2 window, counting only pixels inside the image at the borders.
+    Separable shifted sums: on these CPUs faster than avg_pool2d (3-4x) or a depthwise conv."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (r, r, r, r))
+    rows = sum(padded[..., i:i + h, :] for i in range(2 * r + 1))
+    window_sum = sum(rows[..., j:j + w] for j in range(2 * r + 1))
+    return window_sum / (_inside(h, r, x)[:, None] * _inside(w, r, x)[None, :])
+
+
+def _inside(n: int, r: int, like: torch.Tensor) -> torch.Tensor:
+    """How many of the 2r+1 positions around each index fall within [0, n)."""
+    i = torch.arange(n, device=like.device)
+    return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).to(like.dtype)
 
 
 def guided_upsample(rain: torch.Tensor, guide_small: torch.Tensor, guide: torch.Tensor,
@@ -32,15 +44,13 @@ def guided_upsample(rain: torch.Tensor, guide_small: torch.Tensor, guide: torch.
     """Upsample `rain` to `guide`'s size, channel by channel, along `guide`'s edges (in fp32:
     the variance terms cancel badly in half precision)."""
     p, small, big = rain.float(), guide_small.float(), guide.float()
-    mean_i, mean_p = _box(small, r), _box(p, r)
-    cov = _box(small * p, r) - mean_i * mean_p
-    var = _box(small * small, r) - mean_i * mean_i
-    a = cov / (var + eps)
+    # One box pass for the four local means, one for the two coefficients, one resize.
+    mean_i, mean_p, mean_ip, mean_ii = _box(torch.cat([small, p, small * p, small * small], 1), r).chunk(4, 1)
+    a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)
     b = mean_p - a * mean_i
-    size = big.shape[-2:]
-    a = F.interpolate(_box(a, r), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(_box(b, r), size=size, mode="bilinear", align_corners=False)
-    return a * big + b
+    a, b = F.interpolate(_box(torch.cat([a, b], 1), r), size=big.shape[-2:], mode="bilinear",
+                         align_corners=False).chunk(2, 1)
+    return torch.addcmul(b, a, big)
 
 
 def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: str = "bilinear",
