@@ -32,6 +32,7 @@ class RainStyle:
     haze: tuple[float, float] = (0.0, 0.0)  # 1 - alpha, the veiling haze strength
     layer_spread: float = 20.0  # degrees a later layer's angle may differ from the first
     drop_amplitude: tuple[float, float] = (0.5, 1.0)  # spread of single drops within a layer
+    depth: bool = False  # each layer at a random depth: its ranges move together (streak_layer)
 
 
 # Faint rain reaches down to a brightness of 0.08: Rain12's streaks peak at 0.14-0.2
@@ -42,17 +43,22 @@ HEAVY = RainStyle(
     density=(0.004, 0.012), length=(15, 40), brightness=(0.3, 0.75), thickness=(0.5, 1.5),
     layers=(2, 3), haze=(0.05, 0.3), angle_deg=(-35.0, 35.0),
 )
-# NTU a1's streaks: 1-3 px wide, up to ~55 px long, vertical, peaks of 20-140 levels
-# (0.08-0.55) within one frame, 16 % of the pixels brightened by more than 3 levels.
+# NTU a1's streaks: 1-3 px wide, up to ~55 px long, vertical, peaks of 20-170 levels
+# (0.08-0.65) within one frame, 16 % of the pixels brightened by more than 3 levels; the
+# brightest (near) ones 3 px wide and few.
 VIDEO = RainStyle(
-    density=(0.0003, 0.0015), angle_deg=(-6.0, 6.0), length=(15, 70), thickness=(0.0, 0.5),
-    brightness=(0.1, 0.6), layers=(2, 3), layer_spread=2.0, drop_amplitude=(0.2, 1.0),
+    density=(0.0002, 0.0015), angle_deg=(-6.0, 6.0), length=(15, 60), thickness=(0.0, 1.1),
+    brightness=(0.1, 0.65), layers=(2, 4), layer_spread=2.0, drop_amplitude=(0.3, 1.0), depth=True,
 )
 STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY, "video": VIDEO}
 
 
 def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(rng.uniform(*lo_hi))
+
+
+def _at(lo_hi: tuple[float, float], z: float) -> float:
+    return lo_hi[0] + z * (lo_hi[1] - lo_hi[0])
 
 
 def streak_kernel(length: int, angle_deg: float) -> np.ndarray:
@@ -66,19 +72,31 @@ def streak_kernel(length: int, angle_deg: float) -> np.ndarray:
     return k / max(k.sum(), 1e-6)
 
 
-def streak_layer(h: int, w: int, rng: np.random.Generator, style: RainStyle, angle: float) -> np.ndarray:
-    """One layer of streaks, (H, W) float32 in [0, 1]."""
-    length = int(rng.integers(style.length[0], style.length[1] + 1))
+def streak_layer(h: int, w: int, rng: np.random.Generator, style: RainStyle, angle: float,
+                 depth: float | None = None) -> np.ndarray:
+    """One layer of streaks, (H, W) float32 in [0, 1].
+
+    `depth` in [0, 1] (far to near) ties the layer's draws together as in a real scene: near
+    drops are sparser, longer, thicker and brighter. None draws each range on its own."""
+    if depth is None:
+        length = int(rng.integers(style.length[0], style.length[1] + 1))
+        density = None
+    else:
+        length = int(round(_at(style.length, depth)))
+        density = _at(style.density[::-1], depth)
     pad = length
-    drops = (rng.random((h + 2 * pad, w + 2 * pad), dtype=np.float32) < _u(rng, style.density))
+    if density is None:
+        density = _u(rng, style.density)
+    drops = (rng.random((h + 2 * pad, w + 2 * pad), dtype=np.float32) < density)
     drops = drops.astype(np.float32) * rng.uniform(*style.drop_amplitude, drops.shape).astype(np.float32)
-    sigma = _u(rng, style.thickness)
+    sigma = _u(rng, style.thickness) if depth is None else _at(style.thickness, depth)
     if sigma > 0.3:
         drops = cv2.GaussianBlur(drops, (0, 0), sigma) * (1 + sigma)
     streaks = cv2.filter2D(drops, -1, streak_kernel(length, angle))
     # A smeared drop is dim; rescale so the brightest streaks reach the chosen brightness.
     peak = np.percentile(streaks[streaks > 0], 99) if (streaks > 0).any() else 1.0
-    streaks = np.clip(streaks / max(peak, 1e-6), 0, 1) * _u(rng, style.brightness)
+    brightness = _u(rng, style.brightness) if depth is None else _at(style.brightness, depth) * rng.uniform(0.8, 1.2)
+    streaks = np.clip(streaks / max(peak, 1e-6), 0, 1) * brightness
     return streaks[pad:pad + h, pad:pad + w]
 
 
@@ -90,7 +108,7 @@ def add_rain(clean: np.ndarray, rng: np.random.Generator, style: RainStyle) -> n
     rain = np.zeros((h, w), np.float32)
     for i in range(n_layers):
         angle = base_angle if i == 0 else base_angle + rng.uniform(-style.layer_spread, style.layer_spread)
-        rain += streak_layer(h, w, rng, style, angle)
+        rain += streak_layer(h, w, rng, style, angle, float(rng.random()) if style.depth else None)
     # Streaks are nearly white with a faint tint; give each channel a slightly different gain.
     tint = rng.uniform(0.9, 1.0, 3).astype(np.float32)
     rainy = clean + rain[..., None] * tint
