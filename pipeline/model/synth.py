@@ -80,13 +80,11 @@ def streak_layer(h: int, w: int, rng: np.random.Generator, style: RainStyle, ang
     drops are sparser, longer, thicker and brighter. None draws each range on its own."""
     if depth is None:
         length = int(rng.integers(style.length[0], style.length[1] + 1))
-        density = None
+        density = _u(rng, style.density)
     else:
         length = int(round(_at(style.length, depth)))
         density = _at(style.density[::-1], depth)
     pad = length
-    if density is None:
-        density = _u(rng, style.density)
     drops = (rng.random((h + 2 * pad, w + 2 * pad), dtype=np.float32) < density)
     drops = drops.astype(np.float32) * rng.uniform(*style.drop_amplitude, drops.shape).astype(np.float32)
     sigma = _u(rng, style.thickness) if depth is None else _at(style.thickness, depth)
