@@ -3,7 +3,8 @@
 Settings are frozen dataclasses. `load_settings` reads a YAML file, checks every
 key against the dataclass fields (recursively), checks each value's type, and
 reports all problems at once, each as `FILE: dotted.key: rule (got value)` with
-the closest valid key for a misspelling. Validation happens here, at load,
+the closest valid key for a misspelling; the value is shortened (`short`), so a huge
+or self-referencing value (a YAML alias bomb) still makes a one-line message. Validation happens here, at load,
 never in the hot path. Command-line flags override with `override()`.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -22,18 +25,59 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
+SHORT_CHARS = 80  # longest value printed in an error message
+MAX_ITEM_ERRORS = 5  # wrong items reported per list before the rest are left unchecked
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlong = 3, 60, 60, 40
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
+
+
+def short(value: Any, limit: int = SHORT_CHARS) -> str:
+    """`repr(value)` for error messages: at most `limit` characters, found without walking all of it.
+
+    reprlib stops at a few items per level and a few levels, so a value of billions of
+    elements (YAML aliases nested eight deep) costs microseconds, not gigabytes.
+    """
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails still gets named
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())  # one line
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a YAML text file (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line problem text (with a source excerpt) as one line: where, what."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if problem is None:
+        text = " ".join(str(exc).split())
+    else:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = getattr(exc, "context", None)
+        text = where + problem + (f" ({context})" if context else "")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def load_settings(cls: type[T], path: str | Path | dict | None = None, overrides: dict | None = None) -> T:
@@ -63,15 +107,16 @@ def from_dict(cls: type[T], data: dict, source: str = "<dict>") -> T:
 
 def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     if not isinstance(data, dict):
-        errors.append(f"{prefix or '<top>'}: must be a mapping (got {data!r})")
+        errors.append(f"{prefix.rstrip('.') or '<top>'}: must be a mapping (got {short(data)})")
         return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            name = str(key) if len(str(key)) <= SHORT_CHARS else short(str(key))
+            close = difflib.get_close_matches(str(key)[:100], list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
-            errors.append(f"{prefix}{key}: unknown key{hint}")
+            errors.append(f"{prefix}{name}: unknown key{hint}")
     kwargs = {}
     before = len(errors)
     for name, field in fields.items():
@@ -81,7 +126,7 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        errors.append(f"{prefix or '<top>'}: {exc}")
+        errors.append(f"{prefix.rstrip('.') or '<top>'}: {exc}")
         return None
     if len(errors) > before:  # values of the wrong type: range checks would only add noise
         return obj
@@ -99,27 +144,56 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key, errors) if len(inner) == 1 else value
+        if len(inner) == 1:
+            return _convert(inner[0], value, key, errors)
+        for option in inner:  # the first alternative that takes the value as it is
+            scratch: list[str] = []
+            converted = _convert(option, value, key, scratch)
+            if not scratch:
+                return converted
+        errors.append(f"{key}: must be {' or '.join(map(_describe, inner))} (got {short(value)})")
+        return value
     if origin is typing.Literal:
         if value not in args:
-            errors.append(f"{key}: must be one of {', '.join(map(repr, args))} (got {value!r})")
+            errors.append(f"{key}: must be one of {', '.join(map(repr, args))} (got {short(value)})")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            errors.append(f"{key}: must be a list (got {value!r})")
+            errors.append(f"{key}: must be a list (got {short(value)})")
             return value
         item = args[0] if args else Any
-        items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+        before, items = len(errors), []
+        for i, v in enumerate(value):
+            items.append(_convert(item, v, f"{key}[{i}]", errors))
+            if len(errors) - before >= MAX_ITEM_ERRORS and i + 1 < len(value):
+                errors.append(f"{key}: items {i + 1}.. not checked (too many wrong items)")
+                break
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            errors.append(f"{key}: must be a mapping (got {value!r})")
+            errors.append(f"{key}: must be a mapping (got {short(value)})")
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            errors.append(f"{key}: must be a finite number (got {value})")
         return float(value)
+    if tp is float:
+        errors.append(f"{key}: must be a number (got {short(value)})")
+        return value
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        errors.append(f"{key}: must be {tp.__name__} (got {value!r})")
+        errors.append(f"{key}: must be {tp.__name__} (got {short(value)})")
     return value
+
+
+def _describe(tp: Any) -> str:
+    """A type as an error message says it: int, 'auto', a mapping, ..."""
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
+    if dataclasses.is_dataclass(tp) or tp is dict or typing.get_origin(tp) is dict:
+        return "a mapping"
+    if typing.get_origin(tp) in (list, tuple):
+        return "a list"
+    return "a number" if tp is float else getattr(tp, "__name__", str(tp))
 
 
 def override(settings: T, **changes: Any) -> T:

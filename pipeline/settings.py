@@ -1,24 +1,45 @@
 """The typed settings of `derain run` and `derain archive`, as loaded from configs/*.yaml."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from .config import short
 from .sinks import EncodeSettings
 from .workers import ModelSettings, WorkerSettings
 
 
+def auto_batch(model: ModelSettings) -> int:
+    """Frames per batch for `max_batch: auto`: 8 on CUDA; on CPUs 1, or 2 for the fast profile.
+
+    On 2 CPU cores (docs/BENCHMARKS.md) batching does not pay for the full model (batch 4
+    runs ~20 % slower than 1: the convolutions already fill the cores); the fast profile's
+    small network gains a little from 2 (+6 % bf16, +20 % onnxruntime fp32 at 640x360).
+    The device is `model.device`, or for "auto" whether this process sees CUDA (as the
+    model's `pick_device`); on a cluster whose GPUs only the workers see, set max_batch.
+    """
+    device = model.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return 8
+    return 2 if model.profile == "fast" else 1
+
+
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch: int = 4  # frames per batch
+    max_batch: int | Literal["auto"] = "auto"  # frames per batch; auto: 8 on CUDA, 1 on CPUs (fast: 2)
     max_wait_ms: float = 1000.0  # cut a partial batch after this long (live sources: tens of ms)
     queue_size: int = 16  # frames read ahead of the model
     policy: Literal["block", "drop-oldest", "drop-newest"] = "block"  # files never drop
 
     def problems(self) -> list[str]:
         out = []
-        if self.max_batch < 1:
-            out.append(f"max_batch: must be an integer >= 1 (got {self.max_batch})")
+        if self.max_batch != "auto" and (isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int)
+                                         or self.max_batch < 1):
+            out.append(f"max_batch: must be an integer >= 1 or 'auto' (got {short(self.max_batch)})")
         if self.max_wait_ms < 0:
             out.append(f"max_wait_ms: must be >= 0 (got {self.max_wait_ms})")
         if self.queue_size < 1:
@@ -103,11 +124,13 @@ class LiveSettings:
             out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
         if self.max_batch < 1 or self.inflight < 1:
             out.append(f"max_batch, inflight: must be integers >= 1 (got {self.max_batch}, {self.inflight})")
+        if self.max_wait_ms < 0:
+            out.append(f"max_wait_ms: must be >= 0 (got {self.max_wait_ms})")
         if self.segment_s <= 0 or self.snapshot_every_s <= 0:
             out.append("segment_s, snapshot_every_s: must be > 0")
         names = [c.name for c in self.cameras if c.name]
         if len(names) != len(set(names)):
-            out.append(f"cameras: names must be unique (got {names})")
+            out.append(f"cameras: names must be unique (got {short(names)})")
         return out
 
 
@@ -121,3 +144,9 @@ class RunSettings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     plugins: list[dict] = field(default_factory=list)
     live: LiveSettings = field(default_factory=LiveSettings)
+
+    def __post_init__(self) -> None:
+        # `max_batch: auto` becomes a number here, once, so every user of the settings gets one.
+        if (isinstance(self.batching, BatchSettings) and self.batching.max_batch == "auto"
+                and isinstance(self.model, ModelSettings) and isinstance(self.model.device, str)):
+            object.__setattr__(self, "batching", replace(self.batching, max_batch=auto_batch(self.model)))

@@ -1,12 +1,14 @@
 """Settings: every shipped config loads; bad keys and values name file, key and rule."""
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_settings
+from pipeline.config import load_settings, short
 from pipeline.errors import ConfigError
 from pipeline.model.train import TrainSettings
-from pipeline.settings import RunSettings
+from pipeline.settings import RunSettings, auto_batch
+from pipeline.workers import ModelSettings
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -25,14 +27,21 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize("text,expected", [
     ("batching: {max_bach: 4}", "batching.max_bach: unknown key; did you mean 'max_batch'?"),
-    ("batching: {max_batch: 0}", "batching.max_batch: must be an integer >= 1 (got 0)"),
-    ("batching: {max_batch: four}", "batching.max_batch: must be int (got 'four')"),
+    ("batching: {max_batch: 0}", "batching.max_batch: must be an integer >= 1 or 'auto' (got 0)"),
+    ("batching: {max_batch: four}", "batching.max_batch: must be int or 'auto' (got 'four')"),
+    ("batching: {max_wait_ms: .inf}", "batching.max_wait_ms: must be a finite number (got inf)"),
+    ("batching: {max_wait_ms: .nan}", "batching.max_wait_ms: must be a finite number (got nan)"),
+    ("batching: {max_wait_ms: -1}", "batching.max_wait_ms: must be >= 0 (got -1.0)"),
+    ("batching: {max_wait_ms: soon}", "batching.max_wait_ms: must be a number (got 'soon')"),
+    ("live: {max_wait_ms: -5}", "live.max_wait_ms: must be >= 0 (got -5.0)"),
+    ("live: {read_timeout_s: .inf}", "live.read_timeout_s: must be a finite number (got inf)"),
+    ("model: 3", "model: must be a mapping (got 3)"),
     ("encode: {codec: mpeg2}", "encode.codec: must be one of"),
     ("encode: {crf: 99}", "encode.crf: must be in 0..63 (got 99)"),
     ("model: {profile: turbo}", "model.profile: must be one of full, fast, identity"),
     ("modle: {}", "modle: unknown key; did you mean 'model'?"),
     ("- a list", "the top level must be a mapping"),
-    ("a: [unclosed", "not valid YAML"),
+    ("a: [unclosed", "not valid YAML: line 1, column 13: expected ',' or ']'"),
 ])
 def test_bad_settings_name_the_file_key_and_rule(tmp_path, text, expected):
     path = write(tmp_path, text)
@@ -57,3 +66,59 @@ def test_flags_override_the_file(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_settings(RunSettings, tmp_path / "nope.yaml")
+
+
+def test_a_binary_config_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "photo.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(ConfigError) as err:
+        load_settings(RunSettings, path)
+    assert str(err.value) == f"{path}: not a YAML text file (byte 0 is not UTF-8)"
+
+
+def test_yaml_syntax_errors_are_one_line(tmp_path):
+    path = write(tmp_path, "model:\n  profile: fast\n bad: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(RunSettings, path)
+    assert len(str(err.value).splitlines()) == 1 and "line 3" in str(err.value)
+
+
+def alias_bomb(levels: int = 8, width: int = 9) -> str:
+    """A few hundred bytes of YAML whose last alias stands for width**levels strings."""
+    lines = ["a0: &a0 [" + ", ".join(["x"] * width) + "]"]
+    for n in range(1, levels):
+        lines.append(f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("use", ["batching: {max_batch: *a7}", "batching: {max_wait_ms: *a7}",
+                                 "encode: {preset: *a7}", "model: *a7", "live: {cameras: *a7}", "plugins: *a7",
+                                 "encode: {codec: *a7}"])
+def test_an_alias_bomb_gives_short_errors_quickly(tmp_path, use):
+    path = write(tmp_path, alias_bomb() + use + "\n")
+    assert path.stat().st_size < 600  # 9**8 = 43 million strings once expanded
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_settings(RunSettings, path)
+    assert time.monotonic() - start < 2.0
+    lines = [line for line in str(err.value).splitlines() if "unknown key" not in line]
+    assert lines and all(len(line) < 300 for line in lines) and len(lines) <= 7
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_short_keeps_values_small_and_on_one_line():
+    assert short("four") == "'four'" and short(99) == "99"
+    assert len(short("x" * 10_000)) <= 80 and len(short(list(range(10**6)))) <= 80
+    assert "\n" not in short({"a": "b\nc" * 100})
+
+
+def test_max_batch_auto_follows_the_device(tmp_path):
+    assert RunSettings().batching.max_batch == auto_batch(ModelSettings())
+    assert load_settings(RunSettings, None, {"model.device": "cpu"}).batching.max_batch == 1
+    assert load_settings(RunSettings, None, {"model.device": "cpu", "model.profile": "fast"}).batching.max_batch == 2
+    assert load_settings(RunSettings, None, {"model.device": "cuda:1"}).batching.max_batch == 8
+    path = write(tmp_path, "model: {device: cuda}\nbatching: {max_batch: 3}\n")
+    assert load_settings(RunSettings, path).batching.max_batch == 3  # explicit values are kept
+    assert load_settings(RunSettings, path, {"batching.max_batch": 5}).batching.max_batch == 5
+    path = write(tmp_path, "model: {device: cpu}\nbatching: {max_batch: auto}\n")
+    assert load_settings(RunSettings, path).batching.max_batch == 1
