@@ -4,6 +4,7 @@ Subclass `Plugin`, implement `process(batch) -> list[Result | None]`, and name i
 YAML (`plugins: [{use: "package.module:Class", with: {...}}]`) or register a short name
 in the `derain.plugins` entry-point group, as the built-ins are.
 """
+from .actors import PluginTimeout
 from .base import Plugin, detections_at, upstream
 from .chain import PluginChain, PluginSink, PluginStats
 from .loader import PluginSpec, RayOptions, load_plugins, resolve
@@ -11,4 +12,4 @@ from .registry import known_plugins
 from .results import Detections, Result
 
 __all__ = ["Plugin", "Result", "Detections", "PluginChain", "PluginSink", "PluginStats", "PluginSpec",
-           "RayOptions", "load_plugins", "resolve", "known_plugins", "upstream", "detections_at"]
+           "RayOptions", "PluginTimeout", "load_plugins", "resolve", "known_plugins", "upstream", "detections_at"]

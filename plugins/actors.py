@@ -1,15 +1,27 @@
-"""Plugins as their own Ray actor pool, so a heavy detector overlaps deraining.
+"""Where plugin calls run, each under a time limit: inline (one thread of its own) or a Ray actor pool.
 
-Each replica holds one set-up copy of the plugin. Actors restart on death
-(`max_restarts=-1`, which reruns `setup`); the stage resubmits the lost batch, like the
-derain worker pool does, so a dead plugin actor loses no frame.
+Every call of a plugin gets `timeout_s` (its `PluginSpec`); a call that takes longer counts
+as failed under the plugin's `on_error` policy, so a hanging plugin can never freeze the
+video. An inline plugin runs in one daemon thread of its own (setup, every process call and
+close, in order: thread-bound resources stay valid); an overrunning call is abandoned
+there, and the plugin's calls fail at once until it returns (a thread cannot be killed). An
+actor plugin's overrunning actor is killed and restarted by Ray (`max_restarts=-1`, which
+reruns `setup`), and its calls fail at once for a cool-down that doubles with each
+consecutive timeout (so a plugin that always hangs costs the video one stall, not one per
+batch). Actors that die on their own are restarted the same way and the lost batch is
+resubmitted, like the derain worker pool does, so a dead plugin actor loses no frame.
+
+`interrupt(grace_s)` (the run is stopping) caps every wait at `grace_s` from then on.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
+import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.errors import PluginError
 from pipeline.frames import FrameBatch
@@ -18,6 +30,13 @@ from .base import Plugin
 from .loader import PluginSpec
 
 log = logging.getLogger(__name__)
+
+MAX_COOLDOWN_S = 300.0  # longest pause of a plugin that keeps timing out
+SLICE_S = 0.1  # waits are cut in slices, so an interrupt is seen promptly
+
+
+class PluginTimeout(PluginError):
+    """A plugin call ran past its time limit (or was skipped because of one)."""
 
 
 class PluginHost:
@@ -50,40 +69,168 @@ class Ticket:
     tries: int = 0
     value: tuple | None = None
     error: BaseException | None = None
+    deadline: float = float("inf")  # monotonic time after which the call counts as failed
+    call: Any = None  # the inline stage's _Call
+
+    @property
+    def done(self) -> bool:
+        return self.value is not None or self.error is not None
 
 
-class InlineStage:
-    """Runs the plugin in the frame loop itself: no copies, no IPC (right for cheap plugins)."""
+class _Call:
+    """One function call made by a `_Thread`."""
+
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args = fn, args
+        self.finished = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who applies the policy
+            self.error = exc
+        finally:
+            self.finished.set()
+
+
+class _Thread:
+    """One daemon thread making one plugin's calls in order. Never joined: an abandoned call
+    may run forever, and a daemon thread does not keep the process alive."""
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._main, name=f"plugin-{name}", daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Callable, *args) -> _Call:
+        c = _Call(fn, args)
+        self._calls.put(c)
+        return c
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _main(self) -> None:
+        while (c := self._calls.get()) is not None:
+            c.run()
+
+
+class _Limits:
+    """The time limits shared by both stages: per call, and the cap of a stopping run."""
 
     def __init__(self, spec: PluginSpec):
-        self.spec, self.restarts = spec, 0
+        self.spec = spec
+        self.cap = float("inf")  # set by interrupt(): nothing waits past it
+
+    @property
+    def timeout_s(self) -> float:
+        return self.spec.timeout_s or float("inf")
+
+    def interrupt(self, grace_s: float) -> None:
+        self.cap = min(self.cap, time.monotonic() + grace_s)
+
+    def stopping_error(self) -> PluginTimeout | None:
+        if time.monotonic() >= self.cap:
+            return PluginTimeout("skipped: the run is stopping and the plugin's time is up")
+        return None
+
+
+class InlineStage(_Limits):
+    """Runs the plugin in its own thread, waited for at once: no copies, no IPC (right for cheap plugins)."""
+
+    def __init__(self, spec: PluginSpec):
+        super().__init__(spec)
+        self.restarts = 0
+        self.timeouts = 0
+        self._thread: _Thread | None = None
+        self._stuck: _Call | None = None  # a call that overran and is still running
 
     def setup(self) -> None:
-        self.spec.plugin.setup()
+        self._thread = _Thread(self.spec.name)
+        c = self._thread.call(self.spec.plugin.setup)
+        while not c.finished.wait(SLICE_S):  # no limit: loading a model may take long
+            pass
+        if c.error is not None:
+            self._thread.stop()
+            self._thread = None
+            if isinstance(c.error, PluginError):
+                raise c.error
+            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {c.error!r}") from None
 
     def submit(self, batch: FrameBatch) -> Ticket:
         ticket = Ticket(batch)
-        try:
-            ticket.value = (self.spec.plugin.process(batch), None)
-        except Exception as exc:  # noqa: BLE001 - the chain applies the plugin's error policy
-            ticket.error = exc
+        busy = self._busy()
+        ticket.error = busy or self.stopping_error()
+        if ticket.error is None:
+            ticket.call = self._thread.call(self.spec.plugin.process, batch)
+            ticket.deadline = ticket.call.started + self.timeout_s
         return ticket
 
     def poll(self, ticket: Ticket, timeout: float) -> bool:
+        """Waits for the call itself (as a direct call would), up to its time limit."""
+        while not ticket.done:
+            c = ticket.call
+            if c.finished.is_set():
+                if c.error is not None:
+                    ticket.error = c.error if isinstance(c.error, Exception) else PluginError(repr(c.error))
+                else:
+                    ticket.value = (c.value, None)
+                break
+            now = time.monotonic()
+            deadline = min(ticket.deadline, self.cap)
+            if now >= deadline:
+                self._stuck, self.timeouts = c, self.timeouts + 1
+                why = "the run is stopping" if deadline < ticket.deadline else "timeout_s"
+                ticket.error = PluginTimeout(f"no answer after {now - c.started:.1f} s ({why}); the call is "
+                                             f"abandoned and the plugin skipped until it returns")
+                break
+            c.finished.wait(min(SLICE_S, deadline - now))
         return True
 
+    def _busy(self) -> PluginTimeout | None:
+        if self._stuck is not None and not self._stuck.finished.is_set():
+            return PluginTimeout(f"skipped: still running a call that timed out "
+                                 f"{time.monotonic() - self._stuck.started:.0f} s ago")
+        if self._stuck is not None:
+            log.warning("plugin %s: the call that timed out returned after %.1f s; the plugin runs again",
+                        self.spec.name, time.monotonic() - self._stuck.started)
+            self._stuck = None
+        return None
+
     def close(self) -> None:
-        self.spec.plugin.close()
+        if self._thread is None:
+            return
+        thread, self._thread = self._thread, None
+        if self._busy() is not None:
+            log.warning("plugin %s: not closed: a call that timed out is still running", self.spec.name)
+            return
+        c = thread.call(self.spec.plugin.close)
+        thread.stop()
+        limit = min(time.monotonic() + self.timeout_s, self.cap)
+        while not c.finished.wait(SLICE_S):
+            if time.monotonic() >= limit:
+                log.warning("plugin %s: close() did not return within its time limit; left behind",
+                            self.spec.name)
+                return
+        if c.error is not None:
+            raise c.error
 
 
-class ActorStage:
+class ActorStage(_Limits):
     """Runs the plugin in `replicas` Ray actors with their own CPUs/GPUs."""
 
     def __init__(self, spec: PluginSpec, max_tries: int = 3):
-        self.spec, self.max_tries = spec, max_tries
+        super().__init__(spec)
+        self.max_tries = max_tries
         self.actors: list = []
         self.load: list[int] = []
         self.restarts = 0
+        self.timeouts = 0
+        self._streak = 0  # consecutive timeouts
+        self._cool_until = 0.0
 
     def setup(self) -> None:
         import ray
@@ -105,25 +252,60 @@ class ActorStage:
             raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {cause!r}") from None
 
     def submit(self, batch: FrameBatch, tries: int = 0) -> Ticket:
+        now = time.monotonic()
+        if now < self._cool_until:
+            return Ticket(batch, tries=tries, error=PluginTimeout(
+                f"skipped: paused {self._cool_until - now:.0f} s more after {self._streak} timeout(s) in a row"))
+        stopping = self.stopping_error()
+        if stopping is not None:
+            return Ticket(batch, tries=tries, error=stopping)
         idx = min(range(len(self.actors)), key=self.load.__getitem__)
         self.load[idx] += 1
-        return Ticket(batch, self.actors[idx].process.remote(batch), idx, tries)
+        # A call queued behind others on its actor gets their time too.
+        return Ticket(batch, self.actors[idx].process.remote(batch), idx, tries,
+                      deadline=now + self.timeout_s * self.load[idx])
 
     def poll(self, ticket: Ticket, timeout: float) -> bool:
-        if ticket.value is not None or ticket.error is not None:
-            return True
-        ready, _ = self.ray.wait([ticket.ref], timeout=timeout)
-        if not ready:
-            return False
+        end = time.monotonic() + timeout
+        while not ticket.done:
+            now = time.monotonic()
+            deadline = min(ticket.deadline, self.cap)
+            if now >= deadline:
+                self._timed_out(ticket, stopping=deadline < ticket.deadline)
+                return True
+            wait = max(0.0, min(end, deadline) - now)
+            ready, _ = self.ray.wait([ticket.ref], timeout=min(wait, SLICE_S))
+            if ready:
+                self._collect(ticket)  # done, or resubmitted after its actor died
+                continue
+            if time.monotonic() >= end:
+                return False
+        return True
+
+    def _collect(self, ticket: Ticket) -> None:
         self.load[ticket.actor] -= 1
         try:
             ticket.value = self.ray.get(ticket.ref)
+            self._streak = 0
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as exc:
             self._redo(ticket, exc)
-            return ticket.error is not None
         except self.ray.exceptions.RayTaskError as exc:
             ticket.error = exc.cause if isinstance(exc.cause, BaseException) else exc
-        return True
+
+    def _timed_out(self, ticket: Ticket, stopping: bool) -> None:
+        self.load[ticket.actor] -= 1
+        self.timeouts += 1
+        self._streak += 1
+        pause = 0.0 if stopping else min(MAX_COOLDOWN_S, self.timeout_s * 2 ** (self._streak - 1))
+        self._cool_until = time.monotonic() + pause
+        why = "the run is stopping" if stopping else "timeout_s"
+        ticket.error = PluginTimeout(f"no answer from its actor in time ({why}); the actor is restarted"
+                                     + (f" and the plugin paused for {pause:.0f} s" if pause else ""))
+        try:  # the only way to stop a running call of a synchronous actor; Ray restarts it
+            self.ray.kill(self.actors[ticket.actor], no_restart=False)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("plugin %s: could not restart actor %d: %r", self.spec.name, ticket.actor, exc)
+        self.restarts += 1
 
     def _redo(self, ticket: Ticket, exc: Exception) -> None:
         self.restarts += 1
@@ -135,12 +317,14 @@ class ActorStage:
                     self.spec.name, ticket.actor, b.source_id, b.seq[0], b.seq[-1], type(exc).__name__)
         fresh = self.submit(b, ticket.tries + 1)
         ticket.ref, ticket.actor, ticket.tries = fresh.ref, fresh.actor, fresh.tries
+        ticket.deadline, ticket.error = fresh.deadline, fresh.error
 
     def close(self) -> None:
         if not self.actors:
             return
+        limit = max(0.5, min(30.0, self.timeout_s, self.cap - time.monotonic()))
         try:
-            self.ray.get([a.close.remote() for a in self.actors], timeout=30)
+            self.ray.get([a.close.remote() for a in self.actors], timeout=limit)
         except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
             log.warning("plugin %s: close failed: %r", self.spec.name, exc)
         for actor in self.actors:

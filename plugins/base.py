@@ -28,10 +28,13 @@ class Plugin(ABC):
     Attributes:
         name: the short name used in logs and results; the loader sets the configured one.
         annotates: True when `process` draws on `batch.images` (the encoded frames).
+        timeout_s: the time limit of one `process` call (the YAML `timeout_s:` overrides it;
+            None: no limit); a call past it counts as failed under the plugin's `on_error`.
     """
 
     name: str = ""
     annotates: bool = False
+    timeout_s: float | None = 10.0
 
     def setup(self) -> None:
         """Acquire resources once, before the first batch."""

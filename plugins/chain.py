@@ -1,15 +1,18 @@
 """Plugins in configured order, pipelined across batches, between the reorder buffer and the sinks.
 
 Each batch walks the stages in order; a batch may enter a stage only after every earlier
-batch has entered it, so every plugin sees batches in order. Inline stages run at once;
-actor stages return at once and finish later, so up to `window` batches are in flight
-and a slow detector overlaps the derain workers. A failing plugin never corrupts the
-video: with `on_error: skip` its results for that batch are None and the frames go on
-unchanged; with `stop` a PluginError ends the run (the sink removes its partial file).
+batch has entered it, so every plugin sees batches in order. Inline stages are waited for
+at once; actor stages return at once and finish later, so up to `window` batches are in
+flight and a slow detector overlaps the derain workers. Every call has a time limit (the
+plugin's `timeout_s`, 10 s by default); a call past it counts as failed. A failing plugin
+never corrupts the video: with `on_error: skip` its results for that batch are None and the
+frames go on unchanged; with `stop` a PluginError ends the run (the sink removes its
+partial file). `interrupt()` (the run is stopping) bounds every wait to a few seconds.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +32,7 @@ class PluginStats:
     frames: int = 0
     errors: int = 0
     restarts: int = 0
+    timeouts: int = 0
 
 
 @dataclass
@@ -59,6 +63,8 @@ class PluginChain:
         self.stats = {s.name: PluginStats() for s in self.specs}
         self._jobs: deque[_Job] = deque()
         self._started: list = []
+        self._streak = {s.name: 0 for s in self.specs}  # consecutive failed batches, per plugin
+        self._logged = {s.name: 0.0 for s in self.specs}  # when a failure was last logged
 
     @classmethod
     def from_config(cls, entries: list, source: str = "plugins", window: int = 4) -> "PluginChain":
@@ -79,6 +85,19 @@ class PluginChain:
             except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
                 log.warning("plugin %s: close failed: %r", stage.spec.name, exc)
         self._jobs.clear()
+
+    def interrupt(self, grace_s: float = 3.0) -> None:
+        """The run is stopping: from now on no plugin call is waited for past `grace_s`
+        (calls still running then count as failed; later ones are skipped). Signal-safe."""
+        for stage in self.stages:
+            stage.interrupt(grace_s)
+
+    def abandon(self) -> list[FrameBatch]:
+        """Take back the batches still in the chain, in order, as they are (after a stop-policy
+        failure, so a live output can still write them); the chain is empty afterwards."""
+        out = [job.batch for job in self._jobs]
+        self._jobs.clear()
+        return out
 
     def __enter__(self) -> "PluginChain":
         self.setup()
@@ -139,12 +158,15 @@ class PluginChain:
     def _finish(self, job: _Job, stage) -> None:
         spec, ticket, batch = stage.spec, job.ticket, job.batch
         stats = self.stats[spec.name]
-        stats.restarts = stage.restarts
+        stats.restarts, stats.timeouts = stage.restarts, stage.timeouts
         results, images = ticket.value if ticket.error is None else (None, None)
         error = ticket.error or _contract_problem(results, len(batch))
         if error is not None:
             results, images = [None] * len(batch), None
             self._fail(spec, batch, error)
+        elif self._streak[spec.name]:
+            log.warning("plugin %s: working again after %d failed batch(es)", spec.name, self._streak[spec.name])
+            self._streak[spec.name] = 0
         stats.batches += 1
         stats.frames += len(batch)
         if images is not None:
@@ -161,8 +183,15 @@ class PluginChain:
         if spec.on_error == "stop":
             raise PluginError(f"plugin {spec.name} ({spec.module}) failed on {where}: {error!r}") from (
                 error if isinstance(error, Exception) else None)
-        log.error("plugin %s (%s) failed on %s: %r; skipped for this batch", spec.name, spec.module, where, error,
-                  exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
+        self._streak[spec.name] += 1
+        n, now = self._streak[spec.name], time.monotonic()
+        # One line per streak of failures (then one every 10 s), not 25 a second from a stuck plugin.
+        level = logging.ERROR if n == 1 or now - self._logged[spec.name] >= 10 else logging.DEBUG
+        if level == logging.ERROR:
+            self._logged[spec.name] = now
+        log.log(level, "plugin %s (%s) failed on %s: %r; skipped for this batch%s", spec.name, spec.module, where,
+                error, f" ({n} failed batches in a row)" if n > 1 else "",
+                exc_info=error if log.isEnabledFor(logging.DEBUG) else None)
 
 
 def _contract_problem(results, n: int) -> BaseException | None:

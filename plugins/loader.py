@@ -1,9 +1,9 @@
 """YAML plugin entries -> checked, constructed plugins, before any frame is read.
 
 An entry is `{use: NAME or "module:Class", with: {kwargs}, name:, on_error: skip|stop,
-ray: {replicas:, num_cpus:, num_gpus:}}`. Every problem (unknown name, import failure,
-a class that is not a `Plugin`, a `with:` key its constructor does not take) is
-reported at once, each naming the entry, the plugin, the module and the key.
+timeout_s: SECONDS, ray: {replicas:, num_cpus:, num_gpus:}}`. Every problem (unknown name,
+import failure, a class that is not a `Plugin`, a `with:` key its constructor does not
+take) is reported at once, each naming the entry, the plugin, the module and the key.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipeline.errors import PluginError
 from .base import Plugin
 from .registry import known_plugins
 
-ENTRY_KEYS = ("use", "with", "name", "on_error", "ray")
+ENTRY_KEYS = ("use", "with", "name", "on_error", "timeout_s", "ray")
 RAY_KEYS = {"replicas": int, "num_cpus": (int, float), "num_gpus": (int, float)}
 
 
@@ -40,12 +40,15 @@ class PluginSpec:
         module: where its class lives ("module:Class"), for error messages.
         on_error: "skip" drops this plugin's work for a failing batch, "stop" ends the run.
         ray: actor-pool options, or None to run inline in the frame loop.
+        timeout_s: the time limit of one `process` call (None: no limit); a call past it
+            counts as failed under `on_error` (the class's `timeout_s` by default, 10 s).
     """
 
     plugin: Plugin
     module: str
     on_error: Literal["skip", "stop"] = "skip"
     ray: RayOptions | None = None
+    timeout_s: float | None = Plugin.timeout_s
 
     @property
     def name(self) -> str:
@@ -100,7 +103,8 @@ def resolve(use: str) -> type[Plugin]:
 def _spec(entry: dict | Plugin) -> PluginSpec:
     if isinstance(entry, Plugin):
         entry.name = entry.name or type(entry).__name__.lower()
-        return PluginSpec(entry, f"{type(entry).__module__}:{type(entry).__qualname__}")
+        return PluginSpec(entry, f"{type(entry).__module__}:{type(entry).__qualname__}",
+                          timeout_s=_timeout(type(entry).__name__, "", entry.timeout_s))
     if not isinstance(entry, dict) or not isinstance(entry.get("use"), str):
         raise PluginError(f"must be a mapping with a string `use:` (got {entry!r})")
     use = entry["use"]
@@ -119,7 +123,19 @@ def _spec(entry: dict | Plugin) -> PluginSpec:
     on_error = entry.get("on_error", "skip")
     if on_error not in ("skip", "stop"):
         raise PluginError(f"{use} ({module}): on_error: must be 'skip' or 'stop' (got {on_error!r})")
-    return PluginSpec(plugin, module, on_error, _ray_options(use, module, entry.get("ray")))
+    timeout_s = _timeout(use, module, entry.get("timeout_s", plugin.timeout_s))
+    return PluginSpec(plugin, module, on_error, _ray_options(use, module, entry.get("ray")), timeout_s)
+
+
+def _timeout(use: str, module: str, value: Any) -> float | None:
+    """A time limit in seconds: a number > 0, or 0/None for none."""
+    if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        where = f" ({module})" if module else ""
+        raise PluginError(f"{use}{where}: timeout_s: must be a number of seconds > 0, or 0 for no limit "
+                          f"(got {value!r})")
+    return float(value)
 
 
 def _check_keys(use: str, module: str, given: dict, valid) -> None:

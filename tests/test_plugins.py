@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 
 from pipeline.errors import PluginError
 from pipeline.frames import FrameBatch
-from plugins import Detections, Plugin, PluginChain, Result, known_plugins, load_plugins, resolve, upstream
+from plugins import (Detections, Plugin, PluginChain, PluginTimeout, Result, known_plugins, load_plugins, resolve,
+                     upstream)
 
 
 def batch(seq0: int, n: int = 2, source: str = "cam") -> FrameBatch:
@@ -73,6 +76,9 @@ def test_builtins_are_registered():
     ({"use": "noop", "on_error": "ignore"}, r"on_error: must be 'skip' or 'stop'"),
     ({"use": "noop", "ray": {"replicas": 0}}, r"ray.replicas: must be an integer >= 1"),
     ({"use": "noop", "ray": {"gpus": 1}}, r"ray.gpus: unknown key; did you mean 'ray.num_gpus'"),
+    ({"use": "noop", "timeout_s": -1}, r"noop \(plugins.noop:NoOp\): timeout_s: must be a number of seconds > 0"),
+    ({"use": "noop", "timeout_s": "10s"}, r"timeout_s: must be a number of seconds > 0, or 0 for no limit"),
+    ({"use": "noop", "timeout": 5}, r"noop: timeout: unknown key; did you mean 'timeout_s'"),
 ])
 def test_bad_entries_name_plugin_module_and_key(entry, match):
     with pytest.raises(PluginError, match=match):
@@ -132,3 +138,118 @@ def test_detect_config_loads():
 
     settings = load_settings(RunSettings, Path(__file__).parents[1] / "configs" / "detect.yaml")
     assert [s.name for s in load_plugins(settings.plugins)] == ["hog", "haar", "overlay", "jsonl", "snapshot"]
+
+
+class Hangs(Plugin):
+    """Blocks in `process` (from the call numbered `hang_on`) until `release` is set: a stuck detector."""
+
+    def __init__(self, hang_on: int = 0):
+        self.hang_on, self.calls, self.closed = hang_on, 0, False
+        self.release, self.hanging = threading.Event(), threading.Event()
+        self.threads: set[str] = set()
+
+    def setup(self):
+        self.threads.add(threading.current_thread().name)
+
+    def process(self, b):
+        self.threads.add(threading.current_thread().name)
+        self.calls += 1
+        if self.calls > self.hang_on:
+            self.hanging.set()
+            self.release.wait()
+        return [Result(data={"seq": s}) for s in b.seq]
+
+    def close(self):
+        self.closed = True
+
+
+def test_timeout_defaults_and_overrides():
+    a, b, c = load_plugins([{"use": "noop"}, {"use": "noop", "name": "n2", "timeout_s": 2.5},
+                            {"use": "noop", "name": "n3", "timeout_s": 0}])
+    assert (a.timeout_s, b.timeout_s, c.timeout_s) == (10.0, 2.5, None)
+
+
+def test_a_hanging_inline_plugin_times_out_is_skipped_while_stuck_and_comes_back(caplog):
+    plugin = Hangs(hang_on=1)
+    plugin.name, plugin.timeout_s = "stuck", 0.3
+    after = Recorder()
+    after.name = "after"
+    chain = PluginChain.from_config([plugin, after])
+    try:
+        with caplog.at_level(logging.WARNING), chain:
+            out = chain.process(batch(0))  # the first call answers
+            t0 = time.monotonic()
+            out2 = chain.process(batch(2))  # hangs: abandoned after its time limit
+            waited = time.monotonic() - t0
+            t0 = time.monotonic()
+            out3 = [chain.process(batch(4 + 2 * i)) for i in range(20)]  # still stuck: skipped at once
+            skipped_in = time.monotonic() - t0
+            plugin.release.set()
+            time.sleep(0.1)
+            out4 = chain.process(batch(50))  # it returned: it runs again
+    finally:
+        plugin.release.set()
+    assert upstream(out)["stuck"][0].data == {"seq": 0}
+    assert 0.25 <= waited < 1.5 and skipped_in < 0.5
+    assert upstream(out2)["stuck"] == [None, None] and all(upstream(b)["stuck"] == [None, None] for b in out3)
+    assert after.seen[:4] == [0, 1, 2, 3] and len(after.seen) == 2 + 2 + 40 + 2  # frames always went on
+    assert upstream(out4)["stuck"][0].data == {"seq": 50}
+    stats = chain.stats["stuck"]
+    assert stats.errors == 21 and stats.timeouts == 1 and stats.batches == 23
+    assert "PluginTimeout" in caplog.text and "no answer after 0.3 s (timeout_s)" in caplog.text
+    assert caplog.text.count("plugin stuck (test_plugins:Hangs) failed") <= 2  # not one line per skipped batch
+    assert "working again after 21 failed batch(es)" in caplog.text
+    assert len(plugin.threads) == 1 and plugin.closed  # one thread for every call; closed once it returned
+
+
+def test_a_hanging_plugin_with_stop_policy_raises_within_its_time_limit():
+    chain = PluginChain.from_config([{"use": "test_plugins:Hangs", "on_error": "stop", "timeout_s": 0.3}])
+    plugin = chain.specs[0].plugin
+    t0 = time.monotonic()
+    try:
+        with chain, pytest.raises(PluginError, match=r"plugin hangs \(test_plugins:Hangs\) failed on source cam "
+                                                     r"seq 0..1: PluginTimeout"):
+            chain.process(batch(0))
+    finally:
+        plugin.release.set()
+    assert time.monotonic() - t0 < 2
+
+
+def test_interrupt_ends_a_wait_without_a_time_limit():
+    chain = PluginChain.from_config([{"use": "test_plugins:Hangs", "timeout_s": 0}])
+    plugin = chain.specs[0].plugin
+    out = []
+    try:
+        with chain:
+            worker = threading.Thread(target=lambda: out.append(chain.process(batch(0))), daemon=True)
+            worker.start()
+            assert plugin.hanging.wait(5)
+            t0 = time.monotonic()
+            chain.interrupt(0.2)
+            worker.join(5)
+            took = time.monotonic() - t0
+            assert chain.stats["hangs"].timeouts == 1
+            t0 = time.monotonic()
+            late = chain.process(batch(2))  # skipped at once: the plugin is stuck, the run stopping
+            assert time.monotonic() - t0 < 0.2 and upstream(late)["hangs"] == [None, None]
+    finally:
+        plugin.release.set()
+    assert out and upstream(out[0])["hangs"] == [None, None] and took < 1.0
+
+
+def test_setup_failure_is_one_plugin_error_naming_the_plugin():
+    class BadSetup(Plugin):
+        def setup(self):
+            raise OSError("model.onnx: no such file")
+
+        def process(self, b):
+            return [None] * len(b)
+
+    chain = PluginChain.from_config([BadSetup()])
+    with pytest.raises(PluginError, match=r"plugin badsetup \(.*BadSetup\): setup failed: OSError"):
+        chain.setup()
+    chain.close()
+
+
+def test_plugin_timeout_is_a_plugin_error():
+    assert issubclass(PluginTimeout, PluginError)

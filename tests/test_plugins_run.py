@@ -165,3 +165,69 @@ def test_actor_pool_restarts_a_dead_plugin_and_loses_nothing(tmp_path, ray_sessi
         ray.cloudpickle.unregister_pickle_by_value(sys.modules["dying"])
         ray.cloudpickle.unregister_pickle_by_value(myplug)
         sys.modules.pop("dying", None)
+
+
+HANG_SRC = textwrap.dedent('''
+    import time
+    from plugins import Plugin
+
+    class Forever(Plugin):
+        """Never answers: sleeps in process() until the test ends (an actor's: forever)."""
+
+        released = False  # the test lets its abandoned thread go at the end
+
+        def process(self, batch):
+            while not Forever.released:
+                time.sleep(0.05)
+''')
+
+
+@pytest.fixture
+def hang_plugin(tmp_path, monkeypatch):
+    (tmp_path / "hangs.py").write_text(HANG_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import hangs
+
+    yield hangs
+    hangs.Forever.released = True
+    sys.modules.pop("hangs", None)
+
+
+def test_a_hanging_inline_plugin_cannot_block_a_file_run(tmp_path, hang_plugin, caplog):
+    import time
+
+    clip = make_video(tmp_path / "in.mp4", frames=16, size=(64, 48))
+    settings = settings_from(tmp_path, [{"use": "hangs:Forever", "timeout_s": 0.5}])
+    chain = PluginChain.from_config(settings.plugins)
+    start = time.monotonic()
+    with chain:
+        stats = derain_file(clip, tmp_path / "out.mp4", settings, plugins=chain)
+    assert time.monotonic() - start < 10
+    assert stats.frames_out == 16 and decoded_count(tmp_path / "out.mp4") == 16
+    assert chain.stats["forever"].errors == 4 and chain.stats["forever"].timeouts == 1  # 4 batches of 4
+    assert "no answer after 0.5 s (timeout_s)" in caplog.text
+    assert "forever: not closed: a call that timed out is still running" in caplog.text
+
+
+def test_a_hanging_actor_plugin_is_restarted_and_cannot_block_a_file_run(tmp_path, ray_session, hang_plugin,
+                                                                        caplog):
+    import time
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(hang_plugin)  # actors cannot import tmp_path
+    try:
+        clip = make_video(tmp_path / "in.mp4", frames=16, size=(64, 48))
+        chain = PluginChain.from_config([{"use": "hangs:Forever", "timeout_s": 1.0, "ray": {"num_cpus": 0}}])
+        start = time.monotonic()
+        with chain:
+            chain_up = time.monotonic()
+            stats = derain_file(clip, tmp_path / "out.mp4", settings_from(tmp_path, []), plugins=chain)
+            took = time.monotonic() - chain_up
+        assert took < 10 and time.monotonic() - start < 60
+        assert stats.frames_out == 16 and decoded_count(tmp_path / "out.mp4") == 16
+        s = chain.stats["forever"]
+        assert s.errors == 4 and s.timeouts >= 1 and s.restarts >= 1
+        assert "no answer from its actor in time (timeout_s); the actor is restarted" in caplog.text
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(hang_plugin)
