@@ -187,7 +187,7 @@ def test_jpeg_augmentation_compresses_the_rainy_patch_only(shared_data):
     from pipeline.model.data import PatchSampler
 
     args = ([str(shared_data / "clean_corpus" / "Kodak24")], [], 64, {"medium": 1.0}, 0.5)
-    plain, jpeg = PatchSampler(*args), PatchSampler(*args, jpeg=1.0, jpeg_quality=(30, 30))
+    plain, jpeg = PatchSampler.from_dirs(*args), PatchSampler.from_dirs(*args, jpeg=1.0, jpeg_quality=(30, 30))
     (r0, c0), (r1, c1) = plain.sample(np.random.default_rng(5)), jpeg.sample(np.random.default_rng(5))
     assert np.array_equal(c0, c1)  # the target stays clean
     assert 0 < np.abs(r0 - r1).mean() < 0.05  # same rain, changed by the codec, not replaced
@@ -198,7 +198,7 @@ def test_an_unknown_rain_style_or_upsampling_names_the_key(tmp_path):
     path.write_text("data: {rain_mix: {drizzle: 1.0}, patch: 30}\n")
     with pytest.raises(ConfigError) as err:
         train(str(path), progress=False)
-    assert f"{path}: data.rain_mix: unknown style(s) drizzle; known: light, medium, heavy, video" in str(err.value)
+    assert f"{path}: data.rain_mix: unknown style(s) drizzle; known: light, medium, heavy, dense, video" in str(err.value)
     assert f"{path}: data.patch: must be a multiple of 8" in str(err.value)
     path.write_text("scale: 0.5\nupsample: nearest\n")
     with pytest.raises(ConfigError, match=r"upsample: must be one of bilinear, guided \(got 'nearest'\)"):

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from .synth import add_rain, random_style
+from .motion import MotionRanges, camera_clip, neighbour_offsets
+from .synth import add_rain, frozen, random_style
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Rain100/Rain12 name pairs rain-001.png / norain-001.png; strip those prefixes to match.
@@ -65,17 +66,26 @@ class PatchSampler:
     is a pure function of its seed wherever it is made (see prefetch.py).
     """
 
-    def __init__(self, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int,
-                 rain_mix: dict[str, float], paired_fraction: float, jpeg: float = 0.0,
-                 jpeg_quality: tuple[int, int] = (60, 95)):
-        self.patch, self.mix = patch, rain_mix
+    def __init__(self, photos: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]], patch: int,
+                 rain_mix: dict[str, float], paired_fraction: float = 0.0, jpeg: float = 0.0,
+                 jpeg_quality: tuple[int, int] = (60, 95), frames: int = 1):
+        self.patch, self.mix, self.frames = patch, rain_mix, frames
         self.jpeg, self.jpeg_quality = jpeg, jpeg_quality
         self.paired_fraction = paired_fraction
-        self.clean = [read_rgb(p) for d in clean_dirs for p in _walk_images(d)]
-        self.clean = [im for im in self.clean if min(im.shape[:2]) >= patch]
-        self.pairs = [(read_rgb(r), read_rgb(c)) for rd, cd in paired for r, c in pair_files(rd, cd)]
-        if not self.clean and not self.pairs:
+        self.clean = [im for im in photos if min(im.shape[:2]) >= patch]
+        self.pairs = pairs
+
+    @classmethod
+    def from_dirs(cls, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int, rain_mix: dict[str, float],
+                  paired_fraction: float, jpeg: float = 0.0, jpeg_quality: tuple[int, int] = (60, 95),
+                  frames: int = 1, exclude: tuple[str, ...] = ()) -> "PatchSampler":
+        """Load the clean photos under `clean_dirs` (less the `exclude`d names) and the real pairs."""
+        photos = [read_rgb(p) for d in clean_dirs for p in _walk_images(d) if p.name not in exclude]
+        pairs = [(read_rgb(r), read_rgb(c)) for rd, cd in paired for r, c in pair_files(rd, cd)]
+        sampler = cls(photos, pairs, patch, rain_mix, paired_fraction, jpeg, jpeg_quality, frames)
+        if not sampler.clean and not sampler.pairs:
             raise InputError(f"no training images found in {clean_dirs} or {paired}")
+        return sampler
 
     def _crop(self, rng: np.random.Generator, *imgs: np.ndarray) -> list[np.ndarray]:
         h, w = imgs[0].shape[:2]
@@ -99,12 +109,41 @@ class PatchSampler:
             rainy = _jpeg(rainy, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
         return rainy.astype(np.float32) / 255, clean
 
+    def sample_clip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A rainy window (frames, patch, patch, 3), target first, and the clean target (patch, patch, 3),
+        float32 in [0, 1]: one scene under camera motion, the clip's rain drawn anew in every frame."""
+        photo = self.clean[rng.integers(len(self.clean))]
+        if rng.random() < 0.5:
+            photo = photo[:, ::-1]
+        offsets = neighbour_offsets(rng, self.frames, _MOTION)
+        clip = camera_clip(photo, rng, self.patch, offsets).astype(np.float32) / 255
+        style = frozen(random_style(rng, self.mix), rng)
+        quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+        use_jpeg = self.jpeg and rng.random() < self.jpeg
+        rainy = []
+        for i, frame in enumerate(clip):
+            if i and offsets[i - 1] == 0:  # the target standing in for a missing frame: the same image
+                rainy.append(rainy[0])
+                continue
+            r = np.round(add_rain(frame, rng, style) * 255).astype(np.uint8)
+            rainy.append(_jpeg(r, quality) if use_jpeg else r)
+        return np.stack(rainy).astype(np.float32) / 255, clip[0]
+
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(rainy, clean), each float32 (n, 3, patch, patch)."""
+        """(rainy, clean), float32 (n, 3 * frames, patch, patch) and (n, 3, patch, patch); a window's
+        target frame comes first."""
+        if self.frames > 1:
+            clips = [self.sample_clip(rng) for _ in range(n)]
+            rainy = np.stack([c[0] for c in clips]).transpose(0, 1, 4, 2, 3).reshape(n, -1, self.patch, self.patch)
+            clean = np.stack([c[1] for c in clips]).transpose(0, 3, 1, 2)
+            return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
         pairs = [self.sample(rng) for _ in range(n)]
         rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)
         clean = np.stack([p[1] for p in pairs]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
+
+
+_MOTION = MotionRanges()
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:

@@ -193,23 +193,30 @@ class DerainNet(nn.Module):
         width: channels at level 1 (32 in the thesis; 16 for the fast profile).
         cab_reduction: the CAB squeeze ratio r.
         rlcn_window: side of the RLCN window (9).
+        in_channels: channels `fuse` gives the encoder (6: O and its RLCN map).
     """
 
-    def __init__(self, width: int = 32, cab_reduction: int = 16, rlcn_window: int = 9):
+    frames = 1  # frames in the input window (temporal_arch.py's subclass sees several)
+
+    def __init__(self, width: int = 32, cab_reduction: int = 16, rlcn_window: int = 9, in_channels: int = 6):
         super().__init__()
         w = _widths(width)
         self.width = width
         self.rlcn = RLCN(rlcn_window)
-        for k, (cin, cout) in enumerate(zip([6, *w[:-1]], w), start=1):
+        for k, (cin, cout) in enumerate(zip([in_channels, *w[:-1]], w), start=1):
             setattr(self, f"enc{k}", ResidualBlock(cin, cout))
             setattr(self, f"cab{k}", ChannelAttentionBlock(cout, cab_reduction))
         for k in range(1, LEVELS):
             setattr(self, f"mspam{k}", MSPAM(w[k - 1]))
         self.decoder = RainDecoder(width)
 
+    def fuse(self, rainy: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: the rainy image and its RLCN map."""
+        return torch.cat([rainy, self.rlcn(rainy)], dim=1)
+
     @with_padding(MULTIPLE)
     def forward(self, rainy: torch.Tensor) -> DerainOutput:
-        x = torch.cat([rainy, self.rlcn(rainy)], dim=1)
+        x = self.fuse(rainy)
         skips = []
         for k in range(1, LEVELS + 1):
             if k > 1:

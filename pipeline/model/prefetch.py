@@ -26,7 +26,7 @@ def _init(sampler_args: tuple) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # the pool is the parallelism; don't oversubscribe the cores
-    _sampler = PatchSampler(*sampler_args)
+    _sampler = PatchSampler.from_dirs(*sampler_args)
 
 
 def _make(seed: int, stage: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ class BatchStream:
         self.key: tuple[int, int] | None = None  # (stage, next step to hand out)
         # Built here too, so bad training folders fail now, naming the folder, not in a worker
         # (a pool whose initialiser fails restarts it forever).
-        self.sampler = PatchSampler(*sampler_args)
+        self.sampler = PatchSampler.from_dirs(*sampler_args)
         self.pool = None
         if workers:
             # spawn: the parent may already hold CUDA state, which must not be forked

@@ -57,6 +57,8 @@ def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: s
             net_dtype: torch.dtype | None = None) -> DerainOutput:
     """DerainOutput whose `rain` has rainy's full size; embedding and maps are at the net's scale.
 
+    `rainy` is one frame (B, 3, H, W) or, for a temporal network, a window (B, 3T, H, W) whose
+    first three channels are the target frame: R is the target's rain layer either way.
     At scale < 1 `rainy` may be fp32 while the network runs in `net_dtype`: the full-size
     image then keeps its precision for the guided fit and the subtraction."""
     if scale == 1.0:
@@ -67,7 +69,7 @@ def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: s
                           antialias=True)
     out = net(small.to(net_dtype or rainy.dtype))
     if upsample == "guided":
-        rain = guided_upsample(out.rain, small, rainy)
+        rain = guided_upsample(out.rain, small[:, :3], rainy[:, :3])
     else:
         rain = F.interpolate(out.rain, size=(h, w), mode="bilinear", align_corners=False)
     return out._replace(rain=rain)

@@ -33,6 +33,7 @@ class RainStyle:
     layer_spread: float = 20.0  # degrees a later layer's angle may differ from the first
     drop_amplitude: tuple[float, float] = (0.5, 1.0)  # spread of single drops within a layer
     depth: bool = False  # each layer at a random depth: its ranges move together (streak_layer)
+    haze_light: tuple[float, float] = (0.7, 1.0)  # the veil's brightness A
 
 
 # Faint rain reaches down to a brightness of 0.08: Rain12's streaks peak at 0.14-0.2
@@ -50,7 +51,15 @@ VIDEO = RainStyle(
     density=(0.0002, 0.0015), angle_deg=(-6.0, 6.0), length=(15, 60), thickness=(0.0, 1.1),
     brightness=(0.1, 0.65), layers=(2, 4), layer_spread=2.0, drop_amplitude=(0.3, 1.0), depth=True,
 )
-STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY, "video": VIDEO}
+# Rain100H, measured (docs/MODEL.md, scripts/rain-stats.py): no veil (O = B + R with a slope of
+# 1.00 and an offset of 0.01-0.07 off the streaks), but streaks so dense that 56-84 % of the
+# pixels gain more than 0.1 (median gain 0.12-0.29), sharp (2-3 px), long, one or two
+# directions within 30 degrees of vertical. HEAVY reached that brightness through haze instead.
+DENSE = RainStyle(
+    density=(0.002, 0.006), angle_deg=(-30.0, 30.0), length=(25, 70), thickness=(0.0, 1.0),
+    brightness=(0.25, 0.5), layers=(1, 3), layer_spread=15.0, haze=(0.0, 0.08), drop_amplitude=(0.6, 1.0),
+)
+STYLES = {"light": LIGHT, "medium": MEDIUM, "heavy": HEAVY, "dense": DENSE, "video": VIDEO}
 
 
 def _u(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -112,9 +121,24 @@ def add_rain(clean: np.ndarray, rng: np.random.Generator, style: RainStyle) -> n
     rainy = clean + rain[..., None] * tint
     haze = _u(rng, style.haze)
     if haze > 0:
-        light = rng.uniform(0.7, 1.0)
+        light = _u(rng, style.haze_light)
         rainy = (1 - haze) * rainy + haze * light
     return np.clip(rainy, 0, 1)
+
+
+def frozen(style: RainStyle, rng: np.random.Generator) -> RainStyle:
+    """One draw of a style's scalar ranges, kept fixed: the rain of one video clip, whose angle,
+    density, length and brightness hold from frame to frame while the drops move."""
+    def pick(lo_hi):
+        v = _u(rng, lo_hi)
+        return (v, v)
+
+    n = int(rng.integers(style.layers[0], style.layers[1] + 1))
+    return RainStyle(density=pick(style.density), angle_deg=pick(style.angle_deg),
+                     length=(int(round(_u(rng, style.length))),) * 2, thickness=pick(style.thickness),
+                     brightness=pick(style.brightness), layers=(n, n), haze=pick(style.haze),
+                     haze_light=pick(style.haze_light),
+                     layer_spread=style.layer_spread, drop_amplitude=style.drop_amplitude, depth=style.depth)
 
 
 def random_style(rng: np.random.Generator, mix: dict[str, float]) -> RainStyle:

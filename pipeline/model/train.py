@@ -28,6 +28,7 @@ from .losses import attention_loss, embedding_loss, rain_mask, ssim
 from .prefetch import BatchStream
 from .scale import UPSAMPLERS, predict
 from .synth import STYLES
+from .valset import HELD_OUT, validation_batches, validation_psnr
 from .weights import load_weights, save_weights
 
 
@@ -41,6 +42,8 @@ class DataSettings:
     workers: int = 0  # processes synthesising batches ahead (0: in the training process)
     jpeg: float = 0.0  # fraction of synthetic rainy patches passed through JPEG
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # its quality range
+    # > 1: train on synthetic clips of this many frames (motion.py), for a temporal network
+    frames: int = 1
 
     def problems(self) -> list[str]:
         out = []
@@ -107,11 +110,20 @@ class TrainSettings:
     # Fine-tuning: start the deraining network from these weights (set autoencoder.iters: 0;
     # the decoder then keeps its weights instead of copying the autoencoder's).
     init: str = ""
+    # Score the validation set (valset.py: held-out photos, every rain style) every this many
+    # derain steps, and export the best-scoring weights as well (0: never). The held-out
+    # photos are never trained on either way.
+    val_every: int = 0
+    # A run's autoencoder.pt to start from (with init:, keeps the embedding loss in a fine-tune).
+    init_autoencoder: str = ""
 
     def problems(self) -> list[str]:
         problems = [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
         if self.upsample not in UPSAMPLERS:
             problems.append(f"upsample: must be one of {', '.join(UPSAMPLERS)} (got {self.upsample!r})")
+        if self.network.get("frames", 1) != self.data.frames:
+            problems.append(f"data.frames: {self.data.frames} but the network sees {self.network.get('frames', 1)}"
+                            " frames; make them equal")
         return problems
 
 
@@ -132,10 +144,17 @@ class Trainer:
         width = getattr(self.net, "width", 32)
         if settings.init:
             self.net.load_state_dict(load_weights(settings.init).net.state_dict())
-        self.ae = RainAutoencoder(width).to(self.device)
+        self.ae = RainAutoencoder(width)
+        if settings.init_autoencoder:
+            state = torch.load(settings.init_autoencoder, map_location="cpu", weights_only=True)
+            self.ae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        self.ae.to(self.device)
         d = settings.data
         self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
-                                    d.paired_fraction, d.jpeg, tuple(d.jpeg_quality)), settings.seed, d.workers)
+                                    d.paired_fraction, d.jpeg, tuple(d.jpeg_quality), d.frames, HELD_OUT),
+                                   settings.seed, d.workers)
+        self.val = validation_batches(d.clean_dirs, d.frames) if settings.val_every else []
+        self.best = -float("inf")
         self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest convs
@@ -173,7 +192,7 @@ class Trainer:
         state = {
             "stage": self.stage, "step": self.step, "elapsed": self.elapsed, "settings": asdict(self.s),
             "net": self.net.state_dict(), "ae": self.ae.state_dict(),
-            "optim": self.optim.state_dict(),
+            "optim": self.optim.state_dict(), "best": self.best,
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
@@ -188,6 +207,7 @@ class Trainer:
         self.net.load_state_dict(state["net"])
         self.ae.load_state_dict(state["ae"])
         self.stage, self.step, self.elapsed = state["stage"], state["step"], state.get("elapsed", 0.0)
+        self.best = state.get("best", -float("inf"))
         if self.stage == "derain":
             self._enter_derain_stage(init_decoder=False)
         self.optim.load_state_dict(state["optim"])
@@ -218,7 +238,7 @@ class Trainer:
         return torch.autocast(self.device.type, enabled=self.device.type == "cuda")
 
     def _ae_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
-        rain = self._small(rainy - clean)
+        rain = self._small(rainy[:, :3] - clean)
         with self._autocast():
             rebuilt = self.ae(rain)
         return {"loss": torch.nn.functional.mse_loss(rebuilt.float(), rain)}
@@ -231,14 +251,15 @@ class Trainer:
 
     def _derain_loss(self, rainy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.s.loss
+        target = rainy[:, :3]  # a temporal window's target frame comes first
         with self._autocast():
             out = predict(self.net, rainy, self.s.scale, self.s.upsample)
             with torch.no_grad():
-                z_ideal = self.ae.encode(self._small(rainy - clean))
-        derained = (rainy - out.rain.float()).clamp(0, 1)
+                z_ideal = self.ae.encode(self._small(target - clean))
+        derained = (target - out.rain.float()).clamp(0, 1)
         l_image = -ssim(derained, clean, valid=False).mean()
         l_embed = embedding_loss(out.embedding, z_ideal)
-        l_att = attention_loss(out.attention, rain_mask(self._small(rainy), self._small(clean)))
+        l_att = attention_loss(out.attention, rain_mask(self._small(target), self._small(clean)))
         loss = w.embed * l_embed + w.att * l_att + w.image * l_image
         if w.pixel:
             loss = loss + w.pixel * torch.nn.functional.l1_loss(derained, clean)
@@ -261,10 +282,25 @@ class Trainer:
         finally:
             self.batches.close()
         export = Path(self.s.export) if self.s.export else self.out / f"{self.s.profile}.pt"
-        save_weights(self.net, export, profile=self.s.profile, scale=self.s.scale, upsample=self.s.upsample,
-                     network=self.s.network, meta={"iters": self.step, "stage": self.stage,
-                                                   "seconds": round(self.elapsed), "seed": self.s.seed})
+        self._export(export)
+        # The autoencoder too (fp16, small), so a later fine-tune elsewhere keeps the embedding loss.
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in self.ae.state_dict().items()},
+                   self.out / "autoencoder.pt")
         return export
+
+    def _export(self, path: Path, **meta) -> None:
+        save_weights(self.net, path, profile=self.s.profile, scale=self.s.scale, upsample=self.s.upsample,
+                     network=self.s.network, meta={"iters": self.step, "stage": self.stage,
+                                                   "seconds": round(self.elapsed), "seed": self.s.seed, **meta})
+
+    def _validate(self) -> None:
+        """Score the held-out set; keep the best weights as <profile>-best.pt (the ones to ship)."""
+        score = validation_psnr(self.net, self.val, self.device, self.s.scale, self.s.upsample)
+        with open(self.out / "val.csv", "a") as fh:
+            fh.write(f"{self.step},{round(self.elapsed)},{score:.4f}\n")
+        if score > self.best:
+            self.best = score
+            self._export(self.out / f"{self.s.profile}-best.pt", val_psnr=round(score, 4))
 
     def _loop(self, tqdm, started: float, max_seconds: float | None) -> None:
         log_path = self.out / "log.csv"
@@ -313,6 +349,8 @@ class Trainer:
                     log.writerow([f"{time.time():.1f}", self.stage, self.step, lr,
                                   *(f"{vals.get(k, float('nan')):.5f}" for k in ("loss", "ssim", "embed", "att"))])
                     out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    if self.val and self.stage == "derain" and (self.step % self.s.val_every == 0 or self._done(st)):
+                        self._validate()
                     if self.step % self.s.checkpoint_every == 0 or self._done(st) or out_of_time:
                         fh.flush()
                         self._save()

@@ -1,0 +1,66 @@
+"""The validation set: synthetic rain of every style on clean photos that training never sees.
+
+Checkpoints, stages and settings are chosen on this set alone; rain12, the Rain100 samples
+and NTU a1 are only reported. It is drawn once from a fixed seed, so every run and every
+session scores against the same pairs (or, for a temporal network, the same clips).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import IMAGE_SUFFIXES, PatchSampler, read_rgb
+from .scale import predict
+from .synth import STYLES
+
+# 20 photos of the corpus, spread over its three sources, never trained on.
+HELD_OUT = (
+    "kodim03.png", "kodim08.png", "kodim13.png", "kodim19.png", "kodim23.png",
+    "4.tif", "11.tif", "17.tif",
+    "107014.jpg", "128035.jpg", "15011.jpg", "17067.jpg", "196062.jpg", "223060.jpg", "247012.jpg",
+    "285022.jpg", "334025.jpg", "388018.jpg", "65084.jpg", "94095.jpg",
+)
+SEED = 20261126
+EVERY_STYLE = {name: 1.0 for name in STYLES}
+
+
+def held_out_photos(clean_dirs: list[str]) -> list[Path]:
+    return sorted(p for d in clean_dirs for p in Path(d).rglob("*")
+                  if p.name in HELD_OUT and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def validation_batches(clean_dirs: list[str], frames: int = 1, patch: int = 128, count: int = 160,
+                       batch: int = 16, jpeg: float = 0.3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` fixed (rainy, clean) pairs in batches, every style equally often: the same arrays for
+    the same arguments, whatever machine makes them."""
+    photos = [read_rgb(p) for p in held_out_photos(clean_dirs)]
+    sampler = PatchSampler(photos, [], patch, EVERY_STYLE, jpeg=jpeg, frames=frames)
+    return [sampler.batch(batch, np.random.default_rng([SEED, frames, i])) for i in range(count // batch)]
+
+
+@torch.no_grad()
+def validation_psnr(net: torch.nn.Module, batches: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
+                    scale: float = 1.0, upsample: str = "bilinear") -> float:
+    """Mean Y-PSNR (dB) of the derained targets, quantised to 8 bits as a saved frame would be."""
+    was_training = net.training
+    net.eval()
+    scores = []
+    for rainy, clean in batches:
+        x = torch.from_numpy(rainy).to(device)
+        y = torch.from_numpy(clean).to(device)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            rain = predict(net, x, scale, upsample).rain.float()
+        out = ((x[:, :3] - rain).clamp(0, 1) * 255).round()
+        scores.append(_y_psnr(out, (y * 255).round()))
+    net.train(was_training)
+    return float(torch.cat(scores).mean())
+
+
+def _y_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image, on 0-255 RGB: Y with evaluate.py's weights, unrounded (a selection score, not a
+    reported figure)."""
+    w = torch.tensor([65.481, 128.553, 24.966], device=a.device).view(1, 3, 1, 1) / 255
+    mse = ((a - b) * w).sum(1).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255**2 / mse.clamp_min(1e-10))
