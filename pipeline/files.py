@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .batching import Batcher
+from .errors import OutputError
 from .runner import Runner, RunStats
 from .settings import RunSettings
 from .sinks import open_sink
@@ -15,19 +16,23 @@ from .workers import make_pool
 
 
 def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSettings(), pool=None,
-                overwrite: bool = False, progress: bool = False, consumers=(), plugins=None) -> RunStats:
+                overwrite: bool = False, progress: bool = False, consumers=(), plugins=None,
+                token: str | None = None) -> RunStats:
     """Derain `src` (video file or image folder) into `dst` (video file or image folder).
 
     Every frame is kept (policy `block`), in order, with its timestamps; audio is remuxed.
     Plugins (`settings.plugins`, or a ready `plugins.PluginChain` that the caller sets up
     and closes) see every derained batch in order before the sink encodes it, so what
     they draw is encoded. Raises InputError / OutputError naming the path, PluginError
-    naming the plugin before any frame is read; a partial output is removed.
+    naming the plugin before any frame is read; a partial output is removed. `token` names
+    the temporary output (default: this process's pid and a random part). The returned
+    stats carry `warnings`: what the output could not keep (bit depth, streams, size).
     """
+    _check_paths(Path(src), Path(dst))
     own_chain = plugins is None
     chain = _plugin_chain(settings) if own_chain else plugins
     source = open_source(src, threads=settings.decode.threads, fps=settings.decode.fps)
-    sink = open_sink(dst, source.info, settings.encode, overwrite=overwrite)
+    sink = open_sink(dst, source.info, settings.encode, overwrite=overwrite, token=token)
     own_pool = pool is None
     try:
         if own_pool:
@@ -48,12 +53,24 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
         sinks = [chain.sink(sink) if chain is not None else sink]
         runner = Runner(source, sinks, pool, Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size,
                         policy="block", consumers=consumers, progress=progress)
-        return runner.run()
+        stats = runner.run()
+        stats.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
+        return stats
     finally:
         if own_pool:
             pool.close()
         if own_chain and chain is not None:
             chain.close()
+
+
+def _check_paths(src: Path, dst: Path) -> None:
+    """Refuse an output that is the input (as ffmpeg does)."""
+    try:
+        same = dst.exists() and src.exists() and dst.samefile(src)
+    except OSError:
+        same = False
+    if same or dst.resolve() == src.resolve():
+        raise OutputError(f"{dst}: is the input; give another output")
 
 
 def _plugin_chain(settings: RunSettings):

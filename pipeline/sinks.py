@@ -2,11 +2,18 @@
 
 The one place that encodes. Every sink writes to a temporary name beside the target
 and renames it on success, so a crash or Ctrl-C never leaves a half-written output
-that looks complete; `close(ok=False)` removes the partial file.
+that looks complete; `close(ok=False)` removes the partial file. Temporary names are unique
+per run (pid and a random part), and `--overwrite` replaces only what derain wrote: a file,
+or a folder of PNGs that carries its `.derain-output` marker and nothing else.
 """
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import os
+import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +22,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from .errors import OutputError
+from .errors import DerainError, OutputError
 from .frames import FrameBatch
 from .model.data import write_rgb
 from .sources import SourceInfo
@@ -44,35 +51,147 @@ class EncodeSettings:
         return out
 
 
-def partial_path(path: Path) -> Path:
-    """The temporary name a sink writes before renaming: hidden, same extension."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
+MARKER = ".derain-output"  # in every image folder derain writes: what it wrote, so --overwrite knows
 
 
-def _claim(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+def temp_token() -> str:
+    """A name part unique to one writer: its pid and a random suffix."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def partial_path(path: str | Path, token: str | None = None) -> Path:
+    """The hidden temporary name a sink writes before renaming: unique per run, same extension.
+
+    Two runs to one output never share a temporary, so neither can replace the other's.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{token or temp_token()}.partial{path.suffix}")
+
+
+def partials(path: str | Path) -> list[Path]:
+    """Temporaries of any run for `path` that are still there (none after a run ends)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.\d+-[0-9a-f]+\.partial{re.escape(path.suffix)}")
+    try:
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:
+        return []
+
+
+def remove_partial(path: Path) -> None:
+    """Delete a temporary (a file, or a folder of derain's PNGs)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _mkdir_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{path}: cannot create its folder ({exc.strerror})") from None
 
 
+def _claim_file(path: Path, overwrite: bool) -> None:
+    """Check that a video file may be written at `path` (ffmpeg -n / -y): only a file is replaced."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; derain writes a video file here and never replaces a folder")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+        if not path.is_file():
+            raise OutputError(f"{path}: exists and is not a regular file; --overwrite replaces only files")
+    _mkdir_parent(path)
+
+
+def _claim_folder(path: Path, overwrite: bool) -> None:
+    """Check that a folder of PNGs may be written at `path`: only a folder derain wrote is replaced."""
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        kind = f"{path.suffix!r} is not a video extension ({', '.join(VIDEO_SUFFIXES)})" if path.suffix else \
+            "a name without a video extension is written as a folder of PNGs"
+        raise OutputError(f"{path}: exists and is a file; {kind}, so derain would write a folder of PNGs "
+                          "here and keeps the file")
+    if path.is_dir():
+        if not overwrite:
+            raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+        problem = foreign_content(path)
+        if problem:
+            raise OutputError(f"{path}: {problem}; --overwrite replaces only what derain wrote, "
+                              "so the folder is kept")
+    _mkdir_parent(path)
+
+
+def _marked_files(folder: Path) -> set[str] | None:
+    """The names derain's marker lists in `folder` (None: no readable marker)."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+        return set(data["files"]) if data.get("written_by") == "derain" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def foreign_content(folder: Path) -> str | None:
+    """Why `folder` is not derain's own output (None: it is, or it is empty)."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror})"
+    if not names:
+        return None
+    ours = _marked_files(folder)
+    if ours is None:
+        return f"is a folder derain did not write (no {MARKER} marker in it)"
+    others = sorted(n for n in names if n != MARKER and (n not in ours or not (folder / n).is_file()))
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        return f"holds files derain did not write ({others[0]!r}{more})"
+    return None
+
+
+def _fail(path: Path, exc: BaseException) -> OutputError:
+    """One line for an encoder, muxer or file-system failure while writing `path`."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        why = "the disk is full"
+    elif isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        why = "the file is larger than this system allows"
+    else:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return OutputError(f"{path}: cannot write ({why}); the partial output was removed")
+
+
+def _subsampling(pix_fmt: str) -> tuple[int, int]:
+    """(x, y) chroma subsampling of a pixel format: (2, 2) for 4:2:0, (1, 1) for 4:4:4."""
+    try:
+        f = av.VideoFormat(pix_fmt, 8, 8)
+    except (ValueError, av.FFmpegError):
+        return 1, 1
+    return max(1, 8 // max(1, f.chroma_width())), max(1, 8 // max(1, f.chroma_height()))
+
+
 class VideoFileSink:
-    """Encode frames with PyAV, copying each frame's pts/time_base and remuxing the audio untouched."""
+    """Encode frames with PyAV, copying each frame's pts/time_base and remuxing the audio untouched.
+
+    A size the pixel format cannot hold (an odd width or height in 4:2:0) is cut to the
+    nearest one it can, with a warning; an encoder that refuses the size fails here, before
+    any frame is derained. `warnings` lists what was said.
+    """
 
     def __init__(self, path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),
-                 overwrite: bool = False):
+                 overwrite: bool = False, token: str | None = None):
         self.path = Path(path)
-        _claim(self.path, overwrite)
-        self.tmp = partial_path(self.path)
+        _claim_file(self.path, overwrite)
+        self.overwrite = overwrite
+        self.tmp = partial_path(self.path, token)
         self.info, self.encode = info, encode
         self.frames_written = 0
         self._last_pts: int | None = None
         try:
-            self.tmp.touch()  # FFmpeg opens lazily: find an unwritable place now, not at the end
+            self.tmp.touch(exist_ok=False)  # FFmpeg opens lazily: find an unwritable place now, not at the end
             self.out = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
+            self.tmp.unlink(missing_ok=True)
             raise OutputError(f"{self.path}: cannot write here ({exc})") from None
         try:
             self._setup()
@@ -82,6 +201,7 @@ class VideoFileSink:
 
     def _setup(self) -> None:
         info, enc = self.info, self.encode
+        self.warnings: list[str] = []
         self.out.metadata.update(info.container_metadata)
         codec = CODECS[enc.codec]
         if codec not in av.codecs_available:
@@ -95,8 +215,10 @@ class VideoFileSink:
         if codec == "libx265":
             options["x265-params"] = "log-level=error"
         rate = info.rate or (1 / info.time_base)
+        self.width, self.height = self._output_size()
+        self._check_encoder(codec, options, rate)
         self.video = self.out.add_stream(codec, rate=rate, options=options)
-        self.video.width, self.video.height = info.width, info.height
+        self.video.width, self.video.height = self.width, self.height
         self.video.pix_fmt = enc.pix_fmt
         # Keep the input's clock: frames carry their own pts in this time base (VFR survives).
         self.video.codec_context.time_base = info.time_base
@@ -109,8 +231,48 @@ class VideoFileSink:
             self.video.set_display_rotation(info.rotation)
         self._audio = _AudioPassthrough(info.path, self.out) if info.has_audio and info.path else None
 
+    def _output_size(self) -> tuple[int, int]:
+        """The input's size, cut to what the pixel format holds (even sizes for 4:2:0), said once."""
+        w, h, pix = self.info.width, self.info.height, self.encode.pix_fmt
+        xs, ys = _subsampling(pix)
+        ow, oh = w - w % xs, h - h % ys
+        if ow < 1 or oh < 1:
+            raise OutputError(f"{self.path}: a {w}x{h} video cannot be encoded as {pix} "
+                              f"(it needs at least {xs}x{ys} pixels)")
+        if (ow, oh) != (w, h):
+            cut = " and ".join(what for what, c in (("the last column", ow != w), ("the last row", oh != h)) if c)
+            self._warn(f"{self.path}: {w}x{h} written as {ow}x{oh} ({cut} cut): {pix} needs "
+                       f"{'even sizes' if (xs, ys) == (2, 2) else f'multiples of {xs}x{ys}'} "
+                       "(encode.pix_fmt: yuv444p keeps the size)")
+        return ow, oh
+
+    def _check_encoder(self, codec: str, options: dict, rate) -> None:
+        """Open the encoder once on the side, so a size or format it refuses fails before any work."""
+        cc = av.CodecContext.create(codec, "w")
+        cc.width, cc.height, cc.pix_fmt = self.width, self.height, self.encode.pix_fmt
+        cc.time_base = self.info.time_base
+        cc.framerate = rate
+        cc.thread_count = 1
+        cc.options = dict(options)
+        try:
+            cc.open()
+        except (av.FFmpegError, ValueError) as exc:
+            raise OutputError(f"{self.path}: the {codec} encoder refuses {self.width}x{self.height} "
+                              f"{self.encode.pix_fmt} video ({_short(exc)})") from None
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
+
     def write(self, batch: FrameBatch) -> None:
+        try:
+            self._write(batch)
+        except (av.FFmpegError, OSError) as exc:
+            raise _fail(self.path, exc) from None
+
+    def _write(self, batch: FrameBatch) -> None:
         for image, pts, tb in zip(batch.images, batch.pts, batch.time_base):
+            image = image[:self.height, :self.width]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
@@ -122,26 +284,66 @@ class VideoFileSink:
                 self._audio.mux_until(float(pts * frame.time_base))
 
     def close(self, ok: bool = True) -> None:
-        """Flush and close; on success rename into place, else delete the partial file."""
+        """Flush and close; on success rename into place, else delete the partial file.
+
+        A failure while finishing (a full disk at the last packets) removes the partial file
+        and raises OutputError: a broken file is never renamed into place.
+        """
         if getattr(self, "out", None) is None:
             return
+        error = None
         try:
             if ok:
                 self.out.mux(self.video.encode(None))  # flush the encoder's delayed frames
                 if self._audio:
                     self._audio.mux_until(float("inf"))
+        except (av.FFmpegError, OSError) as exc:
+            ok, error = False, exc
+        except BaseException:
+            ok = False
+            raise
         finally:
             if getattr(self, "_audio", None):
                 self._audio.close()
             try:
                 self.out.close()
-            except av.FFmpegError:
-                ok = False
+            except (av.FFmpegError, OSError) as exc:
+                if ok:
+                    ok, error = False, exc
             self.out = None
             if ok:
-                self.tmp.replace(self.path)
+                try:
+                    self._publish()
+                except BaseException:
+                    self.tmp.unlink(missing_ok=True)
+                    raise
             else:
                 self.tmp.unlink(missing_ok=True)
+        if error is not None:
+            raise _fail(self.path, error)
+
+    def _publish(self) -> None:
+        """Rename the finished file into place; without --overwrite never over a file that appeared meanwhile."""
+        if self.overwrite:
+            os.replace(self.tmp, self.path)
+            return
+        try:
+            os.link(self.tmp, self.path)  # atomic and refuses to replace (ffmpeg -n)
+        except FileExistsError:
+            raise OutputError(f"{self.path}: appeared while this run was writing it (another run?); "
+                              "kept, and this run's output removed") from None
+        except OSError:  # a file system without hard links
+            if self.path.exists():
+                raise OutputError(f"{self.path}: appeared while this run was writing it (another run?); "
+                                  "kept, and this run's output removed") from None
+            os.replace(self.tmp, self.path)
+            return
+        self.tmp.unlink(missing_ok=True)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _AudioPassthrough:
@@ -178,39 +380,91 @@ class _AudioPassthrough:
 
 
 class ImageFolderSink:
-    """One PNG per frame, named after the input images (or by sequence number)."""
+    """One PNG per frame, named after the input images (or by sequence number).
 
-    def __init__(self, folder: str | Path, info: SourceInfo, overwrite: bool = False):
+    The folder is written under a temporary name and renamed when complete, with a
+    `.derain-output` marker listing its files: `--overwrite` replaces only a folder that
+    holds such a marker and nothing but the files it lists, never a user's folder.
+    """
+
+    def __init__(self, folder: str | Path, info: SourceInfo, overwrite: bool = False, token: str | None = None):
         self.folder = Path(folder)
-        _claim(self.folder, overwrite)
-        self.tmp = self.folder.with_name(f".{self.folder.name}.partial")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        _claim_folder(self.folder, overwrite)
+        self.tmp = partial_path(self.folder, token)
         try:
-            self.tmp.mkdir(parents=True)
+            self.tmp.mkdir()
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot write here ({exc.strerror})") from None
         self.names = info.names
         self.frames_written = 0
+        self.written: list[str] = []
+        self.warnings: list[str] = []
 
     def write(self, batch: FrameBatch) -> None:
         for image, seq in zip(batch.images, batch.seq):
             name = Path(self.names[seq]).stem if seq < len(self.names) else f"{seq:06d}"
-            write_rgb(self.tmp / f"{name}.png", image)
+            try:
+                write_rgb(self.tmp / f"{name}.png", image)
+            except DerainError:
+                raise
+            except OSError as exc:
+                raise _fail(self.folder, exc) from None
+            self.written.append(f"{name}.png")
             self.frames_written += 1
 
     def close(self, ok: bool = True) -> None:
-        if ok:
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
-            self.tmp.rename(self.folder)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp is None:
+            return
+        tmp, self.tmp = self.tmp, None
+        if not ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        try:
+            marker = {"written_by": "derain", "files": sorted(set(self.written))}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=0) + "\n")
+            self._publish(tmp)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OutputError):
+                raise
+            raise _fail(self.folder, exc) from None
+
+    def _publish(self, tmp: Path) -> None:
+        """Put the finished folder in place; an old one is set aside and only derain's files deleted."""
+        old = None
+        if self.folder.is_dir():
+            problem = foreign_content(self.folder)  # checked again: files may have appeared meanwhile
+            if problem:
+                raise OutputError(f"{self.folder}: {problem}; --overwrite replaces only what derain wrote, "
+                                  "so the folder is kept and this run's output removed")
+            old = partial_path(self.folder)
+            self.folder.rename(old)
+        try:
+            tmp.rename(self.folder)
+        except OSError:
+            if old is not None:
+                old.rename(self.folder)
+            raise
+        if old is not None:
+            _remove_own(old)
+
+
+def _remove_own(folder: Path) -> None:
+    """Delete derain's files of an old output folder, then the folder; anything else stays (and is said)."""
+    ours = _marked_files(folder) or set()
+    for name in ours | {MARKER}:
+        if "/" not in name and name not in (".", ".."):
+            (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        log.warning("%s: kept: it holds files derain did not write", folder)
 
 
 def open_sink(path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),
-              overwrite: bool = False):
+              overwrite: bool = False, token: str | None = None):
     """A video sink for a path with a video extension, an image-folder sink otherwise."""
     path = Path(path)
-    if path.suffix.lower() in {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v"}:
-        return VideoFileSink(path, info, encode, overwrite)
-    return ImageFolderSink(path, info, overwrite)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoFileSink(path, info, encode, overwrite, token=token)
+    return ImageFolderSink(path, info, overwrite, token=token)

@@ -39,6 +39,11 @@ class SourceInfo:
     has_audio: bool = False
     path: Path | None = None  # a local file whose audio can be remuxed
     names: list[str] = field(default_factory=list)  # image-folder file names, in order
+    duration: float | None = None  # seconds of video the container announces (may be absent)
+    pix_fmt: str | None = None  # the decoder's pixel format (yuv420p10le, ...)
+
+
+MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
 
 
 class VideoFileSource:
@@ -54,6 +59,7 @@ class VideoFileSource:
         self.path, self.threads, self.source_id = Path(path), threads, source_id
         self.truncated = False
         self.decode_errors = 0
+        self.warnings: list[str] = []  # said once, at open: what the output cannot keep
         self.info = self._probe()
 
     def _open(self):
@@ -77,6 +83,7 @@ class VideoFileSource:
                 raise InputError(f"{self.path}: unknown video codec")
             if s.width == 0 or s.height == 0:
                 raise InputError(f"{self.path}: video stream has no size (unsupported codec?)")
+            _check_size(self.path, s.width, s.height)
             rotation = 0.0
             try:
                 for frame in c.decode(s):
@@ -84,16 +91,35 @@ class VideoFileSource:
                     break
             except av.FFmpegError:
                 pass
-            return SourceInfo(
+            info = SourceInfo(
                 uri=str(self.path), width=s.width, height=s.height, time_base=s.time_base,
                 rate=s.average_rate or s.guessed_rate, frames=s.frames or None, rotation=rotation,
                 container_metadata=dict(c.metadata), stream_metadata=dict(s.metadata),
-                has_audio=bool(c.streams.audio), path=self.path,
+                has_audio=bool(c.streams.audio), path=self.path, duration=_declared_seconds(c, s),
+                pix_fmt=s.codec_context.format.name if s.codec_context.format else None,
             )
+            self._say_what_is_not_kept(c, s, info)
+            return info
+
+    def _say_what_is_not_kept(self, container, video, info: SourceInfo) -> None:
+        """One warning line each for a high bit depth and for streams the output will not have."""
+        depth = _bit_depth(info.pix_fmt)
+        if depth > 8:
+            self._warn(f"{self.path}: {depth}-bit input ({info.pix_fmt}) is derained and written as 8-bit")
+        dropped = [f"#{st.index} {st.type} ({st.codec_context.name if st.codec_context else 'unknown'})"
+                   for st in container.streams
+                   if st.index != video.index and st.type != "audio"]
+        if dropped:
+            self._warn(f"{self.path}: stream{'s' if len(dropped) > 1 else ''} {', '.join(dropped)} not copied: "
+                       "the output has the first video stream and the audio")
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
 
     def __iter__(self) -> Iterator[Frame]:
         seq = 0
-        last_pts = None
+        first_pts = last_pts = None
         with self._open() as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
@@ -108,6 +134,8 @@ class VideoFileSource:
                     if pts is None:  # some containers omit pts: continue the clock
                         pts = 0 if last_pts is None else last_pts + step
                     last_pts = pts
+                    if first_pts is None:
+                        first_pts = pts
                     yield Frame(frame.to_ndarray(format="rgb24"), seq, pts, frame.time_base or tb,
                                 self.source_id, time.monotonic())
                     seq += 1
@@ -116,10 +144,54 @@ class VideoFileSource:
                 self.truncated = True
                 log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
                             self.path, seq, exc)
+        if self.truncated:
+            return
         if self.info.frames and seq < self.info.frames:
             self.truncated = True
             log.warning("%s: the container announces %d frames but only %d decoded; the file looks truncated",
                         self.path, self.info.frames, seq)
+            return
+        # Matroska and others announce no frame count, and a demuxer that meets the end of a
+        # cut file just stops: compare the video decoded with the duration the file announces.
+        declared, rate = self.info.duration, self.info.rate
+        if declared and seq and rate:
+            frame_s = float(1 / rate)
+            decoded = float((last_pts - first_pts) * tb) + frame_s
+            if declared - decoded > max(3 * frame_s, 0.5):
+                self.truncated = True
+                log.warning("%s: the file announces %.2f s of video (about %d frames) but only %d frames "
+                            "(%.2f s) decoded; the file looks truncated",
+                            self.path, declared, round(declared / frame_s), seq, decoded)
+
+
+def _check_size(path, width: int, height: int) -> None:
+    if width < MIN_SIZE or height < MIN_SIZE:
+        raise InputError(f"{path}: the video is {width}x{height} pixels; derain needs at least "
+                         f"{MIN_SIZE}x{MIN_SIZE}")
+
+
+def _bit_depth(pix_fmt: str | None) -> int:
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components) if pix_fmt else 8
+    except (ValueError, av.FFmpegError):
+        return 8
+
+
+def _declared_seconds(container, stream) -> float | None:
+    """How long the file says its video lasts: the stream's duration, Matroska's per-stream
+    DURATION tag, or the container's duration when the video is its only stream."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            h, m, sec = tag.strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
 
 
 def _frame_step(stream) -> int:
@@ -137,7 +209,9 @@ class ImageFolderSource:
             raise InputError(f"{self.folder}: no images found")
         self.source_id = source_id
         self.truncated = False
+        self.warnings: list[str] = []
         first = read_rgb(self.files[0])
+        _check_size(self.files[0], first.shape[1], first.shape[0])
         rate = Fraction(fps).limit_denominator(1001)
         self.info = SourceInfo(uri=str(self.folder), width=first.shape[1], height=first.shape[0],
                                time_base=1 / rate, rate=rate, frames=len(self.files),

@@ -1,4 +1,5 @@
-"""Test media made with PyAV: small clips with audio, variable frame rate, rotation."""
+"""Test media made with PyAV: small clips with audio, variable frame rate, rotation, odd sizes,
+10-bit, extra video streams, and files cut short."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -22,8 +23,12 @@ def rainy_frame(i: int, w: int, h: int, seed: int = 0) -> np.ndarray:
 
 def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 64), fps: int = 24,
                codec: str = "libx264", audio: bool = False, vfr: bool = False, rotation: int = 0,
-               metadata: dict | None = None) -> Path:
-    """Write a clip; with `vfr` the frame durations alternate 1/2 and 3/2 of a frame."""
+               metadata: dict | None = None, pix_fmt: str = "yuv420p", extra_video: bool = False) -> Path:
+    """Write a clip; with `vfr` the frame durations alternate 1/2 and 3/2 of a frame.
+
+    `pix_fmt` picks the stored format (odd sizes in 4:2:0 need a codec that takes them, such
+    as ffv1); `extra_video` adds a second, smaller video stream (a picture-in-picture camera).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
@@ -33,10 +38,15 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
         if metadata:
             c.metadata.update(metadata)
         v = c.add_stream(codec, rate=fps)
-        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        v.width, v.height, v.pix_fmt = w, h, pix_fmt
         v.codec_context.time_base = tb
         if rotation:
             v.set_display_rotation(rotation)
+        v2 = None
+        if extra_video:
+            v2 = c.add_stream("libx264", rate=fps)
+            v2.width, v2.height, v2.pix_fmt = 32, 32, "yuv420p"
+            v2.codec_context.time_base = tb
         a = None
         if audio:
             a = c.add_stream("aac", rate=48000)
@@ -47,7 +57,13 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
             f.pts, f.time_base = pts, tb
             pts += (step // 2 if i % 2 else step * 3 // 2) if vfr else step
             c.mux(v.encode(f))
+            if v2 is not None:
+                f2 = av.VideoFrame.from_ndarray(rainy_frame(i, 32, 32), format="rgb24")
+                f2.pts, f2.time_base = f.pts, tb
+                c.mux(v2.encode(f2))
         c.mux(v.encode(None))
+        if v2 is not None:
+            c.mux(v2.encode(None))
         if a is not None:
             total = int(48000 * pts * tb)
             t = 0
@@ -59,3 +75,10 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
                 c.mux(a.encode(af))
             c.mux(a.encode(None))
     return path
+
+
+def cut_file(src: str | Path, dst: str | Path, fraction: float) -> Path:
+    """A copy of `src` cut after `fraction` of its bytes, as an interrupted copy or download leaves it."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * fraction)])
+    return Path(dst)

@@ -1,5 +1,7 @@
 """`derain run` on real encoded media: faithful output checked with ffprobe, and every failure mode."""
+import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -9,14 +11,17 @@ import time
 import av
 import numpy as np
 import pytest
-from media import make_video
+from media import cut_file, make_video
 from probe import audio_streams, ffprobe, frame_pts, video_stream
 
 from pipeline.cli import main
 from pipeline.config import load_settings
+from pipeline.errors import OutputError
 from pipeline.files import derain_file
+from pipeline.frames import FrameBatch
 from pipeline.settings import RunSettings
-from pipeline.sinks import partial_path
+from pipeline.sinks import MARKER, VideoFileSink, partial_path, partials
+from pipeline.sources import open_source
 
 LOCAL = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local"})
 
@@ -101,7 +106,7 @@ def test_image_folder_to_video_and_back(tmp_path, shared_data):
     assert len(list(back.glob("*.png"))) == 60
     named = tmp_path / "named"
     derain_file(frames, named, LOCAL)
-    assert sorted(p.name for p in named.iterdir())[:2] == ["00001.png", "00002.png"]
+    assert sorted(p.name for p in named.glob("*.png"))[:2] == ["00001.png", "00002.png"]
 
 
 def test_truncated_file_keeps_every_decodable_frame_and_says_so(tmp_path, capsys):
@@ -147,7 +152,7 @@ def test_bad_inputs_name_the_file_and_leave_no_output(tmp_path, capsys, kind, ma
     err = capsys.readouterr().err
     assert code == 1 and str(src) in err and match in err
     assert len(err.strip().splitlines()) == 1
-    assert not out.exists() and not partial_path(out).exists()
+    assert not out.exists() and not partials(out)
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
@@ -176,16 +181,243 @@ def test_ctrl_c_removes_the_partial_output(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out),
                              "--config", str(_slow_config(tmp_path))], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not partial_path(out).exists() and time.monotonic() < deadline:
+    while not partials(out) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    assert not out.exists() and not partial_path(out).exists()
+    assert not out.exists() and not partials(out)
 
 
 def _slow_config(tmp_path):
     path = tmp_path / "slow.yaml"
     path.write_text("model: {profile: identity, delay_ms: 30}\nworkers: {backend: local}\n")
     return path
+
+
+def _run(src, out, *extra, backend="local"):
+    return main(["run", str(src), "-o", str(out), "--profile", "identity", "--backend", backend, *extra])
+
+
+def _one_error_line(err):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_overwrite_keeps_a_folder_derain_did_not_write(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("three years of work")
+    assert _run(src, thesis, "--overwrite") == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(thesis) in line and "did not write" in line and "kept" in line
+    assert [p.name for p in thesis.iterdir()] == ["chapter1.tex"]
+    assert (thesis / "chapter1.tex").read_text() == "three years of work"
+    assert not partials(thesis)
+
+
+def test_overwrite_replaces_a_png_folder_derain_wrote_and_nothing_else(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    out = tmp_path / "frames"
+    assert _run(src, out) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
+    assert json.loads((out / MARKER).read_text())["files"] == [f"{i:06d}.png" for i in range(4)]
+    assert _run(src, out, "--overwrite") == 0  # derain's own folder: replaced
+    assert len(list(out.glob("*.png"))) == 4
+    (out / "my-notes.txt").write_text("mine")  # now the folder holds a file of the user's
+    capsys.readouterr()
+    assert _run(src, out, "--overwrite") == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "my-notes.txt" in line and "kept" in line
+    assert (out / "my-notes.txt").read_text() == "mine" and len(list(out.glob("*.png"))) == 4
+    assert not partials(out)
+
+
+def test_an_existing_file_with_an_unknown_extension_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    import pipeline.files
+
+    def no_pool(*a, **k):
+        raise AssertionError("the model pool was started: the output should have been refused first")
+
+    monkeypatch.setattr(pipeline.files, "make_pool", no_pool)
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    notes = tmp_path / "notes.xyz"
+    notes.write_text("my notes")
+    assert _run(src, notes, "--overwrite") == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(notes) in line and "'.xyz' is not a video extension" in line
+    assert notes.read_text() == "my notes"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_output_may_not_be_the_input(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    before = src.read_bytes()
+    assert _run(src, src, "--overwrite") == 1
+    assert "is the input" in _one_error_line(capsys.readouterr().err)
+    assert src.read_bytes() == before
+
+
+def test_two_runs_to_one_output_never_share_a_temporary(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    out = tmp_path / "out.mp4"
+    assert partial_path(out) != partial_path(out)
+    info = open_source(src).info
+    first, second = VideoFileSink(out, info), VideoFileSink(out, info)  # both started before either ended
+    assert first.tmp != second.tmp and first.tmp.exists() and second.tmp.exists()
+    frames = list(open_source(src))
+    batch = FrameBatch.of(frames[:2])
+    first.write(batch)
+    second.write(FrameBatch.of(frames))
+    first.close(ok=True)
+    with pytest.raises(OutputError, match="appeared while this run was writing"):
+        second.close(ok=True)  # without --overwrite the first result is kept, as ffmpeg -n
+    assert video_stream(ffprobe(out))["nb_read_frames"] == "2"
+    assert not partials(out)
+
+
+ODD = [(641, 361), (853, 480), (321, 241)]
+
+
+def _odd_clip(tmp_path, size, chroma):
+    """4:2:0 at odd sizes needs a codec that stores them (ffv1); x264 stores 4:4:4 at any size."""
+    w, h = size
+    if chroma == "420":
+        return make_video(tmp_path / f"in-{w}x{h}-420.mkv", frames=5, size=size, codec="ffv1", pix_fmt="yuv420p")
+    return make_video(tmp_path / f"in-{w}x{h}-444.mkv", frames=5, size=size, pix_fmt="yuv444p")
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize("chroma", ["420", "444"])
+@pytest.mark.parametrize("size", ODD, ids=[f"{w}x{h}" for w, h in ODD])
+def test_odd_sizes_keep_every_frame_and_say_the_cut(tmp_path, capsys, caplog, request, size, chroma, backend):
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    src = _odd_clip(tmp_path, size, chroma)
+    assert video_stream(ffprobe(src))["pix_fmt"] == f"yuv{chroma}p"
+    out = tmp_path / "out.mp4"
+    assert _run(src, out, backend=backend) == 0
+    err = capsys.readouterr().err
+    w, h = size
+    v = video_stream(ffprobe(out))
+    assert v["nb_read_frames"] == "5"
+    assert (v["width"], v["height"]) == (w - w % 2, h - h % 2)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "written as" in r.getMessage()]
+    assert len(said) == 1 and f"{w}x{h} written as {w - w % 2}x{h - h % 2}" in said[0] and "even" in said[0]
+    assert "Traceback" not in err and not partials(out)
+
+
+def test_odd_sizes_are_kept_where_the_pixel_format_holds_them(tmp_path, caplog):
+    src = _odd_clip(tmp_path, (641, 361), "420")
+    cfg = tmp_path / "444.yaml"
+    cfg.write_text("encode: {pix_fmt: yuv444p}\n")
+    assert _run(src, tmp_path / "out.mp4", "--config", str(cfg)) == 0
+    v = video_stream(ffprobe(tmp_path / "out.mp4"))
+    assert (v["width"], v["height"], v["nb_read_frames"]) == (641, 361, "5")
+    assert "written as" not in caplog.text
+    assert _run(src, tmp_path / "frames") == 0  # PNGs keep any size
+    assert cv2_size(tmp_path / "frames" / "000000.png") == (641, 361)
+
+
+def cv2_size(path):
+    import cv2
+
+    img = cv2.imread(str(path))
+    return img.shape[1], img.shape[0]
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize("output", ["out.mp4", "frames"])
+def test_a_1x1_video_is_one_clear_line_and_leaves_nothing(tmp_path, capsys, request, backend, output):
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    src = make_video(tmp_path / "in.mkv", frames=3, size=(1, 1), codec="ffv1", pix_fmt="yuv444p")
+    out = tmp_path / output
+    assert _run(src, out, backend=backend) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(src) in line and "1x1" in line
+    assert not out.exists() and not partials(out)
+
+
+def test_a_2x2_video_is_derained_and_written(tmp_path):
+    src = make_video(tmp_path / "in.mkv", frames=3, size=(2, 2), codec="ffv1", pix_fmt="yuv444p")
+    assert _run(src, tmp_path / "out.mp4") == 0
+    assert video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"] == "3"
+
+
+def _limit_file_size(limit):
+    def apply():  # in the child: Python ignores SIGXFSZ, so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("output,limit", [("out.mp4", 150_000), ("frames", 5_000)])
+def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path, output, limit):
+    """A file-size limit fails writes as a full disk does, without needing root to mount a small one."""
+    src = make_video(tmp_path / "in.mp4", frames=40, size=(320, 240))
+    out = tmp_path / output
+    cfg = tmp_path / "lossless.yaml"
+    cfg.write_text("encode: {crf: 0}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out), "--profile",
+                           "identity", "--backend", "local", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=_limit_file_size(limit))
+    assert proc.returncode == 1
+    line = _one_error_line(proc.stderr)
+    assert str(out) in line and "cannot write" in line and "removed" in line
+    assert not out.exists() and not partials(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_really_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        src = make_video(tmp_path / "in.mp4", frames=40, size=(320, 240))
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(small / "out.mp4"),
+                               "--profile", "identity", "--backend", "local", "--crf", "0"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1
+        assert "the disk is full" in _one_error_line(proc.stderr)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_truncated_matroska_file_is_said(tmp_path):
+    """The demuxer meets the end of a cut Matroska file without an error: the announced duration tells."""
+    src = make_video(tmp_path / "in.mkv", frames=100, size=(160, 120))
+    cut = cut_file(src, tmp_path / "cut.mkv", 0.6)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(cut), "-o", str(out), "--profile",
+                           "identity", "--backend", "local"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    n = int(video_stream(ffprobe(out))["nb_read_frames"])
+    assert 40 < n < 75
+    said = [line for line in err.splitlines() if "truncated" in line]
+    assert said and all("cut.mkv" in line for line in said)
+    assert any(f"only {n} frames" in line and "about 100 frames" in line for line in said)
+
+
+def test_an_intact_matroska_file_with_longer_audio_is_not_called_truncated(tmp_path, capsys, caplog):
+    src = make_video(tmp_path / "in.mkv", frames=30, audio=True, vfr=True)
+    assert _run(src, tmp_path / "out.mkv") == 0
+    assert "truncated" not in capsys.readouterr().err + caplog.text
+
+
+def test_ten_bit_input_and_a_second_video_stream_are_said(tmp_path, caplog):
+    src = make_video(tmp_path / "in.mkv", frames=6, pix_fmt="yuv420p10le", extra_video=True)
+    out = tmp_path / "out.mp4"
+    stats = derain_file(src, out, LOCAL)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("10-bit input (yuv420p10le)" in m and "written as 8-bit" in m for m in said) == 1
+    assert sum("#1 video (h264) not copied" in m for m in said) == 1
+    assert stats.warnings == said
+    assert video_stream(ffprobe(out))["nb_read_frames"] == "6"
