@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -74,16 +76,34 @@ class DerainWorker:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start (or join) Ray once per process, quietly."""
+    """Start (or join) Ray once per process, quietly.
+
+    Quietly: Ray 2.60 logs a token-authentication notice on every start ("Token
+    authentication is enabled for this Ray cluster..."); derain keeps Ray's behaviour
+    (token auth on for a cluster it starts) and drops the notice. The process's own
+    SIGTERM handler (the CLI's: end the run as Ctrl-C does) is kept: ray.init replaces
+    it with one that exits mid-call, and its core library dumps a stack on SIGTERM.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=512 * 2**20, configure_logging=False)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     object_store_memory=512 * 2**20, configure_logging=False)
+    except SystemExit as exc:  # SIGTERM while Ray started: its handler ran instead of this process's
+        if callable(sigterm) and exc.code == signal.SIGTERM:
+            sigterm(signal.SIGTERM, None)
+        raise
+    finally:
+        if callable(sigterm):  # a Python handler this process installed before Ray
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 class RayPool:
