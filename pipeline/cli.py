@@ -1,7 +1,8 @@
 """The `derain` command: parses arguments and calls library code, nothing more.
 
-An expected failure (a `DerainError`) prints one line on stderr and exits 1;
-`--debug` shows the traceback instead.
+An expected failure (a `DerainError`) prints one line on stderr and exits 1 (with
+`--json`, also `{"ok": false, "error": ...}` on stdout); `--debug` shows the traceback
+instead. SIGTERM ends a run as Ctrl-C does (partial outputs removed), with exit 143.
 """
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import DerainError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: the same cleanup."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def _settings(args, **overrides):
@@ -71,7 +82,7 @@ def cmd_run(args) -> int:
     if _is_live_run(args):
         return cmd_run_live(args)
     if not args.output:
-        print("derain run: error: -o/--output is required for a file input", file=sys.stderr)
+        _fail(args, "-o/--output is required for a file input")
         return 2
     stats = derain_file(args.input, args.output, _settings(args), overwrite=args.overwrite,
                         progress=not args.json and sys.stderr.isatty())
@@ -195,7 +206,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray)")
     p.add_argument("--workers", type=int, help="model workers (default: one per GPU, else one)")
     p.add_argument("--address", help="join a Ray cluster: auto or ray://HOST:10001")
-    p.add_argument("--batch", type=int, help="frames per batch")
+    p.add_argument("--batch", type=int, help="frames per batch (default: auto, 8 on CUDA, 1 on CPUs, 2 fast on CPUs)")
     p.add_argument("--codec", choices=["h264", "h265", "hevc", "av1", "vp9"])
     p.add_argument("--crf", type=int)
     p.add_argument("--preset")
@@ -291,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval-detect", help="detector precision/recall/F1 on rainy and derained vs clean frames")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
-                   help="folder holding the paired sets (default: ../shared/data)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="folder holding the paired sets: ntu_synthetic_video/, rain12/, rain100_samples/")
     p.add_argument("--set", action="append", choices=["ntu-a1", "rain12", "rain100L", "rain100H"],
                    help="a set to run (repeatable; default: all)")
     p.add_argument("--detector", default="hog", help="a plugin short name or module:Class (default: hog)")
@@ -304,21 +315,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(args, message: str) -> None:
+    """One line on stderr; with --json also an error object on stdout, as a run's summary would be."""
+    print(f"derain {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "command": args.command, "error": message}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # SIGTERM (docker stop, systemd, kill) ends a run as Ctrl-C does; live runs install their
+    # own handler (flush and close everything playable, exit 0). pipeline.workers.init_ray
+    # keeps this handler when Ray starts (Ray would put its own, and a crash-style dump).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return args.func(args)
     except DerainError as exc:
         if args.debug:
             raise
-        print(f"derain {args.command}: error: {exc}", file=sys.stderr)
+        _fail(args, str(exc))
         return 1
-    except KeyboardInterrupt:
-        print(f"derain {args.command}: interrupted; partial outputs removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:
+        if getattr(args, "json", False):  # a bug, not a user error: the traceback follows on stderr
+            print(json.dumps({"ok": False, "command": args.command, "error": f"internal error: {exc!r}"[:500]}),
+                  flush=True)
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .frames import FrameBatch
 from .model.data import pair_files, read_rgb
 
@@ -89,19 +90,26 @@ def eval_detect(data_root: str | Path, derainer, detector: dict, sets: list[str]
                 stride: int = 1) -> dict[str, dict]:
     """Run every requested set (all of SETS by default) and return {set: scores}.
 
+    Raises InputError naming the first missing set folder, before the detector loads.
+
     Args:
-        data_root: the folder holding the sets (../shared/data in this repo's layout).
+        data_root: the folder holding the sets (`ntu_synthetic_video/`, `rain12/`, `rain100_samples/`).
         derainer: a callable (B, H, W, 3) uint8 -> DerainResult, e.g. `Derainer.load(...)`.
         detector: a plugin entry, e.g. {"use": "hog"} or {"use": "onnx", "with": {...}}.
         stride: take every n-th pair of the video sets (NTU a1: 168 near-identical frames).
     """
     from plugins import load_plugins
 
+    names = sets or list(SETS)
+    missing = [Path(data_root) / d for name in names for d in SETS[name] if not (Path(data_root) / d).is_dir()]
+    if missing:
+        raise InputError(f"{missing[0]}: not found; --data must be the folder holding the paired sets "
+                         f"({', '.join(sorted({SETS[n][0].split('/')[0] + '/' for n in names}))})")
     (spec,) = load_plugins([detector], source="detector")
     spec.plugin.setup()
     try:
         out = {}
-        for name in sets or list(SETS):
+        for name in names:
             rain, clean = SETS[name]
             step = stride if name in VIDEO_SETS else 1  # consecutive video frames are near duplicates
             out[name] = evaluate_set(Path(data_root) / rain, Path(data_root) / clean, derainer, spec.plugin, step)

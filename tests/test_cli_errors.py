@@ -1,0 +1,122 @@
+"""User errors end in one clear line and a non-zero exit (and a JSON object with --json); SIGTERM as Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from media import make_video
+from pipeline.cli import build_parser, main
+from pipeline.errors import InputError
+from pipeline.eval_detect import eval_detect
+from pipeline.model.inference import Derainer
+from plugins import Plugin
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = ["--profile", "identity", "--backend", "local"]
+
+
+class FailingSetup(Plugin):
+    """An inline plugin whose setup() raises, as one that cannot open its model would."""
+
+    def setup(self):
+        raise RuntimeError("cannot open /models/missing.onnx")
+
+    def process(self, batch):
+        return [None] * len(batch)
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_json_prints_an_error_object_when_a_run_fails(tmp_path, capsys):
+    missing = tmp_path / "nope.mp4"
+    assert main(["run", str(missing), "-o", str(tmp_path / "out.mp4"), "--json", *LOCAL]) == 1
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ok"] is False and result["command"] == "run" and str(missing) in result["error"]
+    assert str(missing) in one_error_line(err)
+
+
+def test_json_error_object_for_a_bad_config(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batching: {max_wait_ms: .inf}\n")
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg), "--json", *LOCAL]) == 1
+    out, err = capsys.readouterr()
+    assert "batching.max_wait_ms: must be a finite number (got inf)" in json.loads(out.strip())["error"]
+    assert str(cfg) in one_error_line(err) and not (tmp_path / "out.mp4").exists()
+
+
+def test_a_binary_config_is_one_line_naming_the_file(tmp_path, capsys):
+    cfg = tmp_path / "binary.yaml"
+    cfg.write_bytes(bytes(range(256)) * 4)
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg), *LOCAL]) == 1
+    assert f"{cfg}: not a YAML text file" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_alias_bomb_config_is_short_and_quick(tmp_path, capsys):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 8)]
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(lines) + "\nbatching: {max_batch: *a7}\n")
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    start = time.monotonic()
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg), *LOCAL]) == 1
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err
+    assert len(err) < 3000 and all(len(line) < 300 for line in err.splitlines())
+    assert "batching.max_batch: must be int or 'auto' (got [[[[" in err
+
+
+def test_an_inline_plugin_whose_setup_raises_is_one_line_naming_it(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("plugins:\n  - use: test_cli_errors:FailingSetup\n    name: loader\n")
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    out = tmp_path / "out.mp4"
+    assert main(["run", str(clip), "-o", str(out), "--config", str(cfg), *LOCAL]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "plugin loader" in line and "setup failed" in line and "missing.onnx" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "in.mp4"]  # nothing half-written
+
+
+def test_eval_detect_needs_an_explicit_data_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["eval-detect"])
+    assert exc.value.code == 2 and "--data" in capsys.readouterr().err
+    with pytest.raises(InputError, match="ntu_synthetic_video/a1_Rain: not found; --data must be"):
+        eval_detect(tmp_path, Derainer.load(profile="identity"), {"use": "noop"}, sets=["ntu-a1"])
+
+
+def test_sigterm_ends_a_file_run_like_ctrl_c(tmp_path):
+    """On the Ray backend: one line, exit 143, no partial file, no Ray crash dump or auth notice."""
+    src = make_video(tmp_path / "in.mp4", frames=600)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 30}\nworkers: {backend: ray}\n")
+    out = tmp_path / "out.mp4"
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # a Ray of our own even where `ray start` runs
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out),
+                             "--config", str(cfg), "--json"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(2.0)  # frames are being derained and encoded
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert one_error_line(err) == "derain run: terminated (SIGTERM); partial outputs removed"
+    assert json.loads(stdout.strip().splitlines()[-1]) == {"ok": False, "command": "run",
+                                                          "error": "terminated (SIGTERM)"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
