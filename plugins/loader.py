@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.config import short
 from pipeline.errors import PluginError
 
 from .base import Plugin
@@ -106,14 +107,14 @@ def _spec(entry: dict | Plugin) -> PluginSpec:
         return PluginSpec(entry, f"{type(entry).__module__}:{type(entry).__qualname__}",
                           timeout_s=_timeout(type(entry).__name__, "", entry.timeout_s))
     if not isinstance(entry, dict) or not isinstance(entry.get("use"), str):
-        raise PluginError(f"must be a mapping with a string `use:` (got {entry!r})")
+        raise PluginError(f"must be a mapping with a string `use:` (got {short(entry)})")
     use = entry["use"]
     _check_keys(use, "", entry, ENTRY_KEYS)
     cls = resolve(use)
     module = f"{cls.__module__}:{cls.__qualname__}"
     kwargs = entry.get("with") or {}
     if not isinstance(kwargs, dict):
-        raise PluginError(f"{use} ({module}): with: must be a mapping (got {kwargs!r})")
+        raise PluginError(f"{use} ({module}): with: must be a mapping (got {short(kwargs)})")
     _check_kwargs(use, module, cls, kwargs)
     try:
         plugin = cls(**kwargs)
@@ -122,7 +123,7 @@ def _spec(entry: dict | Plugin) -> PluginSpec:
     plugin.name = str(entry.get("name") or (use if ":" not in use else cls.__name__.lower()))
     on_error = entry.get("on_error", "skip")
     if on_error not in ("skip", "stop"):
-        raise PluginError(f"{use} ({module}): on_error: must be 'skip' or 'stop' (got {on_error!r})")
+        raise PluginError(f"{use} ({module}): on_error: must be 'skip' or 'stop' (got {short(on_error)})")
     timeout_s = _timeout(use, module, entry.get("timeout_s", plugin.timeout_s))
     return PluginSpec(plugin, module, on_error, _ray_options(use, module, entry.get("ray")), timeout_s)
 
@@ -134,7 +135,7 @@ def _timeout(use: str, module: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         where = f" ({module})" if module else ""
         raise PluginError(f"{use}{where}: timeout_s: must be a number of seconds > 0, or 0 for no limit "
-                          f"(got {value!r})")
+                          f"(got {short(value)})")
     return float(value)
 
 
@@ -169,11 +170,11 @@ def _ray_options(use: str, module: str, ray: Any) -> RayOptions | None:
     if ray is True:
         return RayOptions()
     if not isinstance(ray, dict):
-        raise PluginError(f"{use} ({module}): ray: must be a mapping or true (got {ray!r})")
+        raise PluginError(f"{use} ({module}): ray: must be a mapping or true (got {short(ray)})")
     for key, value in ray.items():
         if key not in RAY_KEYS:
             _check_keys(use, module, {f"ray.{key}": value}, [f"ray.{k}" for k in RAY_KEYS])
         if isinstance(value, bool) or not isinstance(value, RAY_KEYS[key]) or value < (1 if key == "replicas" else 0):
             rule = "an integer >= 1" if key == "replicas" else "a number >= 0"
-            raise PluginError(f"{use} ({module}): ray.{key}: must be {rule} (got {value!r})")
+            raise PluginError(f"{use} ({module}): ray.{key}: must be {rule} (got {short(value)})")
     return RayOptions(**{k: (int(v) if k == "replicas" else float(v)) for k, v in ray.items()})
