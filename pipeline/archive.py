@@ -8,20 +8,25 @@ node sees. The driver only hands out paths and collects small JSON records.
 Resume: outputs appear only on success (sinks rename a temporary file), so a file
 whose output exists is skipped; anything else is redone. The report is rewritten
 after every file, so an interrupted run still says which files are done.
+
+The output tree may not be the input tree or inside it, and the walker skips folders that
+hold derain's outputs (a `derain-report.json` or a `.derain-output` marker), so derain's
+own outputs are never taken for inputs.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .errors import DerainError, InputError
+from .errors import DerainError, InputError, OutputError
 from .settings import RunSettings
-from .sinks import partial_path
-from .workers import init_ray
+from .sinks import MARKER, partial_path, remove_partial
+from .workers import init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +34,39 @@ REPORT_NAME = "derain-report.json"
 
 
 def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
+    """The matching files under `root`, without hidden files and without derain's own outputs."""
     if not root.is_dir():
         raise InputError(f"{root}: archive folder not found")
     found: set[Path] = set()
     for pattern in patterns:
         found.update(root.rglob(pattern) if recursive else root.glob(pattern))
-    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    outputs: dict[Path, bool] = {}
+
+    def is_output_dir(d: Path) -> bool:
+        if d not in outputs:
+            outputs[d] = (d / REPORT_NAME).exists() or (d / MARKER).exists()
+        return outputs[d]
+
+    def derains_own(p: Path) -> bool:
+        d = p.parent
+        while True:
+            if is_output_dir(d):
+                return True
+            if d == root or d == d.parent:
+                return False
+            d = d.parent
+
+    return sorted(p for p in found if p.is_file() and not p.name.startswith(".") and not derains_own(p))
+
+
+def check_roots(in_root: Path, out_root: Path) -> None:
+    """Refuse an output tree that is the input tree or inside it: its outputs would be derained next time."""
+    i, o = in_root.resolve(), out_root.resolve()
+    if o == i:
+        raise OutputError(f"{out_root}: is the input folder; give an output folder outside {in_root}")
+    if i in o.parents:
+        raise OutputError(f"{out_root}: is inside the input folder {in_root}; its outputs would be taken "
+                          "for inputs: give an output folder outside it")
 
 
 def output_for(src: Path, in_root: Path, out_root: Path, suffix: str) -> Path:
@@ -52,40 +84,31 @@ class FileWorker:
         self.settings = from_dict(RunSettings, settings)
         self.pool = LocalPool(self.settings.model, replace(self.settings.workers, threads=threads))
 
-    def process(self, src: str, dst: str, overwrite: bool) -> dict:
+    def process(self, src: str, dst: str, overwrite: bool, token: str | None = None) -> dict:
         from .files import derain_file
 
         start = time.monotonic()
         try:
-            stats = derain_file(src, dst, self.settings, pool=self.pool, overwrite=overwrite)
+            stats = derain_file(src, dst, self.settings, pool=self.pool, overwrite=overwrite, token=token)
         except DerainError as exc:
             return {"status": "failed", "error": str(exc), "seconds": round(time.monotonic() - start, 3)}
         except Exception as exc:  # a codec or muxer failure on one file must not stop the archive
             return {"status": "failed", "error": f"{src}: {type(exc).__name__}: {exc}",
                     "seconds": round(time.monotonic() - start, 3)}
         return {"status": "done", "frames": stats.frames_out, "seconds": round(stats.seconds, 3),
-                "fps": round(stats.fps, 3), "truncated": stats.truncated}
+                "fps": round(stats.fps, 3), "truncated": stats.truncated,
+                "warnings": list(getattr(stats, "warnings", []))}
 
     def pid(self) -> int:
         return os.getpid()
 
 
-def _worker_layout(settings: RunSettings, ray) -> tuple[int, int, dict]:
-    """(workers, torch threads each, actor resources): one per GPU, else cores split evenly."""
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if settings.model.device in ("auto", "cuda") else 0
-    cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
+def _worker_layout(settings: RunSettings, ray, files: int) -> list:
+    """Each file worker's resources, sized to the nodes: one per GPU, else one per node holding
+    its cores (see pipeline.workers.plan_workers); a request no node can hold is an error."""
     a = settings.archive
-    if gpus:
-        n = a.workers or gpus
-        return n, a.threads_per_worker or 1, {"num_gpus": gpus / n if n > gpus else 1, "num_cpus": 1}
-    if a.workers:
-        n = a.workers
-    elif a.threads_per_worker:
-        n = max(1, cpus // a.threads_per_worker)
-    else:
-        n = 1
-    threads = a.threads_per_worker or max(1, cpus // n)
-    return n, threads, {"num_cpus": min(threads, cpus)}
+    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), settings.model.device, a.workers, a.threads_per_worker, limit=files,
+                        knobs="archive.workers (--file-workers) or archive.threads_per_worker")
 
 
 def _write_report(path: Path, records: list[dict]) -> dict:
@@ -112,7 +135,16 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     in_root, out_root = Path(in_dir), Path(out_dir)
     a = settings.archive
     inputs = find_inputs(in_root, a.patterns, a.recursive)
-    out_root.mkdir(parents=True, exist_ok=True)
+    check_roots(in_root, out_root)
+    targets = {output_for(src, in_root, out_root, a.output_suffix).resolve(): src for src in inputs}
+    clash = next((t for t in targets if t in {p.resolve() for p in inputs}), None)
+    if clash is not None:
+        raise OutputError(f"{clash}: would be written over an input (from {targets[clash]}); "
+                          "give an output folder outside the input folder")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     report = Path(report_path) if report_path else out_root / REPORT_NAME
     records = []
     for src in inputs:
@@ -134,16 +166,18 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
              progress: bool, ray) -> None:
-    n, threads, opts = _worker_layout(settings, ray)
-    n = min(n, len(todo))
-    actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, **opts)(FileWorker)
-    actors = [actor_cls.remote(asdict(settings), threads) for _ in range(n)]
+    actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(FileWorker)
+    actors = start_actors(ray, actor_cls, _worker_layout(settings, ray, len(todo)),
+                          lambda p: (asdict(settings), p.threads), "file workers", settings.workers.start_timeout_s)
+    n = len(actors)
     queue = list(todo)
-    running: dict = {}  # ref -> (record, actor index, tries)
+    running: dict = {}  # ref -> (record, actor index, tries, temporary-name token)
     bars = _bars(len(todo), progress)
 
     def submit(rec: dict, idx: int, tries: int = 0) -> None:
-        running[actors[idx].process.remote(rec["input"], rec["output"], overwrite)] = (rec, idx, tries)
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"  # the driver knows each file's temporary name
+        ref = actors[idx].process.remote(rec["input"], rec["output"], overwrite, token)
+        running[ref] = (rec, idx, tries, token)
 
     try:
         for idx in range(n):
@@ -151,15 +185,20 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
                 submit(queue.pop(0), idx)
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
-            rec, idx, tries = running.pop(ready[0])
+            rec, idx, tries, token = running.pop(ready[0])
             try:
                 rec.update(ray.get(ready[0]))
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                remove_partial(partial_path(Path(rec["output"]), token))  # what the dead worker left
                 if tries < settings.archive.retries:
                     log.warning("%s: worker died (%s); redoing the file", rec["input"], type(exc).__name__)
                     submit(rec, idx, tries + 1)
                     continue
                 rec.update(status="failed", error=f"{rec['input']}: worker died {tries + 1} times")
+            for message in rec.get("warnings") or ():
+                log.warning("%s", message)
+            if rec.get("truncated"):
+                log.warning("%s: the input looks truncated; kept every decodable frame", rec["input"])
             _write_report(report, records)
             if bars:
                 bars[0].update(1)
@@ -170,8 +209,8 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
         # Ctrl-C or a driver failure: stop the workers and remove their partial outputs.
         for actor in actors:
             ray.kill(actor)
-        for rec, _, _ in running.values():
-            partial_path(Path(rec["output"])).unlink(missing_ok=True)
+        for rec, _, _, token in running.values():
+            remove_partial(partial_path(Path(rec["output"]), token))
         _write_report(report, records)
         raise
     finally:

@@ -9,8 +9,11 @@ from pathlib import Path
 from media import make_video
 from probe import ffprobe, frame_pts, video_stream
 
+import pytest
+
+from pipeline.archive import REPORT_NAME, find_inputs
 from pipeline.cli import main
-from pipeline.sinks import partial_path
+from pipeline.sinks import MARKER, partials
 
 
 def make_archive(root):
@@ -43,7 +46,7 @@ def test_archive_mirrors_the_tree_reports_broken_files_and_resumes(tmp_path, cap
         assert r["status"] == "done" and r["frames"] == frames and r["fps"] > 0 and r["seconds"] >= 0
         assert video_stream(ffprobe(out / rel))["nb_read_frames"] == str(frames)
         assert frame_pts(out / rel) == frame_pts(src / rel)
-    assert not (out / "broken.mp4").exists() and not partial_path(out / "broken.mp4").exists()
+    assert not (out / "broken.mp4").exists() and not partials(out / "broken.mp4")
 
     # Run again: finished files are skipped; a deleted output and the broken file are redone.
     (out / "c.mov").unlink()
@@ -77,4 +80,43 @@ def test_ctrl_c_keeps_finished_files_and_the_report_says_which(tmp_path):
     for f in files:
         out_path = Path(f["output"])
         assert out_path.exists() == (f["status"] == "done")
-        assert not partial_path(out_path).exists()
+        assert not partials(out_path)
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_an_output_tree_in_the_input_tree_is_refused_up_front(tmp_path, capsys, where):
+    src = tmp_path / "in"
+    make_video(src / "a.mp4", frames=4)
+    out = src if where == "same" else src / "derained"
+    code = main(["archive", str(src), str(out), "--profile", "identity"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert str(out) in line and ("is the input folder" if where == "same" else "inside the input folder") in line
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == ["a.mp4"]  # nothing written
+
+
+def test_the_walker_skips_derains_own_outputs(tmp_path):
+    root = tmp_path / "in"
+    make_video(root / "cam" / "a.mp4", frames=2)
+    make_video(root / "old-run" / "cam" / "a.mp4", frames=2)  # an earlier archive's output tree
+    (root / "old-run" / REPORT_NAME).write_text("{}")
+    make_video(root / "pngs" / "b.mp4", frames=2)  # a folder derain wrote
+    (root / "pngs" / MARKER).write_text('{"written_by": "derain", "files": []}')
+    make_video(root / ".c.1-ab.partial.mp4", frames=2)  # a temporary
+    assert [p.relative_to(root).as_posix() for p in find_inputs(root, ["*.mp4"], True)] == ["cam/a.mp4"]
+
+
+def test_odd_sizes_on_archive_workers_keep_every_frame_and_say_the_cut(tmp_path, capsys, ray_session):
+    src = tmp_path / "in"
+    make_video(src / "a.mkv", frames=5, size=(641, 361), pix_fmt="yuv444p")
+    make_video(src / "b.mkv", frames=6, size=(321, 241), codec="ffv1")
+    out = tmp_path / "out"
+    code, summary, report = run_archive(src, out, capsys)
+    assert code == 0 and summary["done"] == 2
+    by_name = {Path(r["input"]).name: r for r in report["files"]}
+    for name, frames, size in (("a.mkv", "5", (640, 360)), ("b.mkv", "6", (320, 240))):
+        v = video_stream(ffprobe(out / name))
+        assert v["nb_read_frames"] == frames and (v["width"], v["height"]) == size
+        (said,) = by_name[name]["warnings"]
+        assert "written as %dx%d" % size in said
