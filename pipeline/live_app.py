@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from typing import Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 from .live import open_live
 from .live_metrics import Metrics
 from .live_runner import Camera, LiveRunner
@@ -70,14 +70,23 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
 
 class PluggedOutputs:
     """A camera's outputs behind its own plugin chain: plugins see every batch once, in order,
-    and every output encodes what they drew. A failing output is logged; the others go on."""
+    and every output encodes what they drew. A failing output is logged; the others go on.
+
+    When a plugin with `on_error: stop` fails, the PluginError goes up (the runner stops) and
+    the batches still in the chain, and any after, are written without plugins, so the
+    outputs hold every frame counted out."""
 
     def __init__(self, plugin_entries: list, sinks: list, camera: str):
         from plugins import PluginChain
 
         self.chain = PluginChain.from_config(plugin_entries)
-        self.chain.setup()
         self.sinks, self.camera = sinks, camera
+        self.failed = False
+        try:
+            self.chain.setup()
+        except BaseException:
+            self.chain.close()
+            raise
 
     def _write(self, batches) -> None:
         for batch in batches:
@@ -88,11 +97,28 @@ class PluggedOutputs:
                     log.exception("camera %s: output %r failed", self.camera, sink)
 
     def write(self, batch) -> None:
-        self._write(self.chain.feed(batch))
+        if self.failed:
+            return self._write([batch])
+        try:
+            self._write(self.chain.feed(batch))
+        except PluginError:
+            self.failed = True
+            self._write(self.chain.abandon())
+            raise
+
+    def interrupt(self, grace_s: float = 3.0) -> None:
+        """The run is stopping: plugin calls get `grace_s` more at most (signal-safe)."""
+        self.chain.interrupt(grace_s)
 
     def close(self, ok: bool = True) -> None:
         try:
-            self._write(self.chain.flush())
+            if not self.failed:
+                try:
+                    self._write(self.chain.flush())
+                except PluginError as exc:
+                    log.error("camera %s: %s", self.camera, exc)
+                    self.failed = True
+                    self._write(self.chain.abandon())
         finally:
             for sink in self.sinks:
                 sink.close(ok=ok)
@@ -131,7 +157,10 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
     if settings.plugins:  # a bad plugin name, module or `with:` key fails before any camera opens
         from plugins import PluginChain
 
-        PluginChain.from_config(settings.plugins)
+        if any(spec.ray for spec in PluginChain.from_config(settings.plugins).specs) and signals:
+            from .workers import init_ray
+
+            init_ray()  # here, in the main thread: the signal handlers installed below then stay ours
     metrics = Metrics()
     preview = None
     own_pool = pool is None

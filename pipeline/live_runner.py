@@ -8,8 +8,8 @@ model run. The main thread submits ready batches, reorders each camera's results
 own key and hands them to the consumers and outputs. A camera that fails ends its own
 lane only; the others go on.
 
-Stopping (SIGINT/SIGTERM or `duration_s`): the readers stop, the batches already cut are
-derained, the frames still queued (stale by then: deraining them one by one behind a slow
+Stopping (SIGINT/SIGTERM or `duration_s`): the readers stop, plugin calls get a few seconds
+more at most (a hanging plugin cannot hold the run), the batches already cut are derained, the frames still queued (stale by then: deraining them one by one behind a slow
 model would only add seconds of tail) are counted as dropped, the encoders are flushed and
 the files closed playable. A source that ends by itself (a --realtime file) is derained to
 its last frame. Either way, per camera, frames in = frames out + frames dropped, exactly.
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .batching import Batcher
+from .errors import PluginError
 from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
 from .live_metrics import LaneStats, Metrics
@@ -92,10 +93,12 @@ class LiveRunner:
 
     def __init__(self, cameras: Sequence[Camera], pool, max_batch: int = 1, max_wait_ms: float = 20.0,
                  queue_size: int = 4, policy: str = "drop-oldest", consumers: Sequence[Consumer] = (),
-                 metrics: Metrics | None = None, duration_s: float = 0.0, stop_grace_s: float = 5.0):
+                 metrics: Metrics | None = None, duration_s: float = 0.0, stop_grace_s: float = 5.0,
+                 plugin_grace_s: float = 3.0):
         self.pool, self.consumers, self.duration_s = pool, list(consumers), duration_s
         self.metrics = metrics or Metrics()
         self.stop_grace_s = stop_grace_s
+        self.plugin_grace_s = plugin_grace_s  # once stopping, no plugin call is waited for longer
         self.lanes = [Lane(c, i, self.metrics.lane(c.name, c.uri), Batcher(max_batch, max_wait_ms),
                            FrameQueue(queue_size, policy)) for i, c in enumerate(cameras)]
         self._ready: queue_mod.Queue = queue_mod.Queue()
@@ -103,13 +106,16 @@ class LiveRunner:
         self._stop_at: float | None = None
 
     def stop(self) -> None:
-        """Finish cleanly: stop reading, derain what was read, flush and close the outputs."""
+        """Finish cleanly: stop reading, derain what was read, flush and close the outputs.
+
+        Safe in a signal handler: it only sets flags (the main thread may be waiting on a plugin)."""
         if not self._stop.is_set():
             self._stop_at = time.monotonic()
             self._stop.set()
         for lane in self.lanes:
             if lane.source is not None and hasattr(lane.source, "stop"):
                 lane.source.stop()
+            _interrupt(lane.sinks, self.plugin_grace_s)
 
     def install_signals(self) -> None:
         """SIGINT and SIGTERM stop cleanly (call from the main thread)."""
@@ -220,6 +226,11 @@ class LiveRunner:
         for sink in lane.sinks:
             try:
                 sink.write(batch)
+            except PluginError as exc:  # a plugin with `on_error: stop` failed: the run stops cleanly
+                log.error("camera %s: %s; stopping", lane.camera.name, exc)
+                lane.errors.append(exc)
+                lane.stats.error = lane.stats.error or str(exc)
+                self.stop()
             except Exception:  # noqa: BLE001 - a broken output never stops the others
                 log.exception("camera %s: output %r failed", lane.camera.name, sink)
         with self.metrics.lock:
@@ -246,6 +257,8 @@ class LiveRunner:
 
     def _close_lane(self, lane: Lane) -> None:
         ok = True
+        if self._stop.is_set():
+            _interrupt(lane.sinks, self.plugin_grace_s)
         for sink in lane.sinks:
             try:
                 sink.close(ok=ok)
@@ -263,6 +276,13 @@ class LiveRunner:
             s.reconnects = getattr(lane.source, "reconnects", 0)
             s.stalls = getattr(lane.source, "stalls", 0)
             s.ended = s.ended or time.monotonic()
+
+
+def _interrupt(sinks, grace_s: float) -> None:
+    """Tell outputs with plugins that the run is stopping (their calls get `grace_s` more at most)."""
+    for sink in list(sinks):
+        if hasattr(sink, "interrupt"):
+            sink.interrupt(grace_s)
 
 
 def _discard(queue: FrameQueue) -> int:

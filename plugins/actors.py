@@ -71,6 +71,7 @@ class Ticket:
     error: BaseException | None = None
     deadline: float = float("inf")  # monotonic time after which the call counts as failed
     call: Any = None  # the inline stage's _Call
+    generation: int = 0  # the actor's restarts-by-us count when the call was sent
 
     @property
     def done(self) -> bool:
@@ -244,6 +245,7 @@ class ActorStage(_Limits):
                             max_task_retries=0)(PluginHost)
         self.actors = [remote.remote(self.spec.plugin) for _ in range(opts.replicas)]
         self.load = [0] * len(self.actors)
+        self.generation = [0] * len(self.actors)
         try:  # a setup failure surfaces now, before any frame, naming the plugin
             ray.get([a.pid.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
@@ -263,7 +265,7 @@ class ActorStage(_Limits):
         self.load[idx] += 1
         # A call queued behind others on its actor gets their time too.
         return Ticket(batch, self.actors[idx].process.remote(batch), idx, tries,
-                      deadline=now + self.timeout_s * self.load[idx])
+                      deadline=now + self.timeout_s * self.load[idx], generation=self.generation[idx])
 
     def poll(self, ticket: Ticket, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -305,19 +307,23 @@ class ActorStage(_Limits):
             self.ray.kill(self.actors[ticket.actor], no_restart=False)
         except Exception as exc:  # noqa: BLE001
             log.warning("plugin %s: could not restart actor %d: %r", self.spec.name, ticket.actor, exc)
+        self.generation[ticket.actor] += 1
         self.restarts += 1
 
     def _redo(self, ticket: Ticket, exc: Exception) -> None:
-        self.restarts += 1
         b = ticket.batch
-        if ticket.tries + 1 >= self.max_tries:
-            ticket.error = PluginError(f"its actor died {ticket.tries + 1} times ({type(exc).__name__})")
-            return
-        log.warning("plugin %s: actor %d died on source %s seq %d..%d (%s); Ray restarts it, batch redone",
-                    self.spec.name, ticket.actor, b.source_id, b.seq[0], b.seq[-1], type(exc).__name__)
-        fresh = self.submit(b, ticket.tries + 1)
+        ours = ticket.generation < self.generation[ticket.actor]  # queued behind a call we timed out
+        if not ours:
+            self.restarts += 1
+            if ticket.tries + 1 >= self.max_tries:
+                ticket.error = PluginError(f"its actor died {ticket.tries + 1} times ({type(exc).__name__})")
+                return
+        log.log(logging.DEBUG if ours else logging.WARNING,
+                "plugin %s: actor %d died on source %s seq %d..%d (%s); Ray restarts it, batch redone",
+                self.spec.name, ticket.actor, b.source_id, b.seq[0], b.seq[-1], type(exc).__name__)
+        fresh = self.submit(b, ticket.tries + (not ours))
         ticket.ref, ticket.actor, ticket.tries = fresh.ref, fresh.actor, fresh.tries
-        ticket.deadline, ticket.error = fresh.deadline, fresh.error
+        ticket.deadline, ticket.error, ticket.generation = fresh.deadline, fresh.error, fresh.generation
 
     def close(self) -> None:
         if not self.actors:

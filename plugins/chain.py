@@ -110,9 +110,11 @@ class PluginChain:
         """Hand in the next batch; get back the batches every plugin has finished, in order."""
         self._jobs.append(_Job(batch))
         self._advance(block=False)
-        while len(self._jobs) > self.window:
+        out = self._pop_done()
+        while len(self._jobs) > self.window:  # finished batches leave the window as they finish
             self._advance(block=True)
-        return self._pop_done()
+            out += self._pop_done()
+        return out
 
     def flush(self) -> list[FrameBatch]:
         """Wait for every batch still in flight (end of stream)."""

@@ -5,6 +5,7 @@ for a model slower than the camera.
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -297,3 +298,76 @@ def test_plugins_see_every_live_frame_in_order(camera, tmp_path):
     assert len(rows) == cam["frames_out"] == int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"])
     seqs = [r["seq"] for r in rows]
     assert seqs == sorted(seqs) and rows[0]["source"] == "cam0"
+
+
+FOREVER_SRC = '''
+import time
+from pathlib import Path
+from plugins import Plugin
+
+class Forever(Plugin):
+    """A detector that never answers: sleeps forever in process() (marks when it starts)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def process(self, batch):
+        Path(self.marker).touch()
+        while True:
+            time.sleep(3600)
+'''
+
+
+@pytest.mark.parametrize("case", ["inline-1s", "inline-default-sigterm-while-hanging", "actor-1s"])
+def test_a_plugin_that_sleeps_forever_cannot_hold_a_live_run(case, tmp_path):
+    """Frames keep coming past a hanging plugin, and SIGTERM ends the run within 10 s, playable."""
+    import json
+
+    import yaml
+
+    from media import make_video
+
+    (tmp_path / "forever.py").write_text(FOREVER_SRC)
+    clip = make_video(tmp_path / "cam.mp4", frames=750, size=(96, 64), fps=25)  # 30 s as a camera
+    marker = tmp_path / "hanging"
+    entry = {"use": "forever:Forever", "with": {"marker": str(marker)}}
+    if case.endswith("1s"):
+        entry["timeout_s"] = 1.0
+    if case.startswith("actor"):
+        entry["ray"] = {"num_cpus": 0}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"plugins": [entry]}))
+    rec = tmp_path / "rec"
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(clip), "--realtime", "--config", str(tmp_path / "cfg.yaml"),
+           "--profile", "identity", "--backend", "local", "-o", str(tmp_path / "out.mp4"), "--record", str(rec),
+           "--segment-s", "1", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "RAY_ADDRESS": "local"}  # a fresh Ray, not a cluster
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        end = time.monotonic() + 90
+        while not marker.exists() and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), "the plugin was never called"
+        if case.endswith("1s"):  # frames keep being written past the hang: 3 more 1-s segments
+            hung = time.monotonic()
+            while len(list(rec.glob("cam0-*.mp4"))) < 3 and time.monotonic() < hung + 30:
+                time.sleep(0.1)
+            assert len(list(rec.glob("cam0-*.mp4"))) >= 3, "no frames written past the hanging plugin"
+        else:
+            time.sleep(1.0)  # SIGTERM while the plugin's first call hangs (its limit is 10 s)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 10, f"SIGTERM took {took:.1f} s to end the run"
+    assert proc.returncode == 0, err
+    cam = json.loads(out.strip().splitlines()[-1])["cameras"][0]
+    exact(cam)
+    assert cam["frames_out"] >= {"inline-1s": 50, "actor-1s": 25}.get(case, 1), cam
+    assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == cam["frames_out"]
+    segments = sorted(rec.glob("cam0-*.mp4"))
+    assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
+    assert not list(tmp_path.rglob("*partial*"))
+    assert "PluginTimeout" in err and "Traceback" not in err
