@@ -23,6 +23,7 @@ from pipeline.errors import SourceConnectionError
 from pipeline.live_app import run_live
 from pipeline.live_camera import RtspCamera, free_port
 from pipeline.settings import RunSettings
+from plugins import Plugin
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -371,3 +372,35 @@ def test_a_plugin_that_sleeps_forever_cannot_hold_a_live_run(case, tmp_path):
     assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
     assert not list(tmp_path.rglob("*partial*"))
     assert "PluginTimeout" in err and "Traceback" not in err
+
+
+class FailsAt(Plugin):
+    """Raises on the batch holding frame `seq`."""
+
+    def __init__(self, seq: int):
+        self.seq = seq
+
+    def process(self, batch):
+        if self.seq in batch.seq:
+            raise RuntimeError("detector crashed")
+        return [None] * len(batch)
+
+
+def test_a_plugin_with_stop_policy_ends_a_live_run_cleanly(tmp_path):
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=250, size=(96, 64), fps=25)
+    s = load_settings(RunSettings, {"plugins": [{"use": "test_live:FailsAt", "with": {"seq": 20},
+                                                 "on_error": "stop"}]},
+                      {"model.profile": "identity", "workers.backend": "local", "live.realtime": True,
+                       "live.record": str(tmp_path / "rec")})
+    start = time.monotonic()
+    result = run_live([str(clip)], s, signals=False, output=str(tmp_path / "out.mp4"))
+    assert time.monotonic() - start < 5  # stopped at frame 20, not at the clip's end (10 s)
+    cam = result["cameras"][0]
+    exact(cam)
+    assert "plugin failsat" in cam["error"] and "seq 20..20" in cam["error"] and "detector crashed" in cam["error"]
+    assert 20 <= cam["frames_out"] < 100
+    assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == cam["frames_out"]
+    (segment,) = (tmp_path / "rec").glob("cam0-*.mp4")
+    assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"]
