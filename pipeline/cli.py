@@ -86,7 +86,8 @@ def cmd_run(args) -> int:
         return 2
     stats = derain_file(args.input, args.output, _settings(args), overwrite=args.overwrite,
                         progress=not args.json and sys.stderr.isatty())
-    summary = {"input": args.input, "output": args.output, **stats.as_dict()}
+    summary = {"input": args.input, "output": args.output, **stats.as_dict(),
+               "warnings": list(getattr(stats, "warnings", []))}  # also logged, one line each
     if stats.truncated:
         print(f"warning: {args.input}: the input looks truncated; kept every decodable frame", file=sys.stderr)
     print(json.dumps(summary) if args.json else

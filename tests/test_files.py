@@ -421,3 +421,10 @@ def test_ten_bit_input_and_a_second_video_stream_are_said(tmp_path, caplog):
     assert sum("#1 video (h264) not copied" in m for m in said) == 1
     assert stats.warnings == said
     assert video_stream(ffprobe(out))["nb_read_frames"] == "6"
+
+
+def test_json_summary_lists_the_warnings(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mkv", frames=3, size=(65, 48), codec="ffv1", pix_fmt="yuv444p")
+    assert _run(src, tmp_path / "out.mp4", "--json") == 0
+    (said,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["warnings"]
+    assert "65x48 written as 64x48 (the last column cut)" in said
