@@ -106,6 +106,7 @@ class LiveSettings:
     snapshot: str | None = None
     snapshot_every_s: float = 10.0
     preview: str | None = None  # HOST:PORT of the preview page and /metrics
+    preview_token: str | None = None  # required by every preview request (?token= or Authorization: Bearer)
     preset: str = "ultrafast"  # live encoder preset: no B-frames, no look-ahead, low delay
     duration_s: float = 0.0  # stop after this long; 0: until SIGINT/SIGTERM or the sources end
     cameras: list[CameraSettings] = field(default_factory=list)
