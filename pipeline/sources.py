@@ -146,22 +146,22 @@ class VideoFileSource:
                             self.path, seq, exc)
         if self.truncated:
             return
-        if self.info.frames and seq < self.info.frames:
+        # Matroska and others announce no frame count, and a demuxer that meets the end of a
+        # cut file just stops: compare the video decoded with the duration the file announces.
+        # (A frame count alone misleads: AVI counts the empty chunks of a variable rate.)
+        declared, rate = self.info.duration, self.info.rate
+        frame_s = float(1 / rate) if rate else None
+        decoded = float((last_pts - first_pts) * tb) + (frame_s or 0.0) if seq else 0.0
+        short_in_time = bool(declared and frame_s and declared - decoded > max(1.5 * frame_s, 0.1))
+        if self.info.frames and seq < self.info.frames and (short_in_time or not declared or not frame_s):
             self.truncated = True
             log.warning("%s: the container announces %d frames but only %d decoded; the file looks truncated",
                         self.path, self.info.frames, seq)
-            return
-        # Matroska and others announce no frame count, and a demuxer that meets the end of a
-        # cut file just stops: compare the video decoded with the duration the file announces.
-        declared, rate = self.info.duration, self.info.rate
-        if declared and seq and rate:
-            frame_s = float(1 / rate)
-            decoded = float((last_pts - first_pts) * tb) + frame_s
-            if declared - decoded > max(3 * frame_s, 0.5):
-                self.truncated = True
-                log.warning("%s: the file announces %.2f s of video (about %d frames) but only %d frames "
-                            "(%.2f s) decoded; the file looks truncated",
-                            self.path, declared, round(declared / frame_s), seq, decoded)
+        elif short_in_time and declared - decoded > max(3 * frame_s, 0.5):
+            self.truncated = True
+            log.warning("%s: the file announces %.2f s of video (about %d frames) but only %d frames "
+                        "(%.2f s) decoded; the file looks truncated",
+                        self.path, declared, round(declared / frame_s), seq, decoded)
 
 
 def _check_size(path, width: int, height: int) -> None:
