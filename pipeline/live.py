@@ -10,6 +10,8 @@ first connection gets `first_tries` before a `SourceConnectionError` naming the 
 Output timestamps are rebuilt on one clock (1/90000 s) that only moves forward: within a
 connection the camera's own pts steps are kept; across a reconnect, or where the camera
 sent no pts or jumped, the wall-clock gap is used.
+
+A URL's password is never shown: logs and errors name the camera by `redact(uri)`.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import av
 
 from .errors import InputError, SourceConnectionError
 from .frames import Frame
+from .live_redact import redact
 from .settings import LiveSettings
 from .sources import SourceInfo, VideoFileSource
 
@@ -58,12 +61,12 @@ class _Connection(VideoFileSource):
     """One opened connection, decoded by the file reader (pts None filled, flush packet decoded)."""
 
     def __init__(self, uri: str, container, source_id: str, threads: int = 1):
-        self.path, self.threads, self.source_id = uri, threads, source_id
+        self.path, self.threads, self.source_id = redact(uri), threads, source_id  # path: for messages only
         self.truncated = False
         self.decode_errors = 0
         self._container = container
         s = container.streams.video[0]
-        self.info = SourceInfo(uri=uri, width=s.codec_context.width, height=s.codec_context.height,
+        self.info = SourceInfo(uri=redact(uri), width=s.codec_context.width, height=s.codec_context.height,
                                time_base=s.time_base or CLOCK, rate=s.average_rate or s.guessed_rate)
 
     def _open(self):
@@ -78,15 +81,15 @@ def connect(uri: str, settings: LiveSettings):
         container = av.open(uri, format=fmt, options=options, metadata_errors="ignore",
                             timeout=(settings.open_timeout_s, settings.read_timeout_s))
     except (av.FFmpegError, OSError) as exc:
-        raise InputError(f"{uri}: cannot open ({exc})") from None
+        raise InputError(redact(f"{uri}: cannot open ({exc})")) from None
     if not container.streams.video:
         container.close()
-        raise InputError(f"{uri}: has no video stream")
+        raise InputError(f"{redact(uri)}: has no video stream")
     s = container.streams.video[0]
     if s.codec_context is None or not s.codec_context.width:
         name = s.codec_context.name if s.codec_context else "unknown"
         container.close()
-        raise InputError(f"{uri}: video stream has no size (unsupported codec {name}?)")
+        raise InputError(f"{redact(uri)}: video stream has no size (unsupported codec {name}?)")
     return container
 
 
@@ -156,6 +159,7 @@ class LiveSource:
                  threads: int = 1, on_event: Callable[[str, str, str], None] | None = None,
                  stop: threading.Event | None = None):
         self.uri, self.settings, self.source_id, self.threads = str(uri), settings, source_id, threads
+        self.shown = redact(self.uri)  # how logs and errors name it: no password
         self.on_event = on_event or (lambda *a: None)
         self.truncated = False
         self.reconnects = 0
@@ -165,7 +169,7 @@ class LiveSource:
         self._first = self._connect_first()  # fail now, naming the URL, if it never answers
         s = self._first.streams.video[0]
         rate = s.average_rate or s.guessed_rate
-        self.info = SourceInfo(uri=self.uri, width=s.codec_context.width, height=s.codec_context.height,
+        self.info = SourceInfo(uri=self.shown, width=s.codec_context.width, height=s.codec_context.height,
                                time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25))
         self.clock = LiveClock(self.info.rate)
 
@@ -182,19 +186,19 @@ class LiveSource:
         last = None
         for attempt in range(1, self.settings.first_tries + 1):
             try:
-                container = connect(self.uri, self.settings)
+                container = connect(self.uri, self.settings)  # the real URL
                 self.connected = True
-                self.on_event(self.source_id, "connected", self.uri)
+                self.on_event(self.source_id, "connected", self.shown)
                 return container
             except InputError as exc:
                 last = exc
-                log.warning("%s: connection try %d/%d failed: %s", self.uri, attempt,
+                log.warning("%s: connection try %d/%d failed: %s", self.shown, attempt,
                             self.settings.first_tries, exc)
                 if attempt < self.settings.first_tries and self._stop.wait(backoff.next()):
                     break
         if self._stop.is_set():
-            raise SourceConnectionError(f"{self.uri}: stopped before it connected ({_reason(last)})")
-        raise SourceConnectionError(f"{self.uri}: no connection after {self.settings.first_tries} "
+            raise SourceConnectionError(f"{self.shown}: stopped before it connected ({_reason(last)})")
+        raise SourceConnectionError(f"{self.shown}: no connection after {self.settings.first_tries} "
                                     f"tries ({_reason(last)})")
 
     def _reconnect(self):
@@ -205,19 +209,19 @@ class LiveSource:
         while not self._stop.wait(backoff.next()):
             attempt += 1
             try:
-                container = connect(self.uri, self.settings)
+                container = connect(self.uri, self.settings)  # the real URL
             except InputError as exc:
-                log.warning("%s: reconnect try %d%s failed: %s", self.uri, attempt,
+                log.warning("%s: reconnect try %d%s failed: %s", self.shown, attempt,
                             f"/{limit}" if limit else "", _reason(exc))
                 if limit and attempt >= limit:
                     self.on_event(self.source_id, "gave-up", str(exc))
-                    raise SourceConnectionError(f"{self.uri}: lost, and no reconnection after {limit} tries "
+                    raise SourceConnectionError(f"{self.shown}: lost, and no reconnection after {limit} tries "
                                                 f"({_reason(exc)})") from None
                 continue
             self.reconnects += 1
             self.connected = True
-            log.warning("%s: reconnected (reconnect #%d)", self.uri, self.reconnects)
-            self.on_event(self.source_id, "reconnect", self.uri)
+            log.warning("%s: reconnected (reconnect #%d)", self.shown, self.reconnects)
+            self.on_event(self.source_id, "reconnect", self.shown)
             return container
         return None
 
@@ -243,8 +247,8 @@ class LiveSource:
                 >= self.settings.read_timeout_s * 0.9
             self.stalls += stalled
             why = "stalled (no data for the read timeout)" if stalled else "ended"
-            log.warning("%s: stream %s after %d frames; reconnecting", self.uri, why, seq)
-            self.on_event(self.source_id, "stalled" if stalled else "ended", self.uri)
+            log.warning("%s: stream %s after %d frames; reconnecting", self.shown, why, seq)
+            self.on_event(self.source_id, "stalled" if stalled else "ended", self.shown)
             container = self._reconnect()
 
 
@@ -284,7 +288,7 @@ def open_live(uri: str, settings: LiveSettings = LiveSettings(), source_id: str 
     """The live source for `uri`: a real-time file when `settings.realtime` and `uri` is a file."""
     if not is_live(uri):
         if not settings.realtime:
-            raise InputError(f"{uri}: not a live URL or device (use --realtime to play a file as a camera)")
+            raise InputError(f"{redact(uri)}: not a live URL or device (use --realtime to play a file as a camera)")
         return RealtimeFileSource(uri, source_id=source_id, threads=threads)
     return LiveSource(uri, settings, source_id=source_id, threads=threads, on_event=on_event, stop=stop)
 

@@ -3,16 +3,19 @@
 Wires the parts from settings: one `LiveSource` per camera (pipeline.live), its outputs
 (pipeline.streams), the shared worker pool, the preview server (pipeline.preview), and
 the `LiveRunner` that drives them until SIGINT/SIGTERM, `duration_s`, or the sources end.
+Camera passwords are masked in everything shown or logged (pipeline.live_redact).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Sequence
 
 from .errors import ConfigError, PluginError
 from .live import open_live
 from .live_metrics import Metrics
+from .live_redact import install_log_redaction
 from .live_runner import Camera, LiveRunner
 from .settings import CameraSettings, LiveSettings, RunSettings
 from .sinks import EncodeSettings, VideoFileSink
@@ -161,6 +164,7 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
             from .workers import init_ray
 
             init_ray()  # here, in the main thread: the signal handlers installed below then stay ours
+    install_log_redaction()  # no camera password in any log line, whoever writes it
     metrics = Metrics()
     preview = None
     own_pool = pool is None
@@ -171,8 +175,10 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
         if settings.live.preview:
             from .preview import Preview
 
-            preview = Preview(settings.live.preview, metrics)
-            print(f"preview: {preview.url}  metrics: {preview.url}metrics", flush=True)
+            token = settings.live.preview_token or os.environ.get("DERAIN_PREVIEW_TOKEN") or None
+            preview = Preview(settings.live.preview, metrics, token=token)
+            print(f"preview: {preview.url}  metrics: {preview.url}metrics" + ("  (token required)" if token else ""),
+                  flush=True)
             consumers.append(preview)
         runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics)
         if signals:

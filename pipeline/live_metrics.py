@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .live_redact import redact
+
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 WINDOW = 100_000  # latency samples kept for p50/p95/p99 (~5.5 min at 300 fps in all)
 
@@ -77,9 +79,10 @@ class LaneStats:
         return (self.ended or time.monotonic()) - self.started
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "uri": self.uri, "frames_in": self.frames_in, "frames_out": self.frames_out,
-                "dropped": self.dropped, "reconnects": self.reconnects, "stalls": self.stalls,
-                "queue_depth": self.queue_depth, "connected": self.connected, "error": self.error,
+        return {"name": redact(self.name), "uri": redact(self.uri), "frames_in": self.frames_in,
+                "frames_out": self.frames_out, "dropped": self.dropped, "reconnects": self.reconnects,
+                "stalls": self.stalls, "queue_depth": self.queue_depth, "connected": self.connected,
+                "error": None if self.error is None else redact(self.error),
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
                 "mean_fps": round(self.frames_out / self.seconds, 3) if self.seconds else 0.0,
                 "latency": self.latency.percentiles()}
@@ -95,8 +98,8 @@ class Metrics:
         self.worker_restarts = 0
 
     def lane(self, name: str, uri: str) -> LaneStats:
-        with self.lock:
-            return self.lanes.setdefault(name, LaneStats(name, uri))
+        with self.lock:  # what is shown (/stats.json, the page) never holds a password
+            return self.lanes.setdefault(name, LaneStats(name, redact(uri)))
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -147,4 +150,4 @@ class Metrics:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return redact(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

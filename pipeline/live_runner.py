@@ -29,6 +29,7 @@ from .errors import PluginError
 from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
 from .live_metrics import LaneStats, Metrics
+from .live_redact import redact
 from .sources import start_reader
 from .workers import drain
 
@@ -146,7 +147,7 @@ class LiveRunner:
                 self._close_lane(lane)
         failed = [lane for lane in self.lanes if lane.errors]
         if failed and len(failed) == len(self.lanes) and not any(l.stats.frames_out for l in self.lanes):
-            raise failed[0].errors[0]
+            raise _redacted(failed[0].errors[0])
         return self.metrics.snapshot()
 
     # --- lane side -----------------------------------------------------------------------------
@@ -175,14 +176,14 @@ class LiveRunner:
                 sent.wait()
         except BaseException as exc:  # noqa: BLE001 - one camera's failure ends its lane only
             if lane.source is None and self._stop.is_set():
-                log.warning("camera %s: stopped while connecting (%s)", lane.camera.name, exc)
+                log.warning("camera %s: stopped while connecting (%s)", lane.camera.name, redact(exc))
             else:
                 lane.errors.append(exc)
         finally:
             lane.queue.close()
             if lane.errors:
-                lane.stats.error = str(lane.errors[0])
-                log.error("camera %s: %s", lane.camera.name, lane.errors[0])
+                lane.stats.error = redact(lane.errors[0])
+                log.error("camera %s: %s", lane.camera.name, lane.stats.error)
             lane.done = True
 
     # --- main side -----------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class LiveRunner:
             except PluginError as exc:  # a plugin with `on_error: stop` failed: the run stops cleanly
                 log.error("camera %s: %s; stopping", lane.camera.name, exc)
                 lane.errors.append(exc)
-                lane.stats.error = lane.stats.error or str(exc)
+                lane.stats.error = lane.stats.error or redact(exc)
                 self.stop()
             except Exception:  # noqa: BLE001 - a broken output never stops the others
                 log.exception("camera %s: output %r failed", lane.camera.name, sink)
@@ -276,6 +277,16 @@ class LiveRunner:
             s.reconnects = getattr(lane.source, "reconnects", 0)
             s.stalls = getattr(lane.source, "stalls", 0)
             s.ended = s.ended or time.monotonic()
+
+
+def _redacted(exc: BaseException) -> BaseException:
+    """`exc` with any URL password in its message masked (it is printed as the run's error)."""
+    if str(exc) != redact(exc):
+        try:
+            exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        except (AttributeError, TypeError):
+            pass
+    return exc
 
 
 def _interrupt(sinks, grace_s: float) -> None:

@@ -22,6 +22,7 @@ import av
 
 from .errors import OutputError
 from .frames import FrameBatch
+from .live_redact import redact
 from .model.data import write_rgb
 from .sinks import EncodeSettings, VideoFileSink
 from .sources import SourceInfo
@@ -38,12 +39,12 @@ class StreamSink(VideoFileSink):
         target: a URL (rtsp://, udp://) or an object with `write(bytes)`.
         fmt: the muxer (rtsp, mpegts).
         info: the camera's size and rate.
-        label: how logs and errors name this output.
+        label: how logs and errors name this output (a URL's password is masked).
     """
 
     def __init__(self, target, fmt: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCODE,
                  options: dict | None = None, label: str | None = None):
-        self.path = label or str(target)
+        self.path = redact(label or str(target))
         self.info, self.encode = info, encode
         self.frames_written = 0
         self._last_pts = None
@@ -51,7 +52,7 @@ class StreamSink(VideoFileSink):
         try:
             self.out = av.open(target, "w", format=fmt, options=options or {})
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(f"{self.path}: cannot open this output ({exc})") from None
+            raise OutputError(redact(f"{self.path}: cannot open this output ({exc})")) from None
         try:
             self._setup()
             self.video.codec_context.gop_size = max(1, round(float(info.rate or 25)))
@@ -59,7 +60,7 @@ class StreamSink(VideoFileSink):
             self.out.start_encoding()
         except (av.FFmpegError, OSError) as exc:
             self.close(ok=False)
-            raise OutputError(f"{self.path}: cannot open this output ({exc})") from None
+            raise OutputError(redact(f"{self.path}: cannot open this output ({exc})")) from None
         except BaseException:
             self.close(ok=False)
             raise
@@ -296,6 +297,6 @@ def restream_sink(url: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCO
         hostport = url.split("://", 1)[1].split("/", 1)[0]
         host, _, port = hostport.rpartition(":")
         if not port.isdigit():
-            raise OutputError(f"{url}: expected {url.split(':')[0]}://HOST:PORT")
+            raise OutputError(f"{redact(url)}: expected {url.split(':')[0]}://HOST:PORT")
         return MpegTsServer(host or "0.0.0.0", int(port), info, http=url.startswith("http://"), encode=encode)
-    raise OutputError(f"{url}: unsupported restream URL (use rtsp://, udp://, tcp:// or http://)")
+    raise OutputError(f"{redact(url)}: unsupported restream URL (use rtsp://, udp://, tcp:// or http://)")

@@ -404,3 +404,35 @@ def test_a_plugin_with_stop_policy_ends_a_live_run_cleanly(tmp_path):
     assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == cam["frames_out"]
     (segment,) = (tmp_path / "rec").glob("cam0-*.mp4")
     assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"]
+
+
+def test_camera_passwords_are_never_shown(camera, tmp_path, caplog):
+    import json
+    import urllib.request
+
+    from pipeline.live_camera import free_port
+
+    good = camera.url("cam").replace("rtsp://", "rtsp://admin:s3cret@")
+    bad = camera.url("nope").replace("rtsp://", "rtsp://admin:s3cret@")
+    port = free_port()
+    cams = [{"url": good, "name": "north", "record": str(tmp_path / "rec")}, {"url": bad, "name": "broken"}]
+    s = load_settings(RunSettings, None, {
+        "model.profile": "identity", "workers.backend": "local", "live.cameras": cams, "live.first_tries": 1,
+        "live.open_timeout_s": 2.0, "live.preview": f"127.0.0.1:{port}"})
+    run = Background([], s)
+    run.wait_frames(10)
+    time.sleep(0.5)
+    bodies = {p: urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=5).read().decode()
+              for p in ("/", "/stats.json", "/metrics")}
+    result = run.stop()
+    by_name = {c["name"]: c for c in result["cameras"]}
+    assert by_name["north"]["frames_out"] >= 10  # the password reached the camera; it just is not shown
+    for shown in (*bodies.values(), json.dumps(result), caplog.text):
+        assert "s3cret" not in shown
+    assert "rtsp://admin:***@127.0.0.1" in bodies["/stats.json"]
+    assert by_name["broken"]["error"].startswith(bad.replace("s3cret", "***"))
+    cli = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", bad, "--profile", "identity",
+                          "--backend", "local", "--tries", "1", "--json"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert cli.returncode == 1 and "s3cret" not in cli.stderr + cli.stdout
+    assert bad.replace("s3cret", "***") in cli.stderr

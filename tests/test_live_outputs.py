@@ -2,6 +2,7 @@
 and the small parts (backoff, settings, timestamps) on their own."""
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import subprocess
@@ -282,3 +283,241 @@ def test_live_clock_is_monotonic_through_missing_pts_reconnects_and_jumps():
     assert out[3] - out[2] == 3600  # the camera's own step is kept within a connection
     assert out[4] - out[3] == 2 * 90000  # the outage's wall-clock gap across the reconnect
     assert out[7] - out[6] == round(0.04 * 90000)  # a 60 s jump is a discontinuity: wall clock instead
+
+
+# --- the preview server's exposure: idle connections, thread bound, disconnects, token, redaction -----------
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+class Streaming:
+    """A Preview fed with fresh pictures by a thread, as a live run feeds it."""
+
+    def __init__(self, **kwargs):
+        from pipeline.preview import Preview
+
+        self.metrics = Metrics()
+        self.lane = self.metrics.lane("cam0", "rtsp://admin:s3cret@192.0.2.10/stream1")
+        self.preview = Preview("127.0.0.1:0", self.metrics, fps=50, **kwargs)
+        self.base = self.preview.url.rstrip("/")
+        self.fed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self):
+        while not self.stop.wait(0.02):
+            batch = _batch(self.fed)
+            self.preview(FrameBatch(batch.images, batch.seq, batch.pts, batch.time_base, "cam0", batch.arrival,
+                                    rainy=batch.images))
+            with self.metrics.lock:
+                self.lane.output(batch.arrival, time.monotonic())
+            self.fed += 1
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.preview.close()
+
+
+def _handler_threads() -> int:
+    return sum("process_request_thread" in t.name for t in threading.enumerate())
+
+
+def test_preview_closes_idle_connections_and_bounds_its_threads():
+    import socket
+
+    s = Streaming(max_clients=8, idle_timeout_s=1.0)
+    socks = []
+    try:
+        for _ in range(40):  # connect and say nothing, as a port scanner or a stuck client
+            c = socket.create_connection(("127.0.0.1", s.preview.server.server_address[1]), timeout=5)
+            socks.append(c)
+        time.sleep(0.3)
+        assert _handler_threads() <= 8  # never one thread per idle socket
+        start = time.monotonic()
+        refused = closed = 0
+        for c in socks:
+            data = c.recv(200)  # every socket is answered: 503 beyond the bound, closed when idle
+            refused += data.startswith(b"HTTP/1.0 503")
+            closed += data == b""
+        took = time.monotonic() - start
+        assert refused + closed == 40 and refused >= 16, (refused, closed)
+        assert took < 4, f"idle connections were closed after {took:.1f} s (limit 1 s)"
+        assert _handler_threads() <= 8
+        fed = s.fed
+        status, body, _ = _get(f"{s.base}/stats.json")  # served again once the idle ones are gone
+        assert status == 200 and json_loads(body)["cameras"][0]["frames_out"] > 0
+        time.sleep(0.2)
+        assert s.fed > fed  # the stream ran on
+        with urllib.request.urlopen(f"{s.base}/mjpeg/cam0/derained", timeout=5) as viewer:
+            assert b"--frame" in viewer.read(300)  # a viewer that reads is not idle
+            time.sleep(1.5)
+            assert b"--frame" in viewer.read(3000)
+        assert _get(f"{s.base}/mjpeg/nosuch/rainy")[0] == 404  # no thread parked on a camera that is not there
+    finally:
+        for c in socks:
+            c.close()
+        s.close()
+
+
+def json_loads(body: bytes):
+    import json
+
+    return json.loads(body)
+
+
+def test_a_client_that_disconnects_prints_no_traceback(capfd, caplog):
+    import socket
+    import struct
+
+    s = Streaming()
+    port = s.preview.server.server_address[1]
+    try:
+        for i in range(30):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            path = ["/", "/frame/cam0/rainy.jpg", "/metrics", "/mjpeg/cam0/rainy"][i % 4]
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            if i % 2:
+                c.recv(10)
+            c.close()
+        time.sleep(1.0)
+        assert _get(f"{s.base}/stats.json")[0] == 200
+    finally:
+        s.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err
+    assert "Traceback" not in caplog.text
+
+
+def test_preview_token_is_required_on_every_request():
+    s = Streaming(token="t0k-3n")
+    try:
+        for path in ("/", "/stats.json", "/metrics", "/frame/cam0/rainy.jpg", "/mjpeg/cam0/rainy"):
+            status, _, headers = _get(f"{s.base}{path}")
+            assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"), path
+            assert _get(f"{s.base}{path}?token=wrong")[0] == 401
+            assert _get(f"{s.base}{path}", {"Authorization": "Bearer wrong"})[0] == 401
+        status, page, _ = _get(f"{s.base}/?token=t0k-3n")
+        assert status == 200 and b"/frame/cam0/rainy.jpg?token=t0k-3n" in page and b"/stats.json?token=t0k-3n" in page
+        assert _get(f"{s.base}/metrics", {"Authorization": "Bearer t0k-3n"})[0] == 200
+        assert _get(f"{s.base}/frame/cam0/derained.jpg?token=t0k-3n")[1][:2] == b"\xff\xd8"
+        with urllib.request.urlopen(f"{s.base}/mjpeg/cam0/rainy?token=t0k-3n", timeout=5) as viewer:
+            assert b"--frame" in viewer.read(300)
+    finally:
+        s.close()
+
+
+def test_preview_warns_once_when_reachable_beyond_loopback(caplog):
+    from pipeline.preview import Preview
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.preview"):
+        Preview("127.0.0.1:0", Metrics()).close()
+        assert "reachable" not in caplog.text
+        Preview("0.0.0.0:0", Metrics()).close()
+    lines = [r.getMessage() for r in caplog.records if "reachable from other machines" in r.getMessage()]
+    assert len(lines) == 1 and "--preview-token" in lines[0]
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("rtsp://admin:s3cret@192.0.2.10:554/stream1", "rtsp://admin:***@192.0.2.10:554/stream1"),
+    ("rtsp://admin:p@ss@cam/x", "rtsp://admin:***@cam/x"),
+    ("cannot open ([Errno 5] I/O error: 'rtsp://u:pw@h/p')", "cannot open ([Errno 5] I/O error: 'rtsp://u:***@h/p')"),
+    ("http://cam/snap.cgi?user=admin&password=hunter2", "http://cam/snap.cgi?user=admin&password=***"),
+    ("rtsp://cam:554/stream1", "rtsp://cam:554/stream1"),
+    ("rtsp://a:b@h/1 and udp://c:d@h:5", "rtsp://a:***@h/1 and udp://c:***@h:5"),
+])
+def test_redact_masks_url_passwords(text, shown):
+    from pipeline.live_redact import redact
+
+    assert redact(text) == shown
+
+
+def test_preview_page_stats_and_metrics_never_show_a_password():
+    s = Streaming()
+    try:
+        s.lane.error = "rtsp://admin:s3cret@192.0.2.10/stream1: lost"
+        name = "rtsp://admin:s3cret@192.0.2.10/x"  # even a camera named by its URL
+        s.metrics.lane(name, name)
+        bodies = [_get(f"{s.base}{p}")[1] for p in ("/", "/stats.json", "/metrics")]
+    finally:
+        s.close()
+    for body in bodies:
+        assert b"s3cret" not in body, body[:2000]
+    assert b"rtsp://admin:***@192.0.2.10/stream1" in bodies[1]
+
+
+def test_idle_preview_sockets_are_closed_while_a_live_run_records_on(tmp_path):
+    """200 idle sockets on the preview of a real run: closed after the idle timeout (5 s), recording goes on."""
+    import socket
+
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=500, size=(96, 64), fps=25)
+    port = free_port()
+    s = settings(**{"live.realtime": True, "live.preview": f"127.0.0.1:{port}", "live.record": str(tmp_path / "rec"),
+                    "live.segment_s": 1.0})
+    thread, box = run_in_thread([str(clip)], s)
+    socks = []
+    try:
+        time.sleep(1.0)
+        for _ in range(200):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        opened = time.monotonic()
+        segments = len(list((tmp_path / "rec").glob("cam0-*.mp4")))
+        answered = 0
+        for c in socks:
+            try:
+                c.recv(100)  # b"": closed after the idle timeout; or a 503 beyond the client bound
+                answered += 1
+            except socket.timeout:  # still open after 10 s
+                pass
+        took = time.monotonic() - opened
+        assert answered == 200 and took < 8, (answered, took)  # every idle socket closed within ~5 s
+        assert _handler_threads() <= 32
+        assert len(list((tmp_path / "rec").glob("cam0-*.mp4"))) >= segments + 3  # recording went on meanwhile
+        assert _get(f"http://127.0.0.1:{port}/stats.json")[0] == 200
+    finally:
+        for c in socks:
+            c.close()
+        box["runner"].stop()
+        thread.join(30)
+    cam = box["result"]["cameras"][0]
+    assert cam["frames_in"] == cam["frames_out"] + cam["dropped"]
+
+
+def test_preview_token_flag_of_the_cli(tmp_path):
+    import sys
+
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=250, size=(96, 64), fps=25)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(clip), "--realtime", "--profile",
+                             "identity", "--backend", "local", "--preview", f"0.0.0.0:{port}", "--preview-token", "s3",
+                             "--duration-s", "8"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        codes = None
+        end = time.monotonic() + 30
+        while codes is None and time.monotonic() < end:
+            try:
+                codes = (_get(f"http://127.0.0.1:{port}/stats.json")[0],
+                         _get(f"http://127.0.0.1:{port}/stats.json?token=s3")[0],
+                         _get(f"http://127.0.0.1:{port}/metrics", {"Authorization": "Bearer s3"})[0])
+            except OSError:
+                time.sleep(0.2)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert codes == (401, 200, 200)
+    assert proc.returncode == 0 and "(token required)" in out
+    assert err.count("reachable from other machines") == 1
