@@ -58,7 +58,8 @@ def cmd_run_live(args) -> int:
     from .live_app import run_live
 
     settings = _settings(args, **{
-        "live.realtime": args.realtime or None, "live.preview": args.preview, "live.record": args.record,
+        "live.realtime": args.realtime or None, "live.preview": args.preview,
+        "live.preview_token": args.preview_token, "live.record": args.record,
         "live.restream": args.restream or None, "live.snapshot": args.snapshot,
         "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
         "live.queue_size": args.queue_size, "live.policy": args.policy, "live.max_wait_ms": args.max_wait_ms,
@@ -219,6 +220,9 @@ def _add_live_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live inputs (see docs/LIVE.md)")
     g.add_argument("--realtime", action="store_true", help="play a file at its own rate, as a camera")
     g.add_argument("--preview", metavar="HOST:PORT", help="serve a side-by-side page and /metrics")
+    g.add_argument("--preview-token", metavar="TOKEN",
+                   help="require ?token=TOKEN or 'Authorization: Bearer TOKEN' on every preview request "
+                        "(or set DERAIN_PREVIEW_TOKEN)")
     g.add_argument("--record", metavar="DIR", help="record rolling segments into DIR")
     g.add_argument("--segment-s", type=float, help="length of a recorded segment (default 60)")
     g.add_argument("--restream", action="append", metavar="URL",
