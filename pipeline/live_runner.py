@@ -9,9 +9,10 @@ own key and hands them to the consumers and outputs. A camera that fails ends it
 lane only; the others go on.
 
 Stopping (SIGINT/SIGTERM or `duration_s`): the readers stop, plugin calls get a few seconds
-more at most (a hanging plugin cannot hold the run), the batches already cut are derained, the frames still queued (stale by then: deraining them one by one behind a slow
-model would only add seconds of tail) are counted as dropped, the encoders are flushed and
-the files closed playable. A source that ends by itself (a --realtime file) is derained to
+more at most (a hanging plugin cannot hold the run), the batches already cut are derained,
+the frames still queued (stale by then: deraining them one by one behind a slow model would
+only add seconds of tail) are counted as dropped, the encoders are flushed and the files
+closed playable. A source that ends by itself (a --realtime file) is derained to
 its last frame. Either way, per camera, frames in = frames out + frames dropped, exactly.
 """
 from __future__ import annotations

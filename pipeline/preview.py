@@ -78,8 +78,9 @@ setInterval(refresh, 1000); refresh();
 """
 
 CAM = """<div class="cam"><h3>{name}</h3><div class="pair">
-<figure><img alt="rainy" src="/frame/{q}/rainy.jpg{tq}" data-stream="/mjpeg/{q}/rainy{tq}"><figcaption>rainy</figcaption>
-</figure><figure><img alt="derained" src="/frame/{q}/derained.jpg{tq}" data-stream="/mjpeg/{q}/derained{tq}">
+<figure><img alt="rainy" src="/frame/{q}/rainy.jpg{tq}" data-stream="/mjpeg/{q}/rainy{tq}">
+<figcaption>rainy</figcaption></figure>
+<figure><img alt="derained" src="/frame/{q}/derained.jpg{tq}" data-stream="/mjpeg/{q}/derained{tq}">
 <figcaption>derained</figcaption></figure></div><pre id="stats-{name}">{stats}</pre></div>"""
 
 
