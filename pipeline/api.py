@@ -112,7 +112,7 @@ class Pipeline:
                 sink = _QueueSink(out, done)
                 b = self.settings.batching
                 runner = Runner(source, [self.chain.sink(sink) if self.chain else sink], pool,
-                                Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size, policy=policy)
+                                Batcher(b.max_batch, b.max_wait_ms, pool.halo), queue_size=b.queue_size, policy=policy)
                 thread = threading.Thread(target=_run, args=(runner, errors), name="derain-api", daemon=True)
                 thread.start()
                 try:

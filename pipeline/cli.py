@@ -194,7 +194,8 @@ def cmd_eval_detect(args) -> int:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=["full", "fast", "identity"], help="model profile (default: full)")
+    p.add_argument("--profile", choices=["full", "fast", "temporal", "temporal-fast", "identity"],
+                   help="model profile (default: full; temporal ones see each frame's neighbours)")
     p.add_argument("--weights", help="a weights file instead of the shipped one")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"])
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="derain the shipped rainy sample clip")
     p.add_argument("--out", default="derain-demo", help="output folder")
-    p.add_argument("--profile", choices=["full", "fast"], default="fast")
+    p.add_argument("--profile", choices=["full", "fast", "temporal", "temporal-fast"], default="fast")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval-detect", help="detector precision/recall/F1 on rainy and derained vs clean frames")

@@ -51,7 +51,7 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
         # The chain wraps the sink rather than being a consumer: it hands the sink the frames
         # plugins drew on, and lets actor-pool plugins run while the next batches derain.
         sinks = [chain.sink(sink) if chain is not None else sink]
-        runner = Runner(source, sinks, pool, Batcher(b.max_batch, b.max_wait_ms), queue_size=b.queue_size,
+        runner = Runner(source, sinks, pool, Batcher(b.max_batch, b.max_wait_ms, pool.halo), queue_size=b.queue_size,
                         policy="block", consumers=consumers, progress=progress)
         stats = runner.run()
         stats.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]

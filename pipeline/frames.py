@@ -51,6 +51,9 @@ class FrameBatch:
         source_id: the source they all came from.
         rainy: (B, H, W, 3) uint8 originals, set once the batch is derained.
         rain_intensity: (B,) float32, the model's mean |R| per frame, set once derained.
+        before, after: frames of the same source just before and after these, (k, H, W, 3) or
+            None: a temporal network's window reaches into them, so where a batch is cut changes
+            nothing. Dropped once derained.
     """
 
     images: np.ndarray
@@ -62,6 +65,8 @@ class FrameBatch:
     rainy: np.ndarray | None = None
     rain_intensity: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         b = len(self.seq)
@@ -75,7 +80,10 @@ class FrameBatch:
         return len(self.seq)
 
     @classmethod
-    def of(cls, frames: list[Frame]) -> "FrameBatch":
+    def of(cls, frames: list[Frame], before: list[Frame] = (), after: list[Frame] = ()) -> "FrameBatch":
+        def stack(ctx):
+            return np.stack([f.image for f in ctx]) if ctx else None
+
         return cls(
             images=np.stack([f.image for f in frames]),
             seq=tuple(f.seq for f in frames),
@@ -83,7 +91,17 @@ class FrameBatch:
             time_base=tuple(f.time_base for f in frames),
             source_id=frames[0].source_id,
             arrival=tuple(f.arrival for f in frames),
+            before=stack(before),
+            after=stack(after),
         )
+
+    def model_input(self) -> tuple[np.ndarray, tuple[int, int]]:
+        """The array a worker derains, context frames included, and how many lead and trail."""
+        if self.before is None and self.after is None:
+            return self.images, (0, 0)
+        parts = [a for a in (self.before, self.images, self.after) if a is not None]
+        return np.concatenate(parts), (0 if self.before is None else len(self.before),
+                                       0 if self.after is None else len(self.after))
 
     def derained(self, images: np.ndarray, rain_intensity: np.ndarray) -> "FrameBatch":
         """The same batch after the worker: derained images, originals kept in `rainy`."""
@@ -91,5 +109,6 @@ class FrameBatch:
             from .errors import WorkerError
 
             raise WorkerError(f"worker returned {len(images)} frames for a batch of {len(self)}")
-        return replace(self, images=images, rainy=self.images, rain_intensity=rain_intensity)
+        return replace(self, images=images, rainy=self.images, rain_intensity=rain_intensity,
+                       before=None, after=None)
 

@@ -130,7 +130,9 @@ class PluggedOutputs:
 
 def live_pool(settings: RunSettings):
     """The shared pool, with `live.inflight` batches per worker (1: none waits queued behind another)."""
-    return make_pool(settings.model, dataclasses.replace(settings.workers, inflight=settings.live.inflight))
+    # A temporal model looks at past frames only here: a live camera gets no added delay.
+    return make_pool(dataclasses.replace(settings.model, causal=True),
+                     dataclasses.replace(settings.workers, inflight=settings.live.inflight))
 
 
 def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,

@@ -101,7 +101,7 @@ class LiveRunner:
         self.metrics = metrics or Metrics()
         self.stop_grace_s = stop_grace_s
         self.plugin_grace_s = plugin_grace_s  # once stopping, no plugin call is waited for longer
-        self.lanes = [Lane(c, i, self.metrics.lane(c.name, c.uri), Batcher(max_batch, max_wait_ms),
+        self.lanes = [Lane(c, i, self.metrics.lane(c.name, c.uri), Batcher(max_batch, max_wait_ms, getattr(pool, "halo", (0, 0))),
                            FrameQueue(queue_size, policy)) for i, c in enumerate(cameras)]
         self._ready: queue_mod.Queue = queue_mod.Queue()
         self._stop = threading.Event()
@@ -204,7 +204,7 @@ class LiveRunner:
             key = (lane.index, lane.next_key)
             lane.next_key += 1
             lane.inflight[key] = batch
-            self.pool.submit(key, batch.images)
+            self.pool.submit(key, *batch.model_input())
             sent.set()
 
     def _idle(self) -> list:

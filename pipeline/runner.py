@@ -95,7 +95,7 @@ class Runner:
                 while self.pool.capacity() <= 0:
                     self._collect(self.pool.poll(0.5), bar)
                 self._batches[key] = batch
-                self.pool.submit(key, batch.images)
+                self.pool.submit(key, *batch.model_input())
                 key += 1
                 self._collect(self.pool.poll(0), bar)
             self._collect(drain(self.pool), bar)

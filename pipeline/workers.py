@@ -4,16 +4,23 @@ The Ray pool keeps one actor per GPU (or CPU actors where there is none), a few 
 in flight per actor, and watches every result: when an actor dies mid-batch, Ray
 restarts it (`max_restarts=-1`) and the pool resubmits the lost batches, so no frame is
 lost and the output stays in order (the runner reorders by key).
+
+Workers are sized to what the cluster's nodes offer (`plan_workers`): a CPU worker never
+asks for more cores than one node has, and a request no node can hold (more workers than
+CPUs, a GPU on a cluster without one) is a `WorkerError` naming the resources before any
+actor is made. Actors that cannot start because the cluster is busy are waited for with a
+warning and, after `workers.start_timeout_s`, given up (`start_actors`): never a silent wait.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -32,27 +39,44 @@ class ModelSettings:
     compile: bool = False
     delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
+    causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
 
     def problems(self) -> list[str]:
-        if self.profile not in ("full", "fast", "identity"):
-            return [f"profile: must be one of full, fast, identity (got {self.profile!r})"]
+        from .model.weights import PROFILES
+
+        known = (*PROFILES, "identity")
+        if self.profile not in known:
+            return [f"profile: must be one of {', '.join(known)} (got {self.profile!r})"]
         return []
+
+
+def model_halo(model: ModelSettings) -> tuple[int, int]:
+    """Frames a batch needs before and after it for the model's window ((0, 0) for one frame)."""
+    from .model.inference import IDENTITY, window_halo
+    from .model.weights import network_frames
+
+    if model.profile == IDENTITY and model.weights is None:
+        return (0, 0)
+    return window_halo(network_frames(model.weights, model.profile), model.causal)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
     backend: Literal["ray", "local"] = "ray"
-    count: int = 0  # 0: one per GPU, else one CPU worker
+    count: int = 0  # 0: one per GPU, else one CPU worker per node (holding its cores)
     threads: int = 0  # torch threads per CPU worker; 0: the cores Ray gives it
     inflight: int = 2  # batches queued per worker so it never waits for the driver
     max_tries: int = 3  # a batch whose worker died this many times fails the job
-    address: str | None = None  # Ray cluster: None (local), "auto", "ray://host:10001"
+    address: str | None = None  # Ray cluster: None (a local Ray, or $RAY_ADDRESS), "auto", "HOST:6379"
+    start_timeout_s: float = 60.0  # workers a busy cluster has not started by then are given up; 0: wait
 
     def problems(self) -> list[str]:
         out = []
         if self.count < 0 or self.inflight < 1 or self.max_tries < 1:
             out.append("count must be >= 0, inflight >= 1 and max_tries >= 1 "
                        f"(got {self.count}, {self.inflight}, {self.max_tries})")
+        if not self.start_timeout_s >= 0:
+            out.append(f"start_timeout_s must be >= 0 (got {self.start_timeout_s})")
         return out
 
 
@@ -67,8 +91,8 @@ class DerainWorker:
 
         self.derainer = Derainer.load(**model, threads=threads or None)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = self.derainer(images)
+    def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+        result = self.derainer(images, context)
         return result.frames, result.rain_intensity
 
     def pid(self) -> int:
@@ -91,11 +115,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     main_thread = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    # No address: $RAY_ADDRESS as Ray reads it, else a Ray of this process's own ("local"),
+    # never a cluster that `ray start` left running here (ray.init would join it silently).
+    address = address or os.environ.get("RAY_ADDRESS") or None
     try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
+        if address and address != "local":
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise WorkerError(_join_error(address, exc)) from None
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      object_store_memory=512 * 2**20, configure_logging=False)
     except SystemExit as exc:  # SIGTERM while Ray started: its handler ran instead of this process's
         if callable(sigterm) and exc.code == signal.SIGTERM:
@@ -106,6 +136,220 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def _join_error(address: str, exc: BaseException) -> str:
+    """One line for a failed ray.init(address=...): what went wrong and what to do."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(e) for e in chain)
+    if any(type(e).__name__ == "AuthenticationError" for e in chain) or "InvalidAuthToken" in text:
+        return (f"Ray cluster at {address}: token authentication failed; set RAY_AUTH_MODE=token and the "
+                "cluster's token (RAY_AUTH_TOKEN, or the head's ~/.ray/auth_token) where derain runs")
+    if "No node info found" in text:
+        return (f"Ray cluster at {address}: this machine is not one of its nodes; join it first "
+                f"(ray start --address={address} --num-cpus=0), then run derain with --address auto")
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return f"Ray cluster at {address}: cannot join it ({first.strip()[:300]})"
+
+
+# ---- Sizing workers to the cluster's nodes --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One alive Ray node: its resources (`total`) and those free now (`free`)."""
+
+    id: str
+    total: dict
+    free: dict
+
+    def cpus(self) -> int:
+        """Cores to size workers by: the free ones, or all of them where none is free now (busy)."""
+        free = int(self.free.get("CPU", 0))
+        return free if free >= 1 else int(self.total.get("CPU", 0))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One worker: the Ray resources it asks for, its torch threads, the node it is meant for."""
+
+    num_cpus: float
+    num_gpus: float = 0.0
+    threads: int = 1
+    node: str | None = None  # a soft node affinity: Ray may place it elsewhere
+
+    def asks(self) -> str:
+        return _resources({"CPU": self.num_cpus, "GPU": self.num_gpus})
+
+
+def _resources(res: dict) -> str:
+    return "{" + ", ".join(f"{k} {res.get(k, 0):g}" for k in ("CPU", "GPU") if k == "CPU" or res.get(k)) + "}"
+
+
+def cluster_nodes(ray) -> list[Node]:
+    """The cluster's alive nodes with their total and free resources."""
+    try:
+        from ray._private.state import available_resources_per_node
+
+        free = available_resources_per_node()  # a developer API: without it, size by the totals
+    except Exception:
+        free = None
+    nodes = []
+    for info in ray.nodes():
+        if not info.get("Alive"):
+            continue
+        total = dict(info.get("Resources") or {})
+        nodes.append(Node(info["NodeID"], total, dict(free.get(info["NodeID"], {})) if free is not None else total))
+    return nodes
+
+
+def usable_nodes(ray, timeout_s: float = 60.0) -> list[Node]:
+    """The cluster's nodes once one of them can run a worker (has a CPU or a GPU).
+
+    A cluster whose worker nodes are still joining (its head started with --num-cpus=0, as
+    docker/compose.yaml does) is waited for, with a warning, up to `timeout_s` (0: no limit);
+    then the nodes as they are (and `plan_workers` says what is missing).
+    """
+    start, warned = time.monotonic(), False
+    while True:
+        nodes = cluster_nodes(ray)
+        if any(n.total.get("CPU", 0) >= 1 or n.total.get("GPU", 0) >= 1 for n in nodes):
+            return nodes
+        if timeout_s and time.monotonic() - start >= timeout_s:
+            return nodes
+        if not warned:
+            log.warning("no node can run a worker yet (%s): waiting%s for nodes to join", describe_nodes(nodes),
+                        f" up to {timeout_s:g} s" if timeout_s else "")
+            warned = True
+        time.sleep(1.0)
+
+
+def describe_nodes(nodes: list[Node]) -> str:
+    """'the Ray cluster has 2 nodes: 2 x {CPU 1}; free now: {CPU 1}' (one line, however many nodes)."""
+    if not nodes:
+        return "the Ray cluster has no alive node"
+    groups: dict[str, int] = {}
+    for n in nodes:
+        key = _resources(n.total)
+        groups[key] = groups.get(key, 0) + 1
+    shapes = ", ".join(f"{c} x {k}" if c > 1 else k for k, c in sorted(groups.items(), key=lambda kv: -kv[1]))
+    free = {k: sum(n.free.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    return (f"the Ray cluster has {len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shapes}; "
+            f"free now: {_resources(free)}")
+
+
+def plan_workers(nodes: list[Node], device: str = "auto", count: int = 0, threads: int = 0,
+                 limit: int | None = None, knobs: str = "workers.count") -> list[Placement]:
+    """What each worker asks for, sized to what the nodes offer.
+
+    With GPUs (and a device that may use them): one worker per GPU (`count` of them sharing
+    the GPUs evenly). Else CPU workers: by default one per node holding the node's cores;
+    `count` workers of the most cores each that lets all of them fit; `threads` cores per
+    worker, as many as fit (never more cores than a node has). `limit` caps the workers
+    (an archive of 3 files needs 3 at most). A request no node can hold raises a
+    `WorkerError` naming it, the nodes and `knobs` (the settings to change).
+    """
+    where = describe_nodes(nodes)
+    gpus = int(sum(n.total.get("GPU", 0) for n in nodes))
+    cuda = device.startswith("cuda")
+    if cuda and not gpus:
+        raise WorkerError(f"device {device}: the workers ask for a GPU each, but no node has one ({where})")
+    if gpus and (cuda or device == "auto"):
+        return _plan_gpu(nodes, gpus, count, threads, limit)
+    return _plan_cpu(nodes, count, threads, limit, knobs, where)
+
+
+def _plan_gpu(nodes: list[Node], gpus: int, count: int, threads: int, limit: int | None) -> list[Placement]:
+    n = count or gpus
+    n = min(n, limit) if limit else n
+    share = 1.0 if n <= gpus else 1.0 / math.ceil(n / gpus)  # n workers share the GPUs evenly
+    hosts = [node for node in nodes if node.total.get("GPU", 0) >= share]
+    per_node = [int(node.total["GPU"] / share + 1e-9) for node in hosts]
+    # a core for each worker where every GPU node has as many, else what the scarcest one has
+    cpu = min([1.0] + [math.floor(100 * node.total.get("CPU", 0) / k) / 100 for node, k in zip(hosts, per_node)])
+    return [Placement(cpu, share, threads or 1) for _ in range(n)]
+
+
+def _spread(nodes: list[Node], sizes: list[list[int]]) -> list[tuple[Node, int]]:
+    """Worker slots, node after node (round robin), so fewer workers than slots spread out."""
+    out, i = [], 0
+    while any(i < len(s) for s in sizes):
+        out.extend((node, s[i]) for node, s in zip(nodes, sizes) if i < len(s))
+        i += 1
+    return out
+
+
+def _plan_cpu(nodes: list[Node], count: int, threads: int, limit: int | None, knobs: str,
+              where: str) -> list[Placement]:
+    nodes = sorted((n for n in nodes if n.total.get("CPU", 0) >= 1), key=lambda n: -n.cpus())
+    if not nodes:
+        raise WorkerError(f"no node of the Ray cluster offers a CPU for the workers ({where})")
+    if not count and not threads:  # one worker per node, holding its cores
+        plan = [Placement(c, threads=c, node=n.id) for n in nodes if (c := n.cpus()) >= 1]
+        return plan[:limit] if limit else plan
+    want = min(count, limit) if count and limit else count
+    for caps in ([n.cpus() for n in nodes], [int(n.total.get("CPU", 0)) for n in nodes]):  # free now, then all
+        if threads:  # `threads` cores each where a node has them, else one worker of the node's cores
+            sizes = [[min(threads, c)] * max(c // threads, 1) if c >= 1 else [] for c in caps]
+        else:  # the most cores each that lets `want` workers fit
+            t = next((t for t in range(max(caps), 0, -1) if sum(c // t for c in caps) >= want), 0)
+            sizes = [[t] * (c // t) if t else [] for c in caps]
+        slots = _spread(nodes, sizes)
+        if len(slots) >= max(want, 1):
+            slots = slots[:want or limit or len(slots)]
+            return [Placement(size, threads=threads or size, node=node.id) for node, size in slots]
+    cpus = sum(int(n.total.get("CPU", 0)) for n in nodes)
+    raise WorkerError(f"cannot place {want} workers of at least 1 CPU each: {where} ({cpus} CPUs in all); "
+                      f"lower {knobs} or add nodes")
+
+
+def start_actors(ray, actor_cls, plan: list[Placement], args, what: str = "workers",
+                 timeout_s: float = 60.0, warn_s: float = 10.0) -> list:
+    """One actor per placement, returned once each has started (its __init__ ran).
+
+    Never a silent wait: after `warn_s` a warning names what is pending, what each asks and
+    what the cluster has free; after `timeout_s` (0: never) the actors not started are
+    killed and the run goes on with those that did, or, with none, a `WorkerError`.
+    An actor whose __init__ failed (bad weights, ...) raises here, naming the problem.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actors = []
+    spread = len({p.node for p in plan}) > 1  # on one node Ray's own placement is the same (and restarts faster)
+    for p in plan:
+        opts: dict = {"num_cpus": p.num_cpus, "num_gpus": p.num_gpus}
+        if p.node and spread:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(p.node, soft=True)
+        actors.append(actor_cls.options(**opts).remote(*args(p)))
+    refs = [a.pid.remote() for a in actors]
+    start, next_warn = time.monotonic(), warn_s
+    pending = list(refs)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        waited = time.monotonic() - start
+        if not pending or (timeout_s and waited >= timeout_s):
+            break
+        if waited >= next_warn:
+            log.warning("%d of %d %s not started after %.0f s: each asks %s; %s", len(pending), len(refs),
+                        what, waited, plan[refs.index(pending[0])].asks(), describe_nodes(cluster_nodes(ray)))
+            next_warn += 30
+    ray.get([r for r in refs if r not in pending])  # an __init__ that failed raises here
+    started = [a for a, r in zip(actors, refs) if r not in pending]
+    if pending:
+        asks = plan[refs.index(pending[0])].asks()
+        where = describe_nodes(cluster_nodes(ray))
+        for a, r in zip(actors, refs):
+            if r in pending:
+                ray.kill(a)
+        if not started:
+            raise WorkerError(f"no {what} started within {timeout_s:g} s (workers.start_timeout_s): each asks "
+                              f"{asks}; {where}; the cluster is busy or its nodes are leaving")
+        log.warning("%d of %d %s not started within %.0f s (each asks %s; %s): going on with %d",
+                    len(pending), len(refs), what, timeout_s, asks, where, len(started))
+    return started
+
+
 class RayPool:
     """Ray actors holding the model; `submit` batches, `poll` returns finished ones."""
 
@@ -114,23 +358,21 @@ class RayPool:
 
         init_ray(workers.address)
         self.ray = ray
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if model.device in ("auto", "cuda") else 0
-        cpus = int(ray.available_resources().get("CPU", os.cpu_count() or 1))
-        count = workers.count or max(gpus, 1)
-        if gpus:
-            opts = {"num_gpus": 1, "num_cpus": 1}
-            threads = workers.threads or 1
-        else:
-            threads = workers.threads or max(1, cpus // count)
-            opts = {"num_cpus": min(threads, max(cpus // count, 1)) if cpus else 0}
+        plan = plan_workers(usable_nodes(ray, workers.start_timeout_s), model.device, workers.count,
+                            knobs="workers.count (--workers)")
+        if workers.threads:  # torch threads as asked; never more cores reserved than the plan gives
+            plan = [replace(p, threads=workers.threads,
+                            num_cpus=p.num_cpus if p.num_gpus else min(p.num_cpus, workers.threads)) for p in plan]
         self.settings = workers
-        self._actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, **opts)(DerainWorker)
-        self.actors = [self._actor_cls.remote(asdict(model), threads) for _ in range(count)]
+        self.halo = model_halo(model)
+        self._actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(DerainWorker)
+        # Fail now, naming the problem, if the model cannot load (bad weights file, ...) or the
+        # workers cannot be placed.
+        self.actors = start_actors(ray, self._actor_cls, plan, lambda p: (asdict(model), p.threads),
+                                   "derain workers", workers.start_timeout_s)
         self.inflight: dict[Any, tuple[Any, Any, int, int]] = {}  # ref -> (key, images ref, actor, tries)
-        self.load = [0] * count
+        self.load = [0] * len(self.actors)
         self.restarts = 0
-        # Fail now, naming the problem, if the model cannot load (bad weights file, ...).
-        ray.get([a.pid.remote() for a in self.actors])
 
     @property
     def size(self) -> int:
@@ -139,11 +381,12 @@ class RayPool:
     def capacity(self) -> int:
         return self.size * self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray | Any, tries: int = 0) -> None:
+    def submit(self, key: Any, images: np.ndarray | Any, context: tuple[int, int] = (0, 0), tries: int = 0) -> None:
+        """Derain `images` but the `context` frames at either end (FrameBatch.model_input)."""
         ref = images if isinstance(images, self.ray.ObjectRef) else self.ray.put(images)
         idx = min(range(self.size), key=self.load.__getitem__)
         self.load[idx] += 1
-        self.inflight[self.actors[idx].run.remote(ref)] = (key, ref, idx, tries)
+        self.inflight[self.actors[idx].run.remote(ref, context)] = (key, ref, context, idx, tries)
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
@@ -151,25 +394,25 @@ class RayPool:
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            key, images, idx, tries = self.inflight.pop(ref)
+            key, images, context, idx, tries = self.inflight.pop(ref)
             self.load[idx] -= 1
             try:
                 frames, intensity = self.ray.get(ref)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as exc:
-                self._resubmit(key, images, idx, tries, exc)
+                self._resubmit(key, images, context, idx, tries, exc)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 raise WorkerError(f"worker failed on batch {key}: {exc.cause!r}") from None
             out.append((key, frames, intensity))
         return out
 
-    def _resubmit(self, key, images, idx: int, tries: int, exc: Exception) -> None:
+    def _resubmit(self, key, images, context: tuple[int, int], idx: int, tries: int, exc: Exception) -> None:
         self.restarts += 1
         if tries + 1 >= self.settings.max_tries:
             raise WorkerError(f"batch {key}: its worker died {tries + 1} times ({type(exc).__name__})")
         log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
                     idx, key, type(exc).__name__)
-        self.submit(key, images, tries + 1)
+        self.submit(key, images, context, tries + 1)
 
     def pids(self) -> list[int]:
         return self.ray.get([a.pid.remote() for a in self.actors])
@@ -186,6 +429,7 @@ class LocalPool:
     def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
         self.worker = DerainWorker(asdict(model), workers.threads)
         self.settings = workers
+        self.halo = self.worker.derainer.halo
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")
         self.inflight: dict[Future, Any] = {}
         self.restarts = 0
@@ -194,8 +438,8 @@ class LocalPool:
     def capacity(self) -> int:
         return self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray) -> None:
-        self.inflight[self.executor.submit(self.worker.run, images)] = key
+    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> None:
+        self.inflight[self.executor.submit(self.worker.run, images, context)] = key
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:

@@ -75,6 +75,30 @@ def pick_runtime(runtime: str, device: torch.device, dtype: torch.dtype, compile
     return "onnxruntime" if cpu_fp32 and available() else "torch"
 
 
+def window_offsets(frames: int, causal: bool) -> tuple[int, ...]:
+    """The neighbours' time offsets for a window of `frames`: centred (-1, 1), or causal (-2, -1)."""
+    k = frames - 1
+    if causal:
+        return tuple(range(-k, 0))
+    return tuple(o for o in range(-(k // 2) - k % 2, k // 2 + 1) if o != 0)[:k]
+
+
+def window_halo(frames: int, causal: bool) -> tuple[int, int]:
+    """How many frames a window of `frames` reaches before and after its target."""
+    offsets = window_offsets(frames, causal)
+    return max(0, -min(offsets, default=0)), max(0, max(offsets, default=0))
+
+
+def windows(x: torch.Tensor, core: slice, offsets: tuple[int, ...]) -> torch.Tensor:
+    """(N, 3, H, W) consecutive frames -> (M, 3 * (1 + len(offsets)), H, W) windows for the frames of
+    `core`, each target first, its neighbours clamped to the array (an edge repeats the nearest)."""
+    idx = torch.arange(len(x))[core]
+    if not offsets:
+        return x[idx] if (core.start, core.stop) != (0, len(x)) else x
+    cols = [idx] + [(idx + o).clamp(0, len(x) - 1) for o in offsets]
+    return x[torch.stack(cols, 1).flatten()].unflatten(0, (len(idx), len(cols))).flatten(1, 2)
+
+
 @dataclass(frozen=True)
 class DerainResult:
     frames: np.ndarray  # (B, H, W, 3) uint8, derained
@@ -89,15 +113,20 @@ class Derainer:
 
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
                  scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0,
-                 upsample: str = "bilinear"):
+                 upsample: str = "bilinear", causal: bool = False):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
         self.upsample = upsample
         self.delay_ms = delay_ms
+        frames = getattr(net, "frames", 1)
+        # Where a frame's neighbours sit in time: both sides for files, the past only for live
+        # cameras (no added delay). The temporal networks were trained on both (motion.py).
+        self.offsets = window_offsets(frames, causal)
+        self.halo = window_halo(frames, causal)
 
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", compile: bool = False, threads: int | None = None,
-             delay_ms: float = 0.0, runtime: str = "auto") -> "Derainer":
+             delay_ms: float = 0.0, runtime: str = "auto", causal: bool = False) -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -111,6 +140,7 @@ class Derainer:
                 slow model in latency tests and benchmarks.
             runtime: "torch", "onnxruntime", or "auto": onnxruntime for fp32 on CPUs (faster
                 there, see docs/BENCHMARKS.md), torch everywhere else.
+            causal: a temporal network sees past frames only (live cameras), else both sides.
         """
         if threads:
             torch.set_num_threads(threads)
@@ -125,22 +155,34 @@ class Derainer:
         if pick_runtime(runtime, dev, dt, compile) == "onnxruntime":
             from .onnx_backend import OnnxNet
 
-            return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample)
+            return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample,
+                       causal=causal)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a video's frames share one size: tune convs once
         net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
         if compile:
             net = torch.compile(net)
-        return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample)
+        return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample, causal=causal)
+
+    @property
+    def frames(self) -> int:
+        """Frames in the network's window (1 for single-frame networks)."""
+        return len(self.offsets) + 1
 
     @torch.inference_mode()
-    def __call__(self, frames: np.ndarray) -> DerainResult:
+    def __call__(self, frames: np.ndarray, context: tuple[int, int] = (0, 0)) -> DerainResult:
+        """Derain `frames` (B, H, W, 3) uint8, consecutive in time, except the first `context[0]` and
+        the last `context[1]`, which only serve as neighbours (a temporal network's window reaches
+        them; a batch carries them so its boundary changes nothing). Where the window reaches past
+        the array, the nearest frame stands in: pass context only where the file or stream has
+        those frames."""
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise InputError(f"expected a (B, H, W, 3) uint8 batch, got {frames.shape} {frames.dtype}")
+        core = slice(context[0], len(frames) - context[1])
         if self.net is None:
             if self.delay_ms:
-                time.sleep(self.delay_ms * len(frames) / 1000)
-            return DerainResult(frames, np.zeros(len(frames), np.float32))
+                time.sleep(self.delay_ms * len(frames[core]) / 1000)
+            return DerainResult(frames[core], np.zeros(len(frames[core]), np.float32))
         x = torch.from_numpy(frames)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
@@ -148,8 +190,9 @@ class Derainer:
         # A network run at reduced scale never sees the full-size image, so it stays fp32
         # (precise guide and subtraction) at no extra cost.
         x = x.permute(0, 3, 1, 2).to(self.dtype if self.scale == 1.0 else torch.float32).div_(255)
+        x = windows(x, core, self.offsets)
         rain = predict(self.net, x, self.scale, self.upsample, self.dtype).rain
-        out = (x - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        out = (x[:, :3] - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         intensity = rain.abs().float().mean((1, 2, 3))
         out = out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return DerainResult(out, intensity.cpu().numpy())

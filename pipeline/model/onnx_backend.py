@@ -60,7 +60,7 @@ def export(net: DerainNet) -> bytes:
     axes = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on constant folding are not ours to fix
-        torch.onnx.export(_RainOnly(net).eval(), torch.rand(1, 3, 64, 64), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(_RainOnly(net).eval(), torch.rand(1, 3 * net.frames, 64, 64), buf, dynamo=False, opset_version=17,
                           input_names=["rainy"], output_names=["rain"],
                           dynamic_axes={"rainy": axes, "rain": axes})
     data = buf.getvalue()
@@ -85,6 +85,7 @@ class OnnxNet:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(export(net), opts, providers=["CPUExecutionProvider"])
+        self.frames = net.frames
 
     def __call__(self, x: torch.Tensor) -> DerainOutput:
         x, h, w = pad_to_multiple(x, MULTIPLE)

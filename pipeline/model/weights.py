@@ -18,7 +18,7 @@ from .arch_util import build_network
 from .scale import UPSAMPLERS
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-PROFILES = ("full", "fast")
+PROFILES = ("full", "fast", "temporal", "temporal-fast")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,16 @@ def default_weights(profile: str) -> Path:
     if profile not in PROFILES:
         raise WeightsError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     return WEIGHTS_DIR / f"{profile}.pt"
+
+
+def network_frames(weights: str | Path | None, profile: str = "full") -> int:
+    """Frames the network of a weights file (or of a profile's shipped one) sees at once."""
+    path = Path(weights) if weights else default_weights(profile)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return int(blob["network"].get("frames", 1))
+    except Exception:  # load_weights names the problem when the worker loads it
+        return 1
 
 
 def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, network: dict,

@@ -1,0 +1,108 @@
+"""The temporal profiles: windows of neighbouring frames, batches that overlap by the window."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from media import make_video
+from pipeline.api import Pipeline
+from pipeline.batching import Batcher
+from pipeline.framequeue import FrameQueue
+from pipeline.frames import Frame
+from pipeline.model.arch_util import build_network
+from pipeline.model.inference import Derainer, window_halo, window_offsets, windows
+from pipeline.model.weights import network_frames
+
+TEMPORAL = {"model": {"profile": "temporal-fast", "runtime": "torch", "dtype": "fp32", "device": "cpu"},
+            "workers": {"backend": "local", "threads": 1}}
+
+
+def frame(i: int, size=(8, 6)) -> Frame:
+    return Frame(np.full((size[1], size[0], 3), i % 256, np.uint8), i, i, Fraction(1, 25))
+
+
+def feed(frames: list[Frame]) -> FrameQueue:
+    q = FrameQueue(len(frames) + 1, "block")
+    for f in frames:
+        q.put(f)
+    q.close()
+    return q
+
+
+def test_window_offsets_and_halo():
+    assert window_offsets(1, False) == () and window_halo(1, False) == (0, 0)
+    assert window_offsets(3, False) == (-1, 1) and window_halo(3, False) == (1, 1)
+    assert window_offsets(3, True) == (-2, -1) and window_halo(3, True) == (2, 0)
+
+
+def test_windows_put_the_target_first_and_repeat_the_edge():
+    x = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    w = windows(x, slice(1, 4), (-1, 1))
+    assert w.shape == (3, 9, 2, 2)
+    assert w[:, ::3, 0, 0].tolist() == [[1, 0, 2], [2, 1, 3], [3, 2, 4]]
+    edge = windows(x, slice(0, 5), (-1, 1))[:, ::3, 0, 0].tolist()
+    assert edge[0] == [0, 0, 1] and edge[-1] == [4, 3, 4]  # past the ends: the nearest frame
+
+
+def test_batches_overlap_by_the_halo_and_never_across_a_size_change():
+    frames = [frame(i) for i in range(7)] + [frame(i, (10, 6)) for i in range(7, 10)]
+    batches = list(Batcher(3, 1000, halo=(1, 1)).batches(feed(frames)))
+    assert [b.seq for b in batches] == [(0, 1, 2), (3, 4, 5), (6,), (7, 8, 9)]
+    seqs = [(None if b.before is None else int(b.before[0, 0, 0, 0]),
+             None if b.after is None else int(b.after[0, 0, 0, 0])) for b in batches]
+    # frame 6 is the last of its size: no context from the 10x6 frames after it, nor before 7
+    assert seqs == [(None, 3), (2, 6), (5, None), (None, None)]
+    images, context = batches[1].model_input()
+    assert context == (1, 1) and images[:, 0, 0, 0].tolist() == [2, 3, 4, 5, 6]
+
+
+def test_causal_batches_carry_past_frames_only():
+    batches = list(Batcher(2, 1000, halo=(2, 0)).batches(feed([frame(i) for i in range(5)])))
+    assert [b.seq for b in batches] == [(0, 1), (2, 3), (4,)]
+    assert batches[0].before is None and all(b.after is None for b in batches)
+    assert batches[2].before[:, 0, 0, 0].tolist() == [2, 3]
+
+
+def test_shipped_temporal_weights_see_three_frames():
+    assert network_frames(None, "temporal") == 3 and network_frames(None, "temporal-fast") == 3
+    assert network_frames(None, "full") == 1
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("t") / "in.mp4", frames=9, size=(64, 48))
+
+
+def run_frames(clip, max_batch: int) -> np.ndarray:
+    cfg = {**TEMPORAL, "batching": {"max_batch": max_batch, "max_wait_ms": 1000}}
+    return np.stack([f.image for f in Pipeline.from_config(cfg).frames(clip)])
+
+
+def test_a_batch_boundary_changes_nothing(clip):
+    one = run_frames(clip, 1)
+    assert len(one) == 9
+    for size in (2, 4, 9):
+        np.testing.assert_array_equal(run_frames(clip, size), one)
+
+
+def test_the_network_uses_the_neighbours(clip):
+    """Batches cut without context (each batch alone) give other frames: the overlap matters."""
+    from pipeline.sources import open_source
+
+    frames = np.stack([f.image for f in open_source(clip)])
+    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
+    whole = d(frames).frames
+    cut = np.concatenate([d(frames[i:i + 2]).frames for i in range(0, 9, 2)])
+    assert np.abs(whole.astype(int) - cut.astype(int)).max() > 0
+    piecewise = np.concatenate([d(frames[max(0, i - 1):i + 3], (min(i, 1), 1 if i + 2 < 9 else 0)).frames
+                                for i in range(0, 9, 2)])
+    np.testing.assert_array_equal(piecewise, whole)
+
+
+def test_temporal_network_builds_with_a_window_input():
+    net = build_network({"type": "TemporalDerainNet", "width": 4, "frames": 3}).eval()
+    out = net(torch.rand(2, 9, 20, 28))
+    assert out.rain.shape == (2, 3, 20, 28) and net.frames == 3
