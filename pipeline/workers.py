@@ -39,11 +39,25 @@ class ModelSettings:
     compile: bool = False
     delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
+    causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
 
     def problems(self) -> list[str]:
-        if self.profile not in ("full", "fast", "identity"):
-            return [f"profile: must be one of full, fast, identity (got {self.profile!r})"]
+        from .model.weights import PROFILES
+
+        known = (*PROFILES, "identity")
+        if self.profile not in known:
+            return [f"profile: must be one of {', '.join(known)} (got {self.profile!r})"]
         return []
+
+
+def model_halo(model: ModelSettings) -> tuple[int, int]:
+    """Frames a batch needs before and after it for the model's window ((0, 0) for one frame)."""
+    from .model.inference import IDENTITY, window_halo
+    from .model.weights import network_frames
+
+    if model.profile == IDENTITY and model.weights is None:
+        return (0, 0)
+    return window_halo(network_frames(model.weights, model.profile), model.causal)
 
 
 @dataclass(frozen=True)
@@ -77,8 +91,8 @@ class DerainWorker:
 
         self.derainer = Derainer.load(**model, threads=threads or None)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = self.derainer(images)
+    def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+        result = self.derainer(images, context)
         return result.frames, result.rain_intensity
 
     def pid(self) -> int:
@@ -350,6 +364,7 @@ class RayPool:
             plan = [replace(p, threads=workers.threads,
                             num_cpus=p.num_cpus if p.num_gpus else min(p.num_cpus, workers.threads)) for p in plan]
         self.settings = workers
+        self.halo = model_halo(model)
         self._actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(DerainWorker)
         # Fail now, naming the problem, if the model cannot load (bad weights file, ...) or the
         # workers cannot be placed.
@@ -366,11 +381,12 @@ class RayPool:
     def capacity(self) -> int:
         return self.size * self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray | Any, tries: int = 0) -> None:
+    def submit(self, key: Any, images: np.ndarray | Any, context: tuple[int, int] = (0, 0), tries: int = 0) -> None:
+        """Derain `images` but the `context` frames at either end (FrameBatch.model_input)."""
         ref = images if isinstance(images, self.ray.ObjectRef) else self.ray.put(images)
         idx = min(range(self.size), key=self.load.__getitem__)
         self.load[idx] += 1
-        self.inflight[self.actors[idx].run.remote(ref)] = (key, ref, idx, tries)
+        self.inflight[self.actors[idx].run.remote(ref, context)] = (key, ref, context, idx, tries)
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
@@ -378,25 +394,25 @@ class RayPool:
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            key, images, idx, tries = self.inflight.pop(ref)
+            key, images, context, idx, tries = self.inflight.pop(ref)
             self.load[idx] -= 1
             try:
                 frames, intensity = self.ray.get(ref)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as exc:
-                self._resubmit(key, images, idx, tries, exc)
+                self._resubmit(key, images, context, idx, tries, exc)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 raise WorkerError(f"worker failed on batch {key}: {exc.cause!r}") from None
             out.append((key, frames, intensity))
         return out
 
-    def _resubmit(self, key, images, idx: int, tries: int, exc: Exception) -> None:
+    def _resubmit(self, key, images, context: tuple[int, int], idx: int, tries: int, exc: Exception) -> None:
         self.restarts += 1
         if tries + 1 >= self.settings.max_tries:
             raise WorkerError(f"batch {key}: its worker died {tries + 1} times ({type(exc).__name__})")
         log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
                     idx, key, type(exc).__name__)
-        self.submit(key, images, tries + 1)
+        self.submit(key, images, context, tries + 1)
 
     def pids(self) -> list[int]:
         return self.ray.get([a.pid.remote() for a in self.actors])
@@ -413,6 +429,7 @@ class LocalPool:
     def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
         self.worker = DerainWorker(asdict(model), workers.threads)
         self.settings = workers
+        self.halo = self.worker.derainer.halo
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")
         self.inflight: dict[Future, Any] = {}
         self.restarts = 0
@@ -421,8 +438,8 @@ class LocalPool:
     def capacity(self) -> int:
         return self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray) -> None:
-        self.inflight[self.executor.submit(self.worker.run, images)] = key
+    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> None:
+        self.inflight[self.executor.submit(self.worker.run, images, context)] = key
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
