@@ -107,7 +107,8 @@ def _worker_layout(settings: RunSettings, ray, files: int) -> list:
     """Each file worker's resources, sized to the nodes: one per GPU, else one per node holding
     its cores (see pipeline.workers.plan_workers); a request no node can hold is an error."""
     a = settings.archive
-    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), settings.model.device, a.workers, a.threads_per_worker, limit=files,
+    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), settings.model.device, a.workers,
+                        a.threads_per_worker, limit=files,
                         knobs="archive.workers (--file-workers) or archive.threads_per_worker")
 
 
