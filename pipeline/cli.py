@@ -144,14 +144,18 @@ def cmd_eval(args) -> int:
     derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
                              runtime=args.runtime or "auto")
     csv_path = args.csv or (Path(args.rain).name + "-eval.csv")
+    video = {"auto": None, "on": True, "off": False}[args.video]
     result = evaluate(args.rain, args.clean, derainer, csv_path=csv_path, save_dir=args.save,
-                      progress=not args.json and sys.stderr.isatty())
+                      progress=not args.json and sys.stderr.isatty(), video=video)
     result["csv"] = str(csv_path)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['n']} images: input {result['input_psnr']:.2f} dB / {result['input_ssim']:.4f} -> "
               f"ours {result['psnr']:.2f} dB / {result['ssim']:.4f} (Y channel); per image: {csv_path}")
+        if result["video"]:
+            print(f"warping error (flicker): input {result['input_warp_error']:.5f}, ours {result['warp_error']:.5f}, "
+                  f"clean {result['clean_warp_error']:.5f}")
     return 0
 
 
@@ -279,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.add_argument("--csv", help="per-image CSV (default: <rain folder name>-eval.csv)")
     p.add_argument("--save", help="also write the derained images here")
+    p.add_argument("--video", choices=["auto", "on", "off"], default="auto",
+                   help="the images are consecutive frames: temporal profiles see neighbours, and the warping "
+                        "error (flicker) is reported (auto: names numbered consecutively, one size)")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_eval, profile="full", device="auto", dtype="auto")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from .data import pair_files, read_rgb, write_rgb
+from .flicker import WarpReference
 from .inference import Derainer
 from .losses import ssim
 
@@ -59,33 +61,68 @@ def score_pair(name: str, rainy: np.ndarray, derained: np.ndarray, clean: np.nda
 
 def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
              csv_path: str | Path | None = None, save_dir: str | Path | None = None,
-             progress: bool = False) -> dict:
-    """Derain every rainy image, score it and its input; returns the means (and writes a CSV per image)."""
+             progress: bool = False, video: bool | None = None) -> dict:
+    """Derain every rainy image, score it and its input; returns the means (and writes a CSV per image).
+
+    `video`: the images are consecutive frames (in name order): a temporal profile sees each
+    frame's neighbours, and the result also holds the warping error (flicker.py) of the output,
+    of the rainy input and of the clean frames. None: so when the names number consecutive
+    frames (00001, 00002, ...) of one size."""
     pairs = pair_files(rain_dir, clean_dir)
-    scores = []
+    scores, outputs = [], []
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-    for rain_path, clean_path in _maybe_progress(pairs, progress):
-        rainy, clean = read_rgb(rain_path), read_rgb(clean_path)
-        if rainy.shape != clean.shape:
-            raise InputError(f"{rain_path} is {rainy.shape[1]}x{rainy.shape[0]} but {clean_path} is "
-                             f"{clean.shape[1]}x{clean.shape[0]}: sizes must match")
-        derained = derainer(rainy[None]).frames[0]
+    rainy_all, clean_all = zip(*(_read_pair(r, c) for r, c in pairs))
+    if video is None:
+        video = looks_like_video([r for r, _ in pairs], rainy_all)
+    if video:
+        derained_all = (f for result in derainer.sequence(list(rainy_all)) for f in result.frames)
+    else:
+        derained_all = (derainer(rainy[None]).frames[0] for rainy in rainy_all)
+    for (rain_path, _), rainy, clean, derained in _maybe_progress(list(zip(pairs, rainy_all, clean_all)), progress,
+                                                                  derained_all):
         if save_dir:
             write_rgb(Path(save_dir) / f"{rain_path.stem}.png", derained)
         scores.append(score_pair(rain_path.name, rainy, derained, clean))
+        if video:
+            outputs.append(derained)
     if csv_path:
         with open(csv_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(asdict(scores[0])))
             writer.writeheader()
             writer.writerows(asdict(s) for s in scores)
     means = {k: float(np.mean([getattr(s, k) for s in scores])) for k in asdict(scores[0]) if k != "name"}
-    return {"n": len(scores), "profile": derainer.profile, **{k: round(v, 4) for k, v in means.items()}}
+    out = {"n": len(scores), "profile": derainer.profile, "video": video,
+           **{k: round(v, 4) for k, v in means.items()}}
+    if video:
+        ref = WarpReference(list(clean_all))
+        out.update(warp_error=round(ref.error(outputs), 6), input_warp_error=round(ref.error(list(rainy_all)), 6),
+                   clean_warp_error=round(ref.error(list(clean_all)), 6))
+    return out
 
 
-def _maybe_progress(items, on: bool):
+def looks_like_video(paths: list[Path], images) -> bool:
+    """Three or more images of one size whose names end in consecutive numbers."""
+    numbers = [re.search(r"(\d+)$", p.stem) for p in paths]
+    if len(paths) < 3 or not all(numbers) or len({im.shape for im in images}) != 1:
+        return False
+    seq = [int(m.group(1)) for m in numbers]
+    return seq == list(range(seq[0], seq[0] + len(seq)))
+
+
+def _read_pair(rain_path: Path, clean_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rainy, clean = read_rgb(rain_path), read_rgb(clean_path)
+    if rainy.shape != clean.shape:
+        raise InputError(f"{rain_path} is {rainy.shape[1]}x{rainy.shape[0]} but {clean_path} is "
+                         f"{clean.shape[1]}x{clean.shape[0]}: sizes must match")
+    return rainy, clean
+
+
+def _maybe_progress(items, on: bool, derained):
+    """(item..., derained frame) tuples, with a progress bar when asked."""
+    rows = ((*item, frame) for item, frame in zip(items, derained))
     if not on:
-        return items
+        return rows
     from tqdm import tqdm
 
-    return tqdm(items, desc="eval", dynamic_ncols=True)
+    return tqdm(rows, total=len(items), desc="eval", dynamic_ncols=True)

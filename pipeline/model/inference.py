@@ -169,6 +169,14 @@ class Derainer:
         """Frames in the network's window (1 for single-frame networks)."""
         return len(self.offsets) + 1
 
+    def sequence(self, frames: list[np.ndarray], chunk: int = 4):
+        """Derain consecutive frames (a video as images) in chunks, each frame with its neighbours
+        (the same frames as the pipeline gives, whatever the chunk); yields DerainResults in order."""
+        before, after = self.halo
+        for i in range(0, len(frames), chunk):
+            lo, hi = max(0, i - before), min(len(frames), i + chunk + after)
+            yield self(np.stack(frames[lo:hi]), (i - lo, hi - min(len(frames), i + chunk)))
+
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray, context: tuple[int, int] = (0, 0)) -> DerainResult:
         """Derain `frames` (B, H, W, 3) uint8, consecutive in time, except the first `context[0]` and
