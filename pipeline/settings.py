@@ -58,7 +58,7 @@ class ArchiveSettings:
     patterns: list[str] = field(default_factory=lambda: ["*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.ts"])
     recursive: bool = True
     output_suffix: str = ""  # "" keeps each file's extension
-    workers: int = 0  # parallel file workers; 0: one per GPU, else CPU cores // threads_per_worker
+    workers: int = 0  # parallel file workers; 0: one per GPU, else one per node (or per threads_per_worker cores)
     threads_per_worker: int = 0  # torch threads per file worker; 0: cores // workers
     retries: int = 2  # a file whose worker died is retried this many times
 
