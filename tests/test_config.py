@@ -38,7 +38,7 @@ def write(tmp_path, text):
     ("model: 3", "model: must be a mapping (got 3)"),
     ("encode: {codec: mpeg2}", "encode.codec: must be one of"),
     ("encode: {crf: 99}", "encode.crf: must be in 0..63 (got 99)"),
-    ("model: {profile: turbo}", "model.profile: must be one of full, fast, identity"),
+    ("model: {profile: turbo}", "model.profile: must be one of full, fast, temporal, temporal-fast, identity"),
     ("modle: {}", "modle: unknown key; did you mean 'model'?"),
     ("- a list", "the top level must be a mapping"),
     ("a: [unclosed", "not valid YAML: line 1, column 13: expected ',' or ']'"),
