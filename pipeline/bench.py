@@ -69,7 +69,7 @@ def count_macs(net: torch.nn.Module, h: int, w: int) -> int:
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
-        net(torch.zeros(1, 3, h, w))
+        net(torch.zeros(1, 3 * getattr(net, "frames", 1), h, w))  # a temporal net sees a window
     for handle in handles:
         handle.remove()
     return total

@@ -408,6 +408,13 @@ class RayPool:
 
     def _resubmit(self, key, images, context: tuple[int, int], idx: int, tries: int, exc: Exception) -> None:
         self.restarts += 1
+        if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
+            # Still restarting (a batch sent while the dead actor comes back): not a new death.
+            # Wait until it answers, so a slow restart on a busy machine does not use up the tries.
+            ready, _ = self.ray.wait([self.actors[idx].pid.remote()], timeout=self.settings.start_timeout_s)
+            if ready:
+                self.submit(key, images, context, tries)
+                return
         if tries + 1 >= self.settings.max_tries:
             raise WorkerError(f"batch {key}: its worker died {tries + 1} times ({type(exc).__name__})")
         log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
