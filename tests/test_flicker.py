@@ -76,6 +76,10 @@ def test_video_is_recognised_by_consecutive_names_and_one_size(tmp_path):
     assert not looks_like_video([Path(f"{i:05d}.jpg") for i in (1, 2, 4)], frames)
     assert not looks_like_video([Path(f"rain-{i}.png") for i in (1, 2, 3)],
                                 [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)] * 2)
+    unrelated = [texture(64, 64, seed=s) for s in range(4)]  # numbered, one size, but no one scene
+    assert not looks_like_video([Path(f"rain-{i:03d}.png") for i in range(1, 5)], [u // 2 + (80 * (i % 2)) for i, u in
+                                                                                  enumerate(unrelated)])
+    assert looks_like_video([Path(f"{i:05d}.jpg") for i in range(1, 5)], panning(4))
 
 
 def test_eval_reports_warp_error_on_a_folder_of_frames(tmp_path):

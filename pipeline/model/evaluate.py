@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -102,12 +103,18 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
 
 
 def looks_like_video(paths: list[Path], images) -> bool:
-    """Three or more images of one size whose names end in consecutive numbers."""
+    """Three or more images of one size whose names end in consecutive numbers, and that look like
+    one scene: 16x16 thumbnails of neighbours differ by less than 25 levels (median over pairs;
+    NTU's videos 1-18, rain12's unrelated photos, also numbered and of one size, 37)."""
     numbers = [re.search(r"(\d+)$", p.stem) for p in paths]
     if len(paths) < 3 or not all(numbers) or len({im.shape for im in images}) != 1:
         return False
     seq = [int(m.group(1)) for m in numbers]
-    return seq == list(range(seq[0], seq[0] + len(seq)))
+    if seq != list(range(seq[0], seq[0] + len(seq))):
+        return False
+    thumbs = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+              for im in images]
+    return float(np.median([np.abs(a - b).mean() for a, b in zip(thumbs[:-1], thumbs[1:])])) < 25
 
 
 def _read_pair(rain_path: Path, clean_path: Path) -> tuple[np.ndarray, np.ndarray]:
