@@ -176,6 +176,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_rainmeter(args) -> int:
+    from .model.rainmeter import measure
+    from .sources import open_source
+
+    for path in args.paths:
+        result = {"path": path, **measure(f.image for f in open_source(path))}
+        if not args.per_frame:
+            result.pop("per_frame")
+        print(json.dumps(result) if args.json else f"{path}: rain left {result['rain_left']} "
+              f"(mean over {result['frames']} frames; Y levels of thin bright oriented structure)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -308,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-ms", type=float, default=0.0, help="--live, identity profile: sleep per frame")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_bench, profile="full", device="auto", dtype="auto")
+
+    p = sub.add_parser("rainmeter", help="no-reference measure of the rain left in videos or image folders")
+    p.add_argument("paths", nargs="+", help="video files or folders of frames")
+    p.add_argument("--per-frame", action="store_true", help="also list each frame's score")
+    p.add_argument("--json", action="store_true", help="one JSON object per path")
+    p.set_defaults(func=cmd_rainmeter)
 
     p = sub.add_parser("demo", help="derain the shipped rainy sample clip")
     p.add_argument("--out", default="derain-demo", help="output folder")
