@@ -25,7 +25,7 @@ def system_python() -> str:
         if candidate and Path(candidate).exists():
             return candidate
     raise DerainError("no system python3 with python3-gi found (apt-get install python3-gi "
-                      "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly ...)")
+                      "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly gstreamer1.0-x ...)")
 
 
 def free_port() -> int:
