@@ -1,8 +1,9 @@
 """Side-by-side crops at 2x of real rain: rainy | full | temporal (| temporal-fast), frame 30.
 
 Reads the frames scripts/real-rain.sh left in runs/real-rain/ and writes docs/img/crop-<set>.png.
-The crop is the 160x120 window where the rainy frame's streak response (rainmeter.streak_map) is
-strongest, so it shows rain rather than sky.
+The crop is the 160x120 window where the rainy frame stands brightest above the median of its
+four neighbours (rain changes from frame to frame; a fence or a branch does not), so it
+shows rain rather than scene texture.
     .venv/bin/python scripts/real-rain-crops.py
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.model.data import list_images, read_rgb, write_rgb  # noqa: E402
-from pipeline.model.rainmeter import streak_map  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 
 FRAME, W, H = 30, 160, 120
@@ -31,8 +31,10 @@ def nth(path: Path, n: int) -> np.ndarray:
     return next(f.image for i, f in enumerate(open_source(path)) if i == n)
 
 
-def window(rainy: np.ndarray) -> tuple[int, int]:
-    score = cv2.boxFilter(streak_map(rainy), -1, (W, H), normalize=True)
+def window(src: Path) -> tuple[int, int]:
+    frames = [nth(src, FRAME + k).astype(np.float32) for k in (-2, -1, 0, 1, 2)]
+    rain = np.maximum(frames[2] - np.median(frames, axis=0), 0).mean(-1)
+    score = cv2.boxFilter(rain, -1, (W, H), normalize=True)
     h, w = score.shape
     score = score[H // 2:h - H // 2, W // 2:w - W // 2]
     y, x = np.unravel_index(np.argmax(score), score.shape)
@@ -44,7 +46,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, src in RAINY.items():
         rainy = nth(src, FRAME)
-        y, x = window(rainy)
+        y, x = window(src)
         tiles = [rainy] + [nth(Path(f"runs/real-rain/{name}-{p}"), FRAME) for p in PROFILES]
         crops = [cv2.resize(t[y:y + H, x:x + W], (2 * W, 2 * H), interpolation=cv2.INTER_NEAREST) for t in tiles]
         gap = np.full((2 * H, 4, 3), 255, np.uint8)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real rain, which has no ground truth: derain NTU's two real rainy videos (ra1, rb2) and the
-# demo clip with every profile, and measure the rain left (`derain rainmeter`); on NTU a1
-# (synthetic, with ground truth) check that the measure ranks the profiles' outputs as PSNR does.
+# demo clip with every profile, and measure the rain left (`derain rainmeter`); then, on NTU a1
+# (synthetic, with ground truth), check that the measure ranks the outputs as PSNR does
+# (scripts/rainmeter-check.sh).
 #   bash scripts/real-rain.sh            -> docs/results/real-rain.jsonl, docs/results/rainmeter-a1.jsonl
 # Outputs (PNG frames) stay in runs/real-rain/ for scripts/real-rain-crops.py.
 set -euo pipefail
@@ -10,7 +11,6 @@ D=../shared/data
 W=runs/real-rain
 mkdir -p "$W" docs/results
 : > docs/results/real-rain.jsonl
-: > docs/results/rainmeter-a1.jsonl
 profiles=${PROFILES:-full fast temporal temporal-fast}
 declare -A inputs=([ra1]=$D/ntu_realrain_video/ra1_Rain [rb2]=$D/ntu_realrain_video/rb2_Rain [demo]=pipeline/assets/rainy-sample.mp4)
 for name in ra1 rb2 demo; do
@@ -21,15 +21,5 @@ for name in ra1 rb2 demo; do
     echo "{\"set\": \"$name\", \"profile\": \"$p\", \"result\": $(.venv/bin/derain rainmeter "$out" --json)}" >> docs/results/real-rain.jsonl
   done
 done
-a1=$D/ntu_synthetic_video
-for p in rainy clean $profiles; do
-  case $p in
-    rainy) dir=$a1/a1_Rain; psnr=null ;;
-    clean) dir=$a1/a1_GT; psnr=null ;;
-    *) dir=$W/a1-$p
-       psnr=$(.venv/bin/derain eval --rain $a1/a1_Rain --clean $a1/a1_GT --profile "$p" --save "$dir" \
-              --csv "$W/a1-$p.csv" --json | tail -n 1) ;;
-  esac
-  echo "{\"profile\": \"$p\", \"eval\": $psnr, \"rainmeter\": $(.venv/bin/derain rainmeter "$dir" --json)}" >> docs/results/rainmeter-a1.jsonl
-done
-cat docs/results/real-rain.jsonl docs/results/rainmeter-a1.jsonl
+bash scripts/rainmeter-check.sh
+cat docs/results/real-rain.jsonl
