@@ -1,9 +1,9 @@
 """Side-by-side crops at 2x of real rain: rainy | full | temporal (| temporal-fast), frame 30.
 
 Reads the frames scripts/real-rain.sh left in runs/real-rain/ and writes docs/img/crop-<set>.png.
-The crop is the 160x120 window where the rainy frame stands brightest above the median of its
-four neighbours (rain changes from frame to frame; a fence or a branch does not), so it
-shows rain rather than scene texture.
+The crop is the 160x120 window where the rainy frame's thin bright structure (a top-hat across
+7 px) stands highest above the median of its four neighbours' (rain changes from frame to
+frame; a fence, a branch or a moving pole's edge does not), so it shows rain.
     .venv/bin/python scripts/real-rain-crops.py
 """
 from __future__ import annotations
@@ -32,8 +32,10 @@ def nth(path: Path, n: int) -> np.ndarray:
 
 
 def window(src: Path) -> tuple[int, int]:
-    frames = [nth(src, FRAME + k).astype(np.float32) for k in (-2, -1, 0, 1, 2)]
-    rain = np.maximum(frames[2] - np.median(frames, axis=0), 0).mean(-1)
+    across = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 1))
+    thin = [cv2.morphologyEx(cv2.cvtColor(nth(src, FRAME + k), cv2.COLOR_RGB2GRAY), cv2.MORPH_TOPHAT, across)
+            .astype(np.float32) for k in (-2, -1, 0, 1, 2)]
+    rain = np.maximum(thin[2] - np.median(thin, axis=0), 0)
     score = cv2.boxFilter(rain, -1, (W, H), normalize=True)
     h, w = score.shape
     score = score[H // 2:h - H // 2, W // 2:w - W // 2]
