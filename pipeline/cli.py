@@ -184,8 +184,8 @@ def cmd_rainmeter(args) -> int:
         result = {"path": path, **measure(f.image for f in open_source(path))}
         if not args.per_frame:
             result.pop("per_frame")
-        print(json.dumps(result) if args.json else f"{path}: rain left {result['rain_left']} "
-              f"(mean over {result['frames']} frames; Y levels of thin bright oriented structure)")
+        print(json.dumps(result) if args.json else f"{path}: rain left {result['rain_left']}, changing "
+              f"{result['rain_changing']} (Y levels of thin bright structure, over {result['frames']} frames)")
     return 0
 
 
