@@ -52,10 +52,19 @@ class Batcher:
                     break
                 frames.append(frame)
             shape = first.image.shape
-            before = [f for f in self._tail if f.image.shape == shape]
+            before = self._run_before(shape)
             after = self._read_ahead(queue, shape, poll_s, stop) if self.halo[1] else []
             self._tail = (self._tail + frames)[-self.halo[0]:] if self.halo[0] else []
             yield FrameBatch.of(frames, before, after)
+
+    def _run_before(self, shape: tuple) -> list[Frame]:
+        """The last frames batched, back to the nearest change of size (none across it)."""
+        run: list[Frame] = []
+        for frame in reversed(self._tail):
+            if frame.image.shape != shape:
+                break
+            run.insert(0, frame)
+        return run
 
     def _read_ahead(self, queue: FrameQueue, shape: tuple, poll_s: float, stop) -> list[Frame]:
         """The next halo[1] frames of this size, left queued for the next batch."""

@@ -106,3 +106,30 @@ def test_temporal_network_builds_with_a_window_input():
     net = build_network({"type": "TemporalDerainNet", "width": 4, "frames": 3}).eval()
     out = net(torch.rand(2, 9, 20, 28))
     assert out.rain.shape == (2, 3, 20, 28) and net.frames == 3
+
+
+def test_causal_context_stops_at_a_size_change():
+    sizes = [(8, 6), (8, 6), (10, 6), (8, 6), (8, 6)]
+    frames = [frame(i, s) for i, s in enumerate(sizes)]
+    batches = list(Batcher(1, 1000, halo=(2, 0)).batches(feed(frames)))
+    before = {b.seq[0]: [] if b.before is None else b.before[:, 0, 0, 0].tolist() for b in batches}
+    assert before == {0: [], 1: [0], 2: [], 3: [], 4: [3]}  # never frame 1 across the 10x6 frame
+
+
+def test_training_clips_repeat_a_clamped_edge_frame_exactly(monkeypatch):
+    from pipeline.model import data
+    from pipeline.model.data import PatchSampler
+    from pipeline.model.motion import MotionRanges, neighbour_offsets
+
+    rng = np.random.default_rng(0)
+    drawn = {tuple(neighbour_offsets(rng, 3, MotionRanges(edge=1.0))) for _ in range(200)}
+    assert drawn == {(0, 1), (-1, 0), (0, 0), (-1, -1)}  # as windows() clamps at a file's ends
+    photo = (np.random.default_rng(1).random((80, 90, 3)) * 255).astype(np.uint8)
+    sampler = PatchSampler([photo], [], 32, {"medium": 1.0}, frames=3)
+    # Causal windows at a stream's start only: (t, t, t) or (t, t-1, t-1).
+    monkeypatch.setattr(data, "_MOTION", MotionRanges(causal=1.0, edge=1.0))
+    sampler_rng = np.random.default_rng(5)
+    for _ in range(10):
+        rainy, _ = sampler.sample_clip(sampler_rng)
+        assert rainy.shape == (3, 32, 32, 3)
+        np.testing.assert_array_equal(rainy[1], rainy[2])

@@ -120,14 +120,12 @@ class PatchSampler:
         style = frozen(random_style(rng, self.mix), rng)
         quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
         use_jpeg = self.jpeg and rng.random() < self.jpeg
-        rainy = []
-        for i, frame in enumerate(clip):
-            if i and offsets[i - 1] == 0:  # the target standing in for a missing frame: the same image
-                rainy.append(rainy[0])
-                continue
-            r = np.round(add_rain(frame, rng, style) * 255).astype(np.uint8)
-            rainy.append(_jpeg(r, quality) if use_jpeg else r)
-        return np.stack(rainy).astype(np.float32) / 255, clip[0]
+        rainy: dict[int, np.ndarray] = {}  # by time: a frame standing in twice is the same rainy image
+        for t, frame in zip([0, *offsets], clip):
+            if t not in rainy:
+                r = np.round(add_rain(frame, rng, style) * 255).astype(np.uint8)
+                rainy[t] = _jpeg(r, quality) if use_jpeg else r
+        return np.stack([rainy[t] for t in [0, *offsets]]).astype(np.float32) / 255, clip[0]
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rainy, clean), float32 (n, 3 * frames, patch, patch) and (n, 3, patch, patch); a window's

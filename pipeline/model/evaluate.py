@@ -70,6 +70,8 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
     of the rainy input and of the clean frames. None: so when the names number consecutive
     frames (00001, 00002, ...) of one size."""
     pairs = pair_files(rain_dir, clean_dir)
+    if video:  # frame 2 before frame 10, however the names are padded
+        pairs.sort(key=lambda pair: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", pair[0].stem)])
     scores, outputs = [], []
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)

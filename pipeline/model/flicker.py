@@ -7,7 +7,9 @@ O are the frames judged (RGB in [0, 1]); W(O_{t+1}) is frame t+1 warped back ont
 along the optical flow from t to t+1; M_t masks the pixels occluded between the two. The flow
 and the occlusion mask come from the clean frames, so every video judged against the same
 clean frames is warped the same way: a flicker-free derainer scores as low as the clean video.
-Occlusion uses the forward-backward check of Sundaram et al. (ECCV 2010), as Lai et al. do.
+Occlusion uses the forward-backward check of Sundaram et al. (ECCV 2010), as Lai et al. do;
+their second mask, of motion boundaries, is left out, so figures compare versions of one video
+here rather than against published tables.
 """
 from __future__ import annotations
 

@@ -34,12 +34,17 @@ class MotionRanges:
 def neighbour_offsets(rng: np.random.Generator, frames: int, ranges: MotionRanges) -> list[int]:
     """Time offsets of the frames-1 neighbours, centred or causal (the target is at offset 0)."""
     k = frames - 1
-    if rng.random() < ranges.causal:
+    causal = rng.random() < ranges.causal
+    if causal:
         offsets = list(range(-k, 0))
     else:
         offsets = [o for o in range(-(k // 2) - k % 2, k // 2 + 1) if o != 0][:k]
-    if rng.random() < ranges.edge:  # past the file's end the nearest existing frame stands in
-        offsets[int(rng.integers(len(offsets)))] = 0
+    if rng.random() < ranges.edge:
+        # Near a file's start (or end) the nearest existing frame stands in, as inference's
+        # windows() clamps: the target p frames from the edge sees nothing beyond it.
+        p = int(rng.integers(0, k if causal else 1))
+        side = -1 if causal or rng.random() < 0.5 else 1
+        offsets = [max(o, -p) if side < 0 else min(o, p) for o in offsets]
     return offsets
 
 
@@ -68,15 +73,14 @@ def camera_clip(photo: np.ndarray, rng: np.random.Generator, patch: int, offsets
     rotate = 0.0 if static else rng.uniform(-ranges.rotate, ranges.rotate)
     shake = 0.0 if static else rng.uniform(0, ranges.shake)
     center = np.array([x, y], np.float64) + (patch - 1) / 2
-    frames = [target]
+    seen = {0: target}  # a time that repeats (a clamped edge) is the same frame
     for t in offsets:
-        if t == 0:
-            frames.append(target)
-            continue
-        shift = pan * t + rng.normal(0, shake, 2)
-        m = _affine(center, patch, shift, (1 + zoom) ** t, rotate * t)
-        frames.append(cv2.warpAffine(photo, m, (patch, patch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_REFLECT101))
+        if t not in seen:
+            shift = pan * t + rng.normal(0, shake, 2)
+            m = _affine(center, patch, shift, (1 + zoom) ** t, rotate * t)
+            seen[t] = cv2.warpAffine(photo, m, (patch, patch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                     borderMode=cv2.BORDER_REFLECT101)
+    frames = [target] + [seen[t] for t in offsets]
     clip = np.stack(frames)
     if rng.random() < ranges.moving_patch:
         _move_object(clip, photo, rng, [0, *offsets])

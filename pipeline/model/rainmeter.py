@@ -64,6 +64,8 @@ def measure(frames) -> dict:
     scores, changing, window = [], [], deque(maxlen=5)
     for frame in frames:
         scores.append(rain_left(frame))
+        if window and window[-1].shape != frame.shape[:2]:
+            window.clear()  # a folder of pictures of other sizes: no window across them
         window.append(thin_bright(frame))
         if len(window) == 5:
             centre = window[2]

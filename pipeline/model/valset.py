@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .data import IMAGE_SUFFIXES, PatchSampler, read_rgb
 from .scale import predict
 from .synth import STYLES
@@ -36,6 +37,9 @@ def validation_batches(clean_dirs: list[str], frames: int = 1, patch: int = 128,
     """`count` fixed (rainy, clean) pairs in batches, every style equally often: the same arrays for
     the same arguments, whatever machine makes them."""
     photos = [read_rgb(p) for p in held_out_photos(clean_dirs)]
+    if not photos:
+        raise InputError(f"{', '.join(map(str, clean_dirs))}: none of the validation photos "
+                         f"({', '.join(HELD_OUT[:3])}, ...) is there; set val_every: 0 to train without")
     sampler = PatchSampler(photos, [], patch, EVERY_STYLE, jpeg=jpeg, frames=frames)
     return [sampler.batch(batch, np.random.default_rng([SEED, frames, i])) for i in range(count // batch)]
 

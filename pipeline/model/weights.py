@@ -7,6 +7,7 @@ file in any error.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .arch_util import build_network
+from .arch_util import ARCH_REGISTRY, build_network
 from .scale import UPSAMPLERS
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -40,10 +41,12 @@ def network_frames(weights: str | Path | None, profile: str = "full") -> int:
     """Frames the network of a weights file (or of a profile's shipped one) sees at once."""
     path = Path(weights) if weights else default_weights(profile)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return int(blob["network"].get("frames", 1))
+        spec = dict(torch.load(path, map_location="cpu", weights_only=True)["network"])
     except Exception:  # load_weights names the problem when the worker loads it
         return 1
+    cls = ARCH_REGISTRY.get(spec.get("type"))
+    default = inspect.signature(cls).parameters.get("frames") if cls else None
+    return int(spec.get("frames", default.default if default is not None else 1))
 
 
 def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, network: dict,
