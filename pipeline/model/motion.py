@@ -42,9 +42,13 @@ def neighbour_offsets(rng: np.random.Generator, frames: int, ranges: MotionRange
     if rng.random() < ranges.edge:
         # Near a file's start (or end) the nearest existing frame stands in, as inference's
         # windows() clamps: the target p frames from the edge sees nothing beyond it.
-        p = int(rng.integers(0, k if causal else 1))
-        side = -1 if causal or rng.random() < 0.5 else 1
-        offsets = [max(o, -p) if side < 0 else min(o, p) for o in offsets]
+        # One draw, as before this form (the validation clips keep their random stream): causal,
+        # how far from the start; centred, which side is missing.
+        draw = int(rng.integers(k))
+        if causal:
+            offsets = [max(o, -draw) for o in offsets]
+        else:
+            offsets = [min(o, 0) if draw else max(o, 0) for o in offsets]
     return offsets
 
 
