@@ -136,6 +136,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def reassert_sigterm() -> None:
+    """Put the process's Python SIGTERM handler back in front of Ray's core library, which can
+    install its own (a stack dump, then an abort) after ray.init returned: seen once in a full
+    test run, SIGTERM arriving while the first batches ran. Called once the workers are up."""
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _join_error(address: str, exc: BaseException) -> str:
     """One line for a failed ray.init(address=...): what went wrong and what to do."""
     chain, e = [], exc
@@ -370,6 +380,7 @@ class RayPool:
         # workers cannot be placed.
         self.actors = start_actors(ray, self._actor_cls, plan, lambda p: (asdict(model), p.threads),
                                    "derain workers", workers.start_timeout_s)
+        reassert_sigterm()
         self.inflight: dict[Any, tuple[Any, Any, int, int]] = {}  # ref -> (key, images ref, actor, tries)
         self.load = [0] * len(self.actors)
         self.restarts = 0
