@@ -22,8 +22,24 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: the same cleanup."""
 
 
+_terminated = threading.Event()  # Ray re-raises an exception from a signal handler as a plain KeyboardInterrupt
+
+
 def _raise_terminated(signum, frame):
+    _terminated.set()
     raise Terminated()
+
+
+def _leave_now(code: int) -> None:
+    """End an interrupted run that started Ray: Ray's processes stopped here, then no
+    interpreter exit hooks (the outputs are already cleaned up). Ray's core library, stopped
+    mid-call, can crash the process on its way out (exit -11 seconds later, not 143 or 130)."""
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        ray.shutdown(wait_for_processes=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _settings(args, **overrides):
@@ -359,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's core library would install a crash handler for SIGTERM while ray.init runs: a
+    # stack dump, then an abort at exit, in place of "terminated (SIGTERM)" and exit 143.
+    # Read when ray is imported, which happens later (workers start lazily).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     # SIGTERM (docker stop, systemd, kill) ends a run as Ctrl-C does; live runs install their
     # own handler (flush and close everything playable, exit 0). pipeline.workers.init_ray
     # keeps this handler when Ray starts (Ray would put its own, and a crash-style dump).
@@ -372,11 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         _fail(args, str(exc))
         return 1
     except KeyboardInterrupt as exc:
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        terminated = isinstance(exc, Terminated) or _terminated.is_set()
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
         print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
-        return 143 if isinstance(exc, Terminated) else 130
+        code = 143 if terminated else 130
+        _leave_now(code)
+        return code
     except Exception as exc:
         if getattr(args, "json", False):  # a bug, not a user error: the traceback follows on stderr
             print(json.dumps({"ok": False, "command": args.command, "error": f"internal error: {exc!r}"[:500]}),

@@ -106,7 +106,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     authentication is enabled for this Ray cluster..."); derain keeps Ray's behaviour
     (token auth on for a cluster it starts) and drops the notice. The process's own
     SIGTERM handler (the CLI's: end the run as Ctrl-C does) is kept: ray.init replaces
-    it with one that exits mid-call, and its core library dumps a stack on SIGTERM.
+    it with one that exits mid-call (turned back into this process's handler below). The CLI
+    also keeps Ray's core library from installing its crash handler, which dumps a stack and
+    aborts on SIGTERM (RAY_DISABLE_FAILURE_SIGNAL_HANDLER, in pipeline.cli).
     """
     import ray
 
@@ -134,16 +136,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     finally:
         if callable(sigterm):  # a Python handler this process installed before Ray
             signal.signal(signal.SIGTERM, sigterm)
-
-
-def reassert_sigterm() -> None:
-    """Put the process's Python SIGTERM handler back in front of Ray's core library, which can
-    install its own (a stack dump, then an abort) after ray.init returned: seen once in a full
-    test run, SIGTERM arriving while the first batches ran. Called once the workers are up."""
-    if threading.current_thread() is threading.main_thread():
-        handler = signal.getsignal(signal.SIGTERM)
-        if callable(handler):
-            signal.signal(signal.SIGTERM, handler)
 
 
 def _join_error(address: str, exc: BaseException) -> str:
@@ -380,7 +372,6 @@ class RayPool:
         # workers cannot be placed.
         self.actors = start_actors(ray, self._actor_cls, plan, lambda p: (asdict(model), p.threads),
                                    "derain workers", workers.start_timeout_s)
-        reassert_sigterm()
         self.inflight: dict[Any, tuple[Any, Any, int, int]] = {}  # ref -> (key, images ref, actor, tries)
         self.load = [0] * len(self.actors)
         self.restarts = 0
