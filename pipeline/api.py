@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .batching import Batcher
 from .config import load_settings
 from .files import derain_file
 from .frames import FrameBatch
-from .runner import Runner, RunStats
+from .runner import Input, Runner
 from .settings import RunSettings
 from .sources import open_source
+from .stats import LaneStats
 from .workers import make_pool
 
 __all__ = ["Pipeline", "DerainedFrame"]
@@ -85,7 +85,7 @@ class Pipeline:
         flags = {short.get(k, k): v for k, v in overrides.items()}
         return cls(load_settings(RunSettings, config, flags), plugins)
 
-    def run(self, src: str | Path, dst: str | Path, overwrite: bool = False, progress: bool = False) -> RunStats:
+    def run(self, src: str | Path, dst: str | Path, overwrite: bool = False, progress: bool = False) -> LaneStats:
         """Derain `src` into `dst` with the plugins; returns the run's statistics."""
         with self._plugins():
             return derain_file(src, dst, self.settings, overwrite=overwrite, progress=progress,
@@ -110,9 +110,9 @@ class Pipeline:
             pool = make_pool(self.settings.model, self.settings.workers)
             try:
                 sink = _QueueSink(out, done)
-                b = self.settings.batching
-                runner = Runner(source, [self.chain.sink(sink) if self.chain else sink], pool,
-                                Batcher(b.max_batch, b.max_wait_ms, pool.halo), queue_size=b.queue_size, policy=policy)
+                lane = Input(str(getattr(source, "source_id", "api")), open=lambda stop: source,
+                             outputs=lambda info: [sink], plugins=self.chain)
+                runner = Runner([lane], pool, replace(self.settings.batching, policy=policy), strict=True)
                 thread = threading.Thread(target=_run, args=(runner, errors), name="derain-api", daemon=True)
                 thread.start()
                 try:

@@ -4,12 +4,13 @@ Archive workers call the same function where the file lives, with a pool of thei
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from .batching import Batcher
 from .errors import OutputError
-from .runner import Runner, RunStats
+from .runner import Input, Runner
 from .settings import RunSettings
+from .stats import LaneStats
 from .sinks import open_sink
 from .sources import open_source
 from .workers import make_pool
@@ -17,7 +18,7 @@ from .workers import make_pool
 
 def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSettings(), pool=None,
                 overwrite: bool = False, progress: bool = False, consumers=(), plugins=None,
-                token: str | None = None) -> RunStats:
+                token: str | None = None) -> LaneStats:
     """Derain `src` (video file or image folder) into `dst` (video file or image folder).
 
     Every frame is kept (policy `block`), in order, with its timestamps; audio is remuxed.
@@ -46,14 +47,18 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
         if own_pool and pool is not None:
             pool.close()
         raise
-    b = settings.batching
     try:
-        # The chain wraps the sink rather than being a consumer: it hands the sink the frames
-        # plugins drew on, and lets actor-pool plugins run while the next batches derain.
-        sinks = [chain.sink(sink) if chain is not None else sink]
-        runner = Runner(source, sinks, pool, Batcher(b.max_batch, b.max_wait_ms, pool.halo), queue_size=b.queue_size,
-                        policy="block", consumers=consumers, progress=progress)
-        stats = runner.run()
+        # One strict lane: the queue blocks (every frame kept), the first error ends the run.
+        # The chain sits in front of the sink: the sink encodes what plugins drew, and actor-pool
+        # plugins run while the next batches derain.
+        lane = Input(str(src), open=lambda stop: source, outputs=lambda info: [sink], uri=str(src),
+                     consumers=consumers, plugins=chain)
+        batching = replace(settings.batching, policy="block")
+        try:
+            metrics = Runner([lane], pool, batching, strict=True, progress=progress).run()
+        finally:
+            sink.close(ok=False)  # a no-op once the run closed it; removes the partial file if it did not
+        stats = metrics.lanes[lane.name]
         stats.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
         return stats
     finally:

@@ -2,7 +2,8 @@
 
 Wires the parts from settings: one `LiveSource` per camera (pipeline.live), its outputs
 (pipeline.streams), the shared worker pool, the preview server (pipeline.preview), and
-the `LiveRunner` that drives them until SIGINT/SIGTERM, `duration_s`, or the sources end.
+the `Runner` (pipeline.runner, live policy) that drives them until SIGINT/SIGTERM,
+`duration_s`, or the sources end.
 Camera passwords are masked in everything shown or logged (pipeline.live_redact).
 """
 from __future__ import annotations
@@ -12,12 +13,12 @@ import logging
 import os
 from typing import Sequence
 
-from .errors import ConfigError, PluginError
+from .errors import ConfigError
 from .live import open_live
-from .live_metrics import Metrics
 from .live_redact import install_log_redaction
-from .live_runner import Camera, LiveRunner
-from .settings import CameraSettings, LiveSettings, RunSettings
+from .runner import Input, Runner
+from .settings import BatchSettings, CameraSettings, LiveSettings, RunSettings
+from .stats import Metrics
 from .sinks import EncodeSettings, VideoFileSink
 from .streams import SegmentRecorder, SnapshotSink, restream_sink
 from .workers import make_pool
@@ -66,66 +67,9 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
             for sink in sinks:
                 sink.close(ok=True)
             raise
-        return [PluggedOutputs(settings.plugins, sinks, cam.name)] if settings.plugins else sinks
+        return sinks
 
     return build
-
-
-class PluggedOutputs:
-    """A camera's outputs behind its own plugin chain: plugins see every batch once, in order,
-    and every output encodes what they drew. A failing output is logged; the others go on.
-
-    When a plugin with `on_error: stop` fails, the PluginError goes up (the runner stops) and
-    the batches still in the chain, and any after, are written without plugins, so the
-    outputs hold every frame counted out."""
-
-    def __init__(self, plugin_entries: list, sinks: list, camera: str):
-        from plugins import PluginChain
-
-        self.chain = PluginChain.from_config(plugin_entries)
-        self.sinks, self.camera = sinks, camera
-        self.failed = False
-        try:
-            self.chain.setup()
-        except BaseException:
-            self.chain.close()
-            raise
-
-    def _write(self, batches) -> None:
-        for batch in batches:
-            for sink in self.sinks:
-                try:
-                    sink.write(batch)
-                except Exception:  # noqa: BLE001 - a broken output never stops the others
-                    log.exception("camera %s: output %r failed", self.camera, sink)
-
-    def write(self, batch) -> None:
-        if self.failed:
-            return self._write([batch])
-        try:
-            self._write(self.chain.feed(batch))
-        except PluginError:
-            self.failed = True
-            self._write(self.chain.abandon())
-            raise
-
-    def interrupt(self, grace_s: float = 3.0) -> None:
-        """The run is stopping: plugin calls get `grace_s` more at most (signal-safe)."""
-        self.chain.interrupt(grace_s)
-
-    def close(self, ok: bool = True) -> None:
-        try:
-            if not self.failed:
-                try:
-                    self._write(self.chain.flush())
-                except PluginError as exc:
-                    log.error("camera %s: %s", self.camera, exc)
-                    self.failed = True
-                    self._write(self.chain.abandon())
-        finally:
-            for sink in self.sinks:
-                sink.close(ok=ok)
-            self.chain.close()
 
 
 def live_pool(settings: RunSettings):
@@ -136,21 +80,48 @@ def live_pool(settings: RunSettings):
 
 
 def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,
-                 consumers=(), metrics: Metrics | None = None) -> LiveRunner:
+                 consumers=(), metrics: Metrics | None = None) -> Runner:
+    """One live lane per camera, each with its own plugin chain (set up here: the caller closes
+    them, see `close_plugins`) in front of its outputs."""
     live = settings.live
-    cams = []
-    for cam in cameras_of(inputs, live):
-        def opener(stop, cam=cam):
-            return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads, stop=stop)
-        cams.append(Camera(cam.name, cam.url, opener, outputs_factory(cam, settings, output)))
-    return LiveRunner(cams, pool, max_batch=live.max_batch, max_wait_ms=live.max_wait_ms,
-                      queue_size=live.queue_size, policy=live.policy, consumers=consumers,
-                      metrics=metrics, duration_s=live.duration_s)
+    lanes = []
+    try:
+        for cam in cameras_of(inputs, live):
+            def opener(stop, cam=cam):
+                return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads, stop=stop)
+            lanes.append(Input(cam.name, opener, outputs_factory(cam, settings, output), uri=cam.url,
+                               plugins=_plugin_chain(settings)))
+    except BaseException:
+        close_plugins(lanes)
+        raise
+    batching = BatchSettings(live.max_batch, live.max_wait_ms, live.queue_size, live.policy)
+    return Runner(lanes, pool, batching, strict=False, consumers=consumers, metrics=metrics,
+                  duration_s=live.duration_s)
+
+
+def _plugin_chain(settings: RunSettings):
+    if not settings.plugins:
+        return None
+    from plugins import PluginChain
+
+    chain = PluginChain.from_config(settings.plugins)
+    try:
+        chain.setup()
+    except BaseException:
+        chain.close()
+        raise
+    return chain
+
+
+def close_plugins(lanes: Sequence[Input]) -> None:
+    for lane in lanes:
+        if lane.plugins is not None:
+            lane.plugins.close()
 
 
 def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), output: str | None = None,
              pool=None, consumers=(), signals: bool = True, on_start=None) -> dict:
-    """Derain live cameras until stopped; returns the figures (see LiveRunner.run).
+    """Derain live cameras until stopped; returns the figures (`Metrics.snapshot()`).
 
     Args:
         inputs: URLs/devices (or files with live.realtime); empty to use live.cameras.
@@ -183,11 +154,14 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
                   flush=True)
             consumers.append(preview)
         runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics)
-        if signals:
-            runner.install_signals()
-        if on_start:
-            on_start(runner)
-        return runner.run()
+        try:
+            if signals:
+                runner.install_signals()
+            if on_start:
+                on_start(runner)
+            return runner.run().snapshot()
+        finally:
+            close_plugins([lane.input for lane in runner.lanes])
     finally:
         if preview is not None:
             preview.close()

@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import OutputError
 from .frames import FrameBatch
-from .live_metrics import Metrics
+from .stats import Metrics
 from .live_redact import redact
 
 log = logging.getLogger(__name__)

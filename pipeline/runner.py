@@ -1,23 +1,47 @@
-"""The frame path, wired: source -> queue -> batcher -> worker pool -> reorder -> consumers -> sinks.
+"""The one frame loop: inputs -> queues -> batcher -> worker pool -> reorder -> consumers -> plugins -> sinks.
 
-Decoding runs in a reader thread and encoding in this loop while the workers compute,
-so both overlap the model. Batches go out tagged with a running key and come back in
-any order; the reorder buffer hands them on strictly in key order.
+A run has one lane per `Input` (a file, a camera, a source handed to the Python API), all
+sharing one worker pool. Per lane a reader thread decodes into a small `FrameQueue`, and a
+lane thread opens the input, builds its outputs and cuts batches with the `Batcher` (with
+the temporal window's halo), one each time the pool has a free slot for it: a batch is
+never cut long before the model can take it, so a batch holds what arrived meanwhile and
+the delay stays near one queue plus one model run. The main thread (this loop) submits the
+batches, reorders each lane's results by its own key and hands them on in order: to the
+consumers, through the lane's plugin chain, into its sinks. Decoding and encoding overlap
+the model. This is where a batch is cut, so this is where the temporal window and
+cross-stream batching live.
+
+Two policies, as roboflow's InferencePipeline serves files and streams with one loop:
+- strict (files, the Python API): the queue blocks, so every frame is kept; the first
+  error (input, model, plugin with `on_error: stop`, output) ends the run and is raised,
+  and the outputs close not ok (a partial file is removed). A progress bar if asked.
+- live (cameras): the queue drops the oldest frame, so the delay stays bounded; a camera
+  that fails ends its own lane only; a failing output or consumer is logged and the others
+  go on; a plugin with `on_error: stop` stops the run cleanly.
+
+Stopping (`stop()`: a signal, `duration_s`, an API caller that closed its iterator): the
+readers stop, plugin calls get a few seconds more at most (a hanging plugin cannot hold the
+run), the batches already cut are derained, the frames still queued are counted as dropped,
+and the outputs are flushed and closed playable. Per lane, frames in = out + dropped, exactly.
 """
 from __future__ import annotations
 
 import logging
+import queue as queue_mod
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
-
 from .batching import Batcher
-from .framequeue import FrameQueue
+from .errors import PluginError
+from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
+from .live_redact import redact
+from .settings import BatchSettings
 from .sources import start_reader
+from .stats import LaneStats, Metrics
 from .workers import drain
 
 log = logging.getLogger(__name__)
@@ -26,119 +50,363 @@ Consumer = Callable[[FrameBatch], object]
 
 
 @dataclass
-class RunStats:
-    frames_in: int = 0
-    frames_out: int = 0
-    dropped: int = 0
-    seconds: float = 0.0
-    truncated: bool = False
-    worker_restarts: int = 0
-    latency_s: list[float] = field(default_factory=list, repr=False)
+class Input:
+    """One lane of a run: how to open its source, and what its frames go to.
 
-    @property
-    def fps(self) -> float:
-        return self.frames_out / self.seconds if self.seconds else 0.0
+    Attributes:
+        name: the input's id in logs, metrics and errors.
+        open: given the run's stop event, returns the source (an iterable of Frames with an
+            `info`); raises on failure, and gives up early once the event is set.
+        outputs: builds the sinks (write(FrameBatch), close(ok)) once the source's info is known.
+        uri: where it comes from (shown with any password masked).
+        consumers: called with each derained batch of this input, in order, before the plugins.
+        plugins: a set-up `plugins.PluginChain` in front of the sinks (the caller closes it).
+    """
 
-    def latency_percentiles(self) -> dict[str, float]:
-        if not self.latency_s:
-            return {}
-        p = np.percentile(self.latency_s, [50, 95, 99])
-        return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2])}
+    name: str
+    open: Callable[[threading.Event], object]
+    outputs: Callable[[object], Sequence] = lambda info: []
+    uri: str = ""
+    consumers: Sequence[Consumer] = ()
+    plugins: object | None = None
 
-    def as_dict(self) -> dict:
-        return {"frames_in": self.frames_in, "frames_out": self.frames_out, "dropped": self.dropped,
-                "seconds": round(self.seconds, 3), "fps": round(self.fps, 3), "truncated": self.truncated,
-                "worker_restarts": self.worker_restarts, "latency": self.latency_percentiles()}
+
+@dataclass
+class _Lane:
+    input: Input
+    index: int
+    stats: LaneStats
+    batcher: Batcher
+    queue: FrameQueue
+    source: object = None
+    sinks: list = field(default_factory=list)
+    reader: threading.Thread | None = None
+    thread: threading.Thread | None = None
+    credit: threading.Event = field(default_factory=threading.Event)
+    errors: list = field(default_factory=list)
+    done: bool = False
+    plugins_failed: bool = False  # a plugin with on_error: stop failed: later batches skip the chain
+    discarded: int = 0  # frames still queued when stopped: stale by then, counted as dropped
+    next_key: int = 0
+    next_out: int = 0
+    inflight: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
 
 
 class Runner:
-    """Run one source through a pool into sinks.
+    """Run inputs through a shared pool until they end or `stop()`.
 
     Args:
-        source: iterable of Frames with `.info` and `.truncated` (see pipeline.sources).
-        sinks: objects with write(FrameBatch) and close(ok).
-        pool: a worker pool (pipeline.workers).
-        batcher: cuts the frames into batches.
-        queue_size, policy: the bounded reader queue and what happens when it is full.
-        consumers: called with every derained batch, in order, before the sinks.
-        progress: show a progress bar (frames).
+        inputs: the lanes.
+        pool: a worker pool (pipeline.workers); its `halo` is the temporal window's.
+        batching: max_batch, max_wait_ms (the batcher's knobs, per lane), queue_size and
+            policy (each lane's reader queue).
+        strict: files and the API (see the module's docstring); False for live cameras.
+        consumers: called with every derained batch of every lane (preview, progress).
+        metrics: where the figures go (the preview server reads it while the run goes on).
+        duration_s: stop after this long; 0 runs until stopped or every input ends.
+        progress: a progress bar (frames of the first input).
     """
 
-    def __init__(self, source, sinks: Sequence, pool, batcher: Batcher, queue_size: int = 16,
-                 policy: str = "block", consumers: Sequence[Consumer] = (), progress: bool = False):
-        self.source, self.sinks, self.pool, self.batcher = source, list(sinks), pool, batcher
-        self.queue_size, self.policy = queue_size, policy
-        self.consumers = list(consumers)
-        self.progress = progress
-        self.stop_event = threading.Event()
-        self.stats = RunStats()
+    def __init__(self, inputs: Sequence[Input], pool, batching: BatchSettings, strict: bool = False,
+                 consumers: Sequence[Consumer] = (), metrics: Metrics | None = None, duration_s: float = 0.0,
+                 progress: bool = False, stop_grace_s: float = 5.0, plugin_grace_s: float = 3.0):
+        self.pool, self.strict, self.consumers = pool, strict, list(consumers)
+        self.metrics = metrics or Metrics()
+        self.duration_s, self.progress = duration_s, progress
+        self.stop_grace_s = stop_grace_s
+        self.plugin_grace_s = plugin_grace_s  # once stopping, no plugin call is waited for longer
+        halo = getattr(pool, "halo", (0, 0))
+        self.lanes = [_Lane(inp, i, self.metrics.lane(inp.name, inp.uri),
+                            Batcher(batching.max_batch, batching.max_wait_ms, halo),
+                            FrameQueue(batching.queue_size, batching.policy)) for i, inp in enumerate(inputs)]
+        self._ready: queue_mod.Queue = queue_mod.Queue()
+        self._stop = threading.Event()
+        self._over = threading.Event()  # the main loop has ended: lane threads leave whatever they wait for
+        self._stop_at: float | None = None
 
     def stop(self) -> None:
-        """Finish what was read and close the outputs playable (SIGTERM for live sources)."""
-        self.stop_event.set()
-        if hasattr(self.source, "stop"):  # a live source (pipeline.live) ends its reader too
-            self.source.stop()
+        """Finish cleanly: stop reading, derain what was cut, flush and close the outputs.
 
-    def run(self) -> RunStats:
-        queue = FrameQueue(self.queue_size, self.policy)
-        errors: list[BaseException] = []
-        reader = start_reader(self.source, queue, errors)
-        bar = self._bar()
-        self._pending: dict[int, FrameBatch] = {}
-        self._batches: dict[int, FrameBatch] = {}
-        self._next_out = 0
+        Safe in a signal handler: it only sets flags (the main thread may be waiting on a plugin)."""
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()
+            self._stop.set()
+        for lane in self.lanes:
+            if lane.source is not None and hasattr(lane.source, "stop"):
+                lane.source.stop()
+            if lane.input.plugins is not None:
+                lane.input.plugins.interrupt(self.plugin_grace_s)
+
+    def install_signals(self) -> None:
+        """SIGINT and SIGTERM stop cleanly (call from the main thread)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self) -> Metrics:
+        """Run until every input ended or the run stopped; returns the figures.
+
+        Strict: raises the first error. Live: raises only when every input failed before any output."""
         start = time.monotonic()
+        for lane in self.lanes:
+            lane.thread = threading.Thread(target=self._lane_main, args=(lane,), daemon=True,
+                                           name=f"lane-{lane.input.name}"[:40])
+            lane.thread.start()
+        bar = self._bar()
         ok = False
         try:
-            key = 0
-            for batch in self.batcher.batches(queue, stop=self.stop_event.is_set):
-                while self.pool.capacity() <= 0:
-                    self._collect(self.pool.poll(0.5), bar)
-                self._batches[key] = batch
-                self.pool.submit(key, *batch.model_input())
-                key += 1
-                self._collect(self.pool.poll(0), bar)
-            self._collect(drain(self.pool), bar)
-            if errors:
-                raise errors[0]
+            while not all(lane.done for lane in self.lanes) or any(lane.inflight for lane in self.lanes):
+                if self.duration_s and time.monotonic() - start >= self.duration_s:
+                    self.stop()
+                if self._stop.is_set():
+                    self._force_close_stuck()
+                if self.strict:
+                    self._raise_first_error()
+                self._grant_credits()
+                self._submit_ready()
+                self._collect(self.pool.poll(0.02) if self.pool.inflight else self._idle())
+                self._update_stats(bar)
+            self._collect(drain(self.pool))
+            if self.strict:
+                self._raise_first_error()
             ok = True
         finally:
-            queue.close()
-            self.stats.seconds = time.monotonic() - start
-            self.stats.frames_in = queue.put_count
-            self.stats.dropped = queue.dropped
-            self.stats.truncated = bool(getattr(self.source, "truncated", False))
-            self.stats.worker_restarts = self.pool.restarts
-            for sink in self.sinks:
-                sink.close(ok=ok)
-            if bar is not None:
-                bar.close()
-            reader.join(timeout=1)
-        return self.stats
+            self._over.set()
+            if not (ok and self.strict):  # a strict run that ended well flushes its plugins unhurried
+                self.stop()
+            if not ok:
+                self._abandon_inflight()
+            try:
+                for lane in self.lanes:
+                    self._close_lane(lane, ok=ok or not self.strict)
+            finally:
+                if bar is not None:
+                    bar.close()
+        failed = [lane for lane in self.lanes if lane.errors]
+        if failed and len(failed) == len(self.lanes) and not any(l.stats.frames_out for l in self.lanes):
+            raise _redacted(failed[0].errors[0])
+        return self.metrics
 
-    def _collect(self, results, bar) -> None:
+    # --- lane side -----------------------------------------------------------------------------
+
+    def _lane_main(self, lane: _Lane) -> None:
+        try:
+            lane.source = lane.input.open(self._stop)
+            if self._stop.is_set() and hasattr(lane.source, "stop"):
+                lane.source.stop()
+            lane.stats.connected = True
+            lane.sinks = list(lane.input.outputs(lane.source.info))
+            lane.reader = start_reader(lane.source, lane.queue, lane.errors)
+            batches = lane.batcher.batches(lane.queue)
+            while True:
+                while not lane.credit.wait(0.1):
+                    if self._over.is_set():
+                        return
+                lane.credit.clear()
+                if self._stop.is_set():
+                    lane.discarded += _discard(lane.queue)
+                    break
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                sent = threading.Event()
+                self._ready.put((lane, batch, sent))
+                while not sent.wait(0.1):
+                    if self._over.is_set():
+                        return
+        except BaseException as exc:  # noqa: BLE001 - one input's failure ends its lane only
+            if lane.source is None and self._stop.is_set():
+                log.warning("camera %s: stopped while connecting (%s)", lane.input.name, redact(exc))
+            else:
+                lane.errors.append(exc)
+        finally:
+            lane.queue.close()
+            if lane.errors:
+                lane.stats.error = redact(lane.errors[0])
+                if not self.strict:
+                    log.error("camera %s: %s", lane.input.name, lane.stats.error)
+            lane.done = True
+
+    # --- main side -----------------------------------------------------------------------------
+
+    def _raise_first_error(self) -> None:
+        for lane in self.lanes:
+            if lane.errors:
+                raise lane.errors[0]
+
+    def _abandon_inflight(self) -> None:
+        """The run failed: wait out the batches still in the pool and drop them, so a pool that
+        is used again (an archive worker's next file) gets no result of this run."""
+        try:
+            drain(self.pool)
+        except Exception:  # noqa: BLE001 - the run's own error is the one raised
+            log.debug("dropping the failed run's batches", exc_info=True)
+
+    def _grant_credits(self) -> None:
+        if self.pool.capacity() - self._ready.qsize() > 0:
+            for lane in self.lanes:
+                if not lane.done:
+                    lane.credit.set()
+
+    def _submit_ready(self) -> None:
+        while self.pool.capacity() > 0:
+            try:
+                lane, batch, sent = self._ready.get_nowait()
+            except queue_mod.Empty:
+                return
+            key = (lane.index, lane.next_key)
+            lane.next_key += 1
+            lane.inflight[key] = batch
+            self.pool.submit(key, *batch.model_input())
+            sent.set()
+
+    def _idle(self) -> list:
+        time.sleep(0.002)
+        return []
+
+    def _collect(self, results) -> None:
         for key, frames, intensity in results:
-            self._pending[key] = self._batches.pop(key).derained(frames, intensity)
-        while self._next_out in self._pending:
-            self._emit(self._pending.pop(self._next_out))
-            self._next_out += 1
-            if bar is not None:
-                bar.n = self.stats.frames_out
-                bar.refresh()
+            lane = self.lanes[key[0]]
+            lane.results[key[1]] = lane.inflight.pop(key).derained(frames, intensity)
+            while lane.next_out in lane.results:
+                self._emit(lane, lane.results.pop(lane.next_out))
+                lane.next_out += 1
 
-    def _emit(self, batch: FrameBatch) -> None:
-        for consumer in self.consumers:
-            consumer(batch)
-        for sink in self.sinks:
-            sink.write(batch)
-        now = time.monotonic()
-        self.stats.frames_out += len(batch)
-        self.stats.latency_s.extend(now - t for t in batch.arrival)
+    def _emit(self, lane: _Lane, batch: FrameBatch) -> None:
+        for consumer in (*lane.input.consumers, *self.consumers):
+            self._guarded(lane, f"consumer {consumer!r}", consumer, batch)
+        chain = lane.input.plugins
+        if chain is None or lane.plugins_failed:
+            self._write(lane, [batch])
+        else:
+            try:
+                self._write(lane, chain.feed(batch))
+            except PluginError as exc:
+                self._plugins_failed(lane, exc)
+        with self.metrics.lock:
+            lane.stats.output(batch.arrival, time.monotonic())
+
+    def _write(self, lane: _Lane, batches: Sequence[FrameBatch]) -> None:
+        for batch in batches:
+            for sink in lane.sinks:
+                self._guarded(lane, f"output {sink!r}", sink.write, batch)
+
+    def _guarded(self, lane: _Lane, what: str, call: Callable, batch: FrameBatch) -> None:
+        """Strict: an error ends the run. Live: it is logged, and the video goes on."""
+        if self.strict:
+            call(batch)
+            return
+        try:
+            call(batch)
+        except Exception:  # noqa: BLE001 - a failing output or consumer never stops the others
+            log.exception("camera %s: %s failed", lane.input.name, what)
+
+    def _plugins_failed(self, lane: _Lane, exc: PluginError) -> None:
+        """A plugin with `on_error: stop` failed: the batches still in the chain, and any after,
+        are written without plugins (the outputs hold every frame counted out); the run stops."""
+        lane.plugins_failed = True
+        lane.stats.plugin_errors = _plugin_errors(lane.input.plugins)
+        if self.strict:
+            raise exc
+        log.error("camera %s: %s; stopping", lane.input.name, exc)
+        lane.errors.append(exc)
+        lane.stats.error = lane.stats.error or redact(exc)
+        self._write(lane, lane.input.plugins.abandon())
+        self.stop()
+
+    def _update_stats(self, bar=None) -> None:
+        with self.metrics.lock:
+            for lane in self.lanes:
+                s, src = lane.stats, lane.source
+                s.frames_in, s.queue_depth = lane.queue.put_count, len(lane.queue)
+                s.dropped = lane.queue.dropped + lane.discarded
+                s.reconnects = getattr(src, "reconnects", 0)
+                s.stalls = getattr(src, "stalls", 0)
+                s.connected = bool(src is not None and not lane.done and getattr(src, "connected", True))
+                s.plugin_errors = _plugin_errors(lane.input.plugins)
+            self.metrics.workers_alive = getattr(self.pool, "size", 1)
+            self.metrics.worker_restarts = getattr(self.pool, "restarts", 0)
+        if bar is not None and bar.total is None:
+            bar.total = getattr(getattr(self.lanes[0].source, "info", None), "frames", None)
+        if bar is not None and bar.n != self.lanes[0].stats.frames_out:
+            bar.n = self.lanes[0].stats.frames_out
+            bar.refresh()
+
+    def _force_close_stuck(self) -> None:
+        """A reader blocked on a dead network read: close its queue after the grace time."""
+        if self._stop_at is not None and time.monotonic() - self._stop_at > self.stop_grace_s:
+            for lane in self.lanes:
+                lane.queue.close()
+                lane.credit.set()
+
+    def _close_lane(self, lane: _Lane, ok: bool) -> None:
+        """Flush the lane's plugins into its outputs and close them (`ok`: keep what they wrote)."""
+        try:
+            chain = lane.input.plugins
+            if chain is not None and ok and not lane.plugins_failed:
+                try:
+                    self._write(lane, chain.flush())
+                except PluginError as exc:
+                    ok = not self.strict
+                    self._plugins_failed(lane, exc)
+        finally:
+            self._close_sinks(lane, ok)
+
+    def _close_sinks(self, lane: _Lane, ok: bool) -> None:
+        errors = []
+        for sink in lane.sinks:
+            try:
+                sink.close(ok=ok)
+            except Exception as exc:  # noqa: BLE001 - every output gets closed
+                errors.append(exc)
+                log.log(logging.DEBUG if self.strict else logging.ERROR, "%s: closing %r failed: %s",
+                        lane.input.name, sink, exc)
+        lane.sinks = []
+        if lane.reader is not None:
+            lane.reader.join(timeout=1)
+        with self.metrics.lock:
+            s = lane.stats
+            # Frames a stuck reader put after the queue closed were never derained: dropped.
+            s.frames_in = lane.queue.put_count
+            s.dropped = lane.queue.dropped + lane.discarded + len(lane.queue)
+            s.queue_depth, s.connected = 0, False
+            s.reconnects = getattr(lane.source, "reconnects", 0)
+            s.stalls = getattr(lane.source, "stalls", 0)
+            s.truncated = bool(getattr(lane.source, "truncated", False))
+            s.plugin_errors = _plugin_errors(lane.input.plugins)
+            s.worker_restarts = getattr(self.pool, "restarts", 0)
+            s.ended = s.ended or time.monotonic()
+        if errors and self.strict and ok:
+            raise errors[0]
 
     def _bar(self):
-        if not self.progress:
+        if not self.progress or not self.lanes:
             return None
         from tqdm import tqdm
 
-        total = getattr(getattr(self.source, "info", None), "frames", None)
-        return tqdm(total=total, unit="frame", desc="derain", dynamic_ncols=True)
+        return tqdm(total=None, unit="frame", desc="derain", dynamic_ncols=True)
+
+
+def _plugin_errors(chain) -> int:
+    return 0 if chain is None else sum(s.errors for s in chain.stats.values())
+
+
+def _redacted(exc: BaseException) -> BaseException:
+    """`exc` with any URL password in its message masked (it is printed as the run's error)."""
+    if str(exc) != redact(exc):
+        try:
+            exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+def _discard(queue: FrameQueue) -> int:
+    """Empty a queue until it closes (its reader has stopped); returns how many frames it held."""
+    n = 0
+    while True:
+        try:
+            if queue.get(0.2) is not None:
+                n += 1
+        except Closed:
+            return n

@@ -6,10 +6,10 @@ in the `derain.plugins` entry-point group, as the built-ins are.
 """
 from .actors import PluginTimeout
 from .base import Plugin, detections_at, upstream
-from .chain import PluginChain, PluginSink, PluginStats
+from .chain import PluginChain, PluginStats
 from .loader import PluginSpec, RayOptions, load_plugins, resolve
 from .registry import known_plugins
 from .results import Detections, Result
 
-__all__ = ["Plugin", "Result", "Detections", "PluginChain", "PluginSink", "PluginStats", "PluginSpec",
+__all__ = ["Plugin", "Result", "Detections", "PluginChain", "PluginStats", "PluginSpec",
            "RayOptions", "PluginTimeout", "load_plugins", "resolve", "known_plugins", "upstream", "detections_at"]

@@ -129,9 +129,6 @@ class PluginChain:
         done = self.feed(batch) + self.flush()
         return done[-1]
 
-    def sink(self, inner) -> "PluginSink":
-        return PluginSink(self, inner)
-
     def _pop_done(self) -> list[FrameBatch]:
         out = []
         while self._jobs and self._jobs[0].stage == len(self.stages):
@@ -205,32 +202,3 @@ def _contract_problem(results, n: int) -> BaseException | None:
     if bad is not None:
         return PluginError(f"process() entries must be Result or None, got {type(bad).__name__}")
     return None
-
-
-class PluginSink:
-    """Wraps a sink: batches go through the chain first, so the sink encodes what plugins drew.
-
-    `close(ok=True)` waits for the batches still in the chain, so no frame is lost; a
-    PluginError there (policy stop) closes the inner sink with ok=False.
-    """
-
-    def __init__(self, chain: PluginChain, inner):
-        self.chain, self.inner = chain, inner
-
-    def write(self, batch: FrameBatch) -> None:
-        for done in self.chain.feed(batch):
-            self.inner.write(done)
-
-    def close(self, ok: bool = True) -> None:
-        try:
-            if ok:
-                for done in self.chain.flush():
-                    self.inner.write(done)
-        except BaseException:
-            ok = False
-            raise
-        finally:
-            self.inner.close(ok=ok)
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)  # frames_written, path, ... of the wrapped sink

@@ -386,6 +386,30 @@ class FailsAt(Plugin):
         return [None] * len(batch)
 
 
+class AlwaysFails(Plugin):
+    def process(self, batch):
+        raise RuntimeError("detector down")
+
+
+def test_a_plugin_that_always_fails_is_counted_in_stats_and_metrics(tmp_path):
+    """on_error: skip: every frame still goes out; the failures reach /stats.json and /metrics."""
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=30, size=(96, 64), fps=25)
+    s = load_settings(RunSettings, {"plugins": [{"use": "test_live:AlwaysFails"}]},
+                      {"model.profile": "identity", "workers.backend": "local", "live.realtime": True})
+    box = {}
+    result = run_live([str(clip)], s, signals=False, output=str(tmp_path / "out.mp4"),
+                      on_start=lambda runner: box.setdefault("runner", runner))
+    cam = result["cameras"][0]
+    exact(cam)
+    assert cam["frames_out"] == 30 and cam["plugin_errors"] >= 1 and cam["error"] is None
+    assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == 30
+    line = next(l for l in box["runner"].metrics.prometheus().splitlines()
+                if l.startswith('derain_plugin_errors_total{camera="cam0"}'))
+    assert int(line.split()[-1]) == cam["plugin_errors"]
+
+
 def test_a_plugin_with_stop_policy_ends_a_live_run_cleanly(tmp_path):
     from media import make_video
 

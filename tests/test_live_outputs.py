@@ -21,7 +21,7 @@ from pipeline.frames import FrameBatch
 from pipeline.live import CLOCK, Backoff, is_live
 from pipeline.live_app import run_live
 from pipeline.live_camera import RtspCamera, free_port
-from pipeline.live_metrics import Metrics
+from pipeline.stats import Metrics
 from pipeline.settings import RunSettings
 from pipeline.sources import SourceInfo
 from pipeline.streams import restream_sink

@@ -37,6 +37,11 @@ class SeqLog(Plugin):
 
     def close(self):
         self.file.close()
+
+
+class AlwaysFails(Plugin):
+    def process(self, batch):
+        raise RuntimeError("detector down")
 '''
 
 
@@ -70,6 +75,24 @@ def test_yaml_plugin_sees_every_frame_in_order(tmp_path, tmp_plugin):
     assert all(r[3] for r in rows)  # the rainy originals came along
     assert [r[2] for r in rows] == sorted(r[2] for r in rows)
     assert decoded_count(tmp_path / "out.mp4") == 20
+
+
+def test_a_plugin_that_always_fails_is_counted_in_run_json(tmp_path, tmp_plugin):
+    """on_error: skip (the default): every frame is written, and `--json` says how many calls failed."""
+    import os
+    import subprocess
+
+    clip = make_video(tmp_path / "in.mp4", frames=12, size=(64, 48))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"profile": "identity"}, "workers": {"backend": "local"},
+                                   "batching": {"max_batch": 4}, "plugins": [{"use": "myplug:AlwaysFails"}]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"),
+                           "--config", str(cfg), "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["frames_out"] == 12 and summary["plugin_errors"] == 3  # 3 batches of 4, each failed
+    assert decoded_count(tmp_path / "out.mp4") == 12
 
 
 def test_bad_with_key_fails_before_any_frame(tmp_path, tmp_plugin):

@@ -1,4 +1,6 @@
-"""Live figures per camera: counters, a latency histogram, and their Prometheus text form.
+"""A run's figures, one `LaneStats` per input (a file, a camera): counters, a latency
+histogram, and their Prometheus text form. The same type for `derain run --json`, the
+archive report, /stats.json and /metrics.
 
 Memory stays flat for runs of days: the histogram has fixed buckets, and the samples
 kept for percentiles are a bounded window of the most recent frames.
@@ -43,7 +45,7 @@ class LatencyHistogram:
 
 @dataclass
 class LaneStats:
-    """One camera's figures. in = out + dropped holds exactly once the lane has stopped."""
+    """One input's figures. in = out + dropped holds exactly once the lane has stopped."""
 
     name: str
     uri: str
@@ -55,6 +57,10 @@ class LaneStats:
     queue_depth: int = 0
     connected: bool = False
     error: str | None = None
+    plugin_errors: int = 0  # plugin calls that failed (skipped for their batch, or the one that stopped the run)
+    worker_restarts: int = 0  # model workers restarted while this input ran (the pool is shared)
+    truncated: bool = False  # the input ended early (a cut file): what it held was derained
+    warnings: list[str] = field(default_factory=list)  # what the output could not keep
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
@@ -68,7 +74,9 @@ class LaneStats:
 
     @property
     def fps(self) -> float:
-        """Output frames per second over the last ~50 outputs."""
+        """Output frames per second: over the last ~50 outputs while running, over the run once ended."""
+        if self.ended is not None:
+            return self.frames_out / self.seconds if self.seconds else 0.0
         w = self._fps_window
         if len(w) < 2 or w[-1][0] <= w[0][0]:
             return 0.0
@@ -83,6 +91,8 @@ class LaneStats:
                 "frames_out": self.frames_out, "dropped": self.dropped, "reconnects": self.reconnects,
                 "stalls": self.stalls, "queue_depth": self.queue_depth, "connected": self.connected,
                 "error": None if self.error is None else redact(self.error),
+                "plugin_errors": self.plugin_errors, "worker_restarts": self.worker_restarts,
+                "truncated": self.truncated,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
                 "mean_fps": round(self.frames_out / self.seconds, 3) if self.seconds else 0.0,
                 "latency": self.latency.percentiles()}
@@ -133,6 +143,8 @@ class Metrics:
                    [(lab[s.name], s.reconnects) for s in lanes])
             family("connected", "gauge", "1 while the camera delivers frames.",
                    [(lab[s.name], int(s.connected)) for s in lanes])
+            family("plugin_errors_total", "counter", "Plugin calls that failed.",
+                   [(lab[s.name], s.plugin_errors) for s in lanes])
             out.append("# HELP derain_latency_seconds Delay from a frame's arrival to its output.")
             out.append("# TYPE derain_latency_seconds histogram")
             for s in lanes:
