@@ -7,7 +7,7 @@
         print(frame.seq, frame.seconds, frame.rain_intensity, frame.results)
 
 `frames()` takes a path or any source object the runner takes (an iterable of
-`pipeline.frames.Frame` with an `info`), so a live source from `pipeline.live` plugs in
+`pipeline.frames.Frame` with an `info`), so a live source from `pipeline.sources.live` plugs in
 as is; the reader queue's drop policy then comes from `settings.batching.policy`.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .files import derain_file
 from .frames import FrameBatch
 from .runner import Input, Runner
 from .settings import RunSettings
-from .sources import open_source
+from .sources.files import open_source
 from .stats import LaneStats
 from .workers import make_pool
 

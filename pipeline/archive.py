@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import DerainError, InputError, OutputError
 from .settings import RunSettings
-from .sinks import MARKER, partial_path, remove_partial
+from .sinks.files import MARKER, partial_path, remove_partial
 from .workers import init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)

@@ -65,13 +65,13 @@ def _settings(args, **overrides):
 
 
 def _is_live_run(args) -> bool:
-    from .live import is_live
+    from .sources.live import is_live
 
     return bool(args.realtime or not args.input or is_live(args.input))
 
 
 def cmd_run_live(args) -> int:
-    from .live_app import run_live
+    from .cameras import run_live
 
     settings = _settings(args, **{
         "live.realtime": args.realtime or None, "live.preview": args.preview,
@@ -176,17 +176,29 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    if args.live:
-        from .live_bench import run_live_bench
+    if args.memory:
+        from .bench.memory import run_memcheck
 
-        result = run_live_bench(args)
-        print(json.dumps(result) if args.json else
-              f"delay p50 {result['delay_p50_s']} s, p95 {result['delay_p95_s']} s, "
-              f"{result['output_fps']} fps out, drop rate {result['drop_rate']}")
-        return 0
-    from .bench import run_bench
+        result = run_memcheck(args.minutes, args.size if args.size != "640x360" else "1920x1080")
+    elif args.model_only:
+        from .bench.speed import model_only
 
-    result = run_bench(args)
+        result = model_only(_settings(args).model, args.sizes.split(",") if args.sizes else ("640x360", "1280x720"))
+    elif args.live:
+        from .bench.live import run_live_bench
+
+        settings = _settings(args, **{"model.delay_ms": args.delay_ms or None, "workers.backend": args.backend or "local",
+                                      "live.duration_s": float(args.duration_s)})
+        result = run_live_bench(settings, args.size, args.fps)
+        if not args.json:
+            print(f"delay p50 {result['delay_p50_s']} s, p95 {result['delay_p95_s']} s, "
+                  f"{result['output_fps']} fps out, drop rate {result['drop_rate']}")
+    else:
+        from .bench.speed import run_bench
+
+        result = run_bench(_settings(args), args.size, args.frames, archive=not args.no_archive)
+        if not args.json:
+            print(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result))
     return 0
@@ -194,7 +206,7 @@ def cmd_bench(args) -> int:
 
 def cmd_rainmeter(args) -> int:
     from .model.rainmeter import measure
-    from .sources import open_source
+    from .sources.files import open_source
 
     for path in args.paths:
         result = {"path": path, **measure(f.image for f in open_source(path))}
@@ -215,7 +227,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_eval_detect(args) -> int:
-    from .eval_detect import eval_detect, markdown_table
+    from .bench.detection import eval_detect, markdown_table
     from .model.inference import Derainer
 
     derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,

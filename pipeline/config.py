@@ -5,7 +5,7 @@ key against the dataclass fields (recursively), checks each value's type, and
 reports all problems at once, each as `FILE: dotted.key: rule (got value)` with
 the closest valid key for a misspelling; the value is shortened (`short`), so a huge
 or self-referencing value (a YAML alias bomb) still makes a one-line message. Validation happens here, at load,
-never in the hot path. Command-line flags override with `override()`.
+never in the hot path. Command-line flags come in as dotted keys (`load_settings(..., flags)`).
 """
 from __future__ import annotations
 
@@ -194,8 +194,3 @@ def _describe(tp: Any) -> str:
     if typing.get_origin(tp) in (list, tuple):
         return "a list"
     return "a number" if tp is float else getattr(tp, "__name__", str(tp))
-
-
-def override(settings: T, **changes: Any) -> T:
-    """Return a copy with the non-None `changes` applied (command-line flags win over the file)."""
-    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})

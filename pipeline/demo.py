@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import load_settings
 from .files import derain_file
-from .model.data import write_rgb
+from .images import write_rgb
 from .settings import RunSettings
 
 SAMPLE = Path(__file__).with_name("assets") / "rainy-sample.mp4"

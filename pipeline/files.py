@@ -11,8 +11,8 @@ from .errors import OutputError
 from .runner import Input, Runner
 from .settings import RunSettings
 from .stats import LaneStats
-from .sinks import open_sink
-from .sources import open_source
+from .sinks.files import open_sink
+from .sources.files import open_source
 from .workers import make_pool
 
 

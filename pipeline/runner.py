@@ -38,9 +38,9 @@ from .batching import Batcher
 from .errors import PluginError
 from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
-from .live_redact import redact
+from .redact import redact
 from .settings import BatchSettings
-from .sources import start_reader
+from .sources.files import start_reader
 from .stats import LaneStats, Metrics
 from .workers import drain
 

@@ -1,12 +1,71 @@
-"""The typed settings of `derain run` and `derain archive`, as loaded from configs/*.yaml."""
+"""Every typed setting, as loaded from configs/*.yaml (pipeline.config) and the CLI flags:
+the model, its workers, batching, decoding, encoding, archives, live cameras. One module, so
+one place says what a key means and what values it takes (each class's `problems()`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .config import short
-from .sinks import EncodeSettings
-from .workers import ModelSettings, WorkerSettings
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    profile: str = "full"  # full | fast | identity
+    weights: str | None = None  # a weights file instead of the shipped one
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
+    causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
+
+    def problems(self) -> list[str]:
+        from .model.weights import PROFILES
+
+        known = (*PROFILES, "identity")
+        if self.profile not in known:
+            return [f"profile: must be one of {', '.join(known)} (got {self.profile!r})"]
+        return []
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    backend: Literal["ray", "local"] = "ray"
+    count: int = 0  # 0: one per GPU, else one CPU worker per node (holding its cores)
+    threads: int = 0  # torch threads per CPU worker; 0: the cores Ray gives it
+    inflight: int = 2  # batches queued per worker so it never waits for the driver
+    max_tries: int = 3  # a batch whose worker died this many times fails the job
+    address: str | None = None  # Ray cluster: None (a local Ray, or $RAY_ADDRESS), "auto", "HOST:6379"
+    start_timeout_s: float = 60.0  # workers a busy cluster has not started by then are given up; 0: wait
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.count < 0 or self.inflight < 1 or self.max_tries < 1:
+            out.append("count must be >= 0, inflight >= 1 and max_tries >= 1 "
+                       f"(got {self.count}, {self.inflight}, {self.max_tries})")
+        if not self.start_timeout_s >= 0:
+            out.append(f"start_timeout_s must be >= 0 (got {self.start_timeout_s})")
+        return out
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    codec: Literal["h264", "h265", "hevc", "av1", "vp9"] = "h264"
+    crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
+    bitrate: int | None = None  # bits per second
+    preset: str | None = None  # None: the codec's default (medium for x264/x265)
+    pix_fmt: str = "yuv420p"
+    threads: int = 1  # encoder threads, explicit so the model keeps its cores
+    keyframe_s: float | None = None  # a keyframe at least this often (live: 1 s, so a viewer joins fast)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            out.append(f"crf: must be in 0..63 (got {self.crf})")
+        if self.threads < 0:
+            out.append(f"threads: must be >= 0 (got {self.threads})")
+        return out
 
 
 def auto_batch(model: ModelSettings) -> int:
@@ -82,7 +141,7 @@ class CameraSettings:
 
 @dataclass(frozen=True)
 class LiveSettings:
-    """Live sources and outputs (pipeline.live, pipeline.streams, pipeline.preview)."""
+    """Live sources and outputs (pipeline.sources.live, pipeline.sinks.streams, pipeline.sinks.preview)."""
 
     transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport; TCP survives lossy links without smearing
     open_timeout_s: float = 5.0  # a connection attempt fails after this long

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .live_redact import redact
+from .redact import redact
 
 BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 WINDOW = 100_000  # latency samples kept for p50/p95/p99 (~5.5 min at 300 fps in all)

@@ -21,33 +21,14 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .errors import WorkerError
+from .settings import ModelSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    profile: str = "full"  # full | fast | identity
-    weights: str | None = None  # a weights file instead of the shipped one
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
-    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
-    causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
-
-    def problems(self) -> list[str]:
-        from .model.weights import PROFILES
-
-        known = (*PROFILES, "identity")
-        if self.profile not in known:
-            return [f"profile: must be one of {', '.join(known)} (got {self.profile!r})"]
-        return []
 
 
 def model_halo(model: ModelSettings) -> tuple[int, int]:
@@ -58,26 +39,6 @@ def model_halo(model: ModelSettings) -> tuple[int, int]:
     if model.profile == IDENTITY and model.weights is None:
         return (0, 0)
     return window_halo(network_frames(model.weights, model.profile), model.causal)
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    backend: Literal["ray", "local"] = "ray"
-    count: int = 0  # 0: one per GPU, else one CPU worker per node (holding its cores)
-    threads: int = 0  # torch threads per CPU worker; 0: the cores Ray gives it
-    inflight: int = 2  # batches queued per worker so it never waits for the driver
-    max_tries: int = 3  # a batch whose worker died this many times fails the job
-    address: str | None = None  # Ray cluster: None (a local Ray, or $RAY_ADDRESS), "auto", "HOST:6379"
-    start_timeout_s: float = 60.0  # workers a busy cluster has not started by then are given up; 0: wait
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.count < 0 or self.inflight < 1 or self.max_tries < 1:
-            out.append("count must be >= 0, inflight >= 1 and max_tries >= 1 "
-                       f"(got {self.count}, {self.inflight}, {self.max_tries})")
-        if not self.start_timeout_s >= 0:
-            out.append(f"start_timeout_s must be >= 0 (got {self.start_timeout_s})")
-        return out
 
 
 Result = tuple[Any, np.ndarray, np.ndarray]  # (key, derained frames, rain intensity)

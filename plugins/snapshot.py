@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.frames import FrameBatch
-from pipeline.model.data import write_rgb
+from pipeline.images import write_rgb
 
 from .base import Plugin, detections_at
 from .results import Result

@@ -30,7 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pipeline.model.data import read_rgb  # noqa: E402
+from pipeline.images import read_rgb  # noqa: E402
 from pipeline.model.evaluate import psnr, y_channel  # noqa: E402
 
 

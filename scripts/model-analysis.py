@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.model.data import pair_files, read_rgb  # noqa: E402
+from pipeline.images import pair_files, read_rgb  # noqa: E402
 from pipeline.model.evaluate import psnr, y_channel  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
 from pipeline.model.scale import guided_upsample  # noqa: E402

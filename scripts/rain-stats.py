@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.model.data import list_images, pair_files, read_rgb  # noqa: E402
+from pipeline.images import list_images, pair_files, read_rgb  # noqa: E402
 from pipeline.model.synth import STYLES, add_rain  # noqa: E402
 
 D = Path("../shared/data")

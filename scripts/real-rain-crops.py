@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.model.data import list_images, read_rgb, write_rgb  # noqa: E402
-from pipeline.sources import open_source  # noqa: E402
+from pipeline.images import list_images, read_rgb, write_rgb  # noqa: E402
+from pipeline.sources.files import open_source  # noqa: E402
 
 FRAME, W, H = 30, 160, 120
 D = Path("../shared/data")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.model.data import list_images, read_rgb, write_rgb  # noqa: E402
+from pipeline.images import list_images, read_rgb, write_rgb  # noqa: E402
 from pipeline.model.synth import STYLES, add_rain, frozen  # noqa: E402
 
 CLEAN = Path("../shared/data/ntu_synthetic_video/a1_GT")

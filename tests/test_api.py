@@ -43,7 +43,7 @@ def test_live_style_source_object():
     from pipeline.frames import Frame
 
     class Fake:
-        """Stands in for a pipeline.live source: an iterable of Frames with an info."""
+        """Stands in for a pipeline.sources.live source: an iterable of Frames with an info."""
 
         info = None
         truncated = False

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.archive import REPORT_NAME, find_inputs
 from pipeline.cli import main
-from pipeline.sinks import MARKER, partials
+from pipeline.sinks.files import MARKER, partials
 
 
 def make_archive(root):

@@ -14,7 +14,7 @@ import pytest
 from media import make_video
 from pipeline.cli import build_parser, main
 from pipeline.errors import InputError
-from pipeline.eval_detect import eval_detect
+from pipeline.bench.detection import eval_detect
 from pipeline.model.inference import Derainer
 from plugins import Plugin
 

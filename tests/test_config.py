@@ -8,7 +8,7 @@ from pipeline.config import load_settings, short
 from pipeline.errors import ConfigError
 from pipeline.model.train import TrainSettings
 from pipeline.settings import RunSettings, auto_batch
-from pipeline.workers import ModelSettings
+from pipeline.settings import ModelSettings
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

@@ -98,12 +98,12 @@ def _camera_launch_strings() -> list[str]:
     """The test camera's GStreamer pipelines, read from its source (it imports gi, which the venv lacks)."""
     import ast
 
-    source = (REPO / "pipeline" / "live_rtsp_server.py").read_text()
+    source = (REPO / "pipeline" / "bench" / "rtsp_server.py").read_text()
     tree = ast.parse(source)
     launches = [node.value for node in ast.walk(tree)
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("(")
                 and " ! " in node.value]
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "camera_pipeline")
     scope: dict = {}
-    exec(compile(ast.Module([func], []), "live_rtsp_server.py", "exec"), scope)
+    exec(compile(ast.Module([func], []), "rtsp_server.py", "exec"), scope)
     return [scope["camera_pipeline"](160, 120, 25, "ball"), *launches]

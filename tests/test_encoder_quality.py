@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline.files import derain_file
-from pipeline.model.data import read_rgb
+from pipeline.images import read_rgb
 from pipeline.model.evaluate import psnr, y_channel
 from pipeline.settings import RunSettings
-from pipeline.workers import ModelSettings, WorkerSettings, make_pool
+from pipeline.settings import ModelSettings, WorkerSettings
+from pipeline.workers import make_pool
 
 
 def encode(frames: list[np.ndarray], path, crf: int) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.model.data import pair_files, write_rgb
+from pipeline.images import pair_files, write_rgb
 from pipeline.model.evaluate import psnr, ssim_y, y_channel
 
 

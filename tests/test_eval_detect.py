@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.eval_detect import Counts, evaluate_set, match
-from pipeline.model.data import write_rgb
+from pipeline.bench.detection import Counts, evaluate_set, match
+from pipeline.images import write_rgb
 from pipeline.model.inference import Derainer
 from plugins import Detections, Plugin, Result
 

@@ -20,8 +20,8 @@ from pipeline.errors import OutputError
 from pipeline.files import derain_file
 from pipeline.frames import FrameBatch
 from pipeline.settings import RunSettings
-from pipeline.sinks import MARKER, VideoFileSink, partial_path, partials
-from pipeline.sources import open_source
+from pipeline.sinks.files import MARKER, VideoFileSink, partial_path, partials
+from pipeline.sources.files import open_source
 
 LOCAL = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local"})
 
@@ -67,7 +67,8 @@ def test_frames_come_back_in_order_through_ray(tmp_path, ray_session):
 
 
 def test_a_killed_worker_is_replaced_and_no_frame_is_lost(tmp_path, ray_session):
-    from pipeline.workers import ModelSettings, RayPool, WorkerSettings
+    from pipeline.settings import ModelSettings, WorkerSettings
+    from pipeline.workers import RayPool
 
     src = make_video(tmp_path / "in.mp4", frames=48)
     pool = RayPool(ModelSettings(profile="identity", delay_ms=40), WorkerSettings(count=1, threads=1))

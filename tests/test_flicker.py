@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.model.data import write_rgb
+from pipeline.images import write_rgb
 from pipeline.model.evaluate import looks_like_video
 from pipeline.model.flicker import WarpReference, flow, visible, warp_back
 

@@ -20,8 +20,8 @@ from probe import ffprobe, frame_pts, video_stream
 
 from pipeline.config import load_settings
 from pipeline.errors import SourceConnectionError
-from pipeline.live_app import run_live
-from pipeline.live_camera import RtspCamera, free_port
+from pipeline.cameras import run_live
+from pipeline.bench.cameras import RtspCamera, free_port
 from pipeline.settings import RunSettings
 from plugins import Plugin
 
@@ -434,7 +434,7 @@ def test_camera_passwords_are_never_shown(camera, tmp_path, caplog):
     import json
     import urllib.request
 
-    from pipeline.live_camera import free_port
+    from pipeline.bench.cameras import free_port
 
     good = camera.url("cam").replace("rtsp://", "rtsp://admin:s3cret@")
     bad = camera.url("nope").replace("rtsp://", "rtsp://admin:s3cret@")

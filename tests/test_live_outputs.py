@@ -18,13 +18,13 @@ import pytest
 from pipeline.config import from_dict, load_settings
 from pipeline.errors import ConfigError, OutputError
 from pipeline.frames import FrameBatch
-from pipeline.live import CLOCK, Backoff, is_live
-from pipeline.live_app import run_live
-from pipeline.live_camera import RtspCamera, free_port
+from pipeline.sources.live import CLOCK, Backoff, is_live
+from pipeline.cameras import run_live
+from pipeline.bench.cameras import RtspCamera, free_port
 from pipeline.stats import Metrics
 from pipeline.settings import RunSettings
-from pipeline.sources import SourceInfo
-from pipeline.streams import restream_sink
+from pipeline.sources.files import SourceInfo
+from pipeline.sinks.streams import restream_sink
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "runs" / "test-output"  # git-ignored; the screenshot is kept here to look at
@@ -262,7 +262,7 @@ def test_live_clock_is_monotonic_through_missing_pts_reconnects_and_jumps():
     from fractions import Fraction
 
     from pipeline.frames import Frame
-    from pipeline.live import LiveClock
+    from pipeline.sources.live import LiveClock
 
     img = np.zeros((4, 4, 3), np.uint8)
     tb = Fraction(1, 90000)
@@ -301,7 +301,7 @@ class Streaming:
     """A Preview fed with fresh pictures by a thread, as a live run feeds it."""
 
     def __init__(self, **kwargs):
-        from pipeline.preview import Preview
+        from pipeline.sinks.preview import Preview
 
         self.metrics = Metrics()
         self.lane = self.metrics.lane("cam0", "rtsp://admin:s3cret@192.0.2.10/stream1")
@@ -417,9 +417,9 @@ def test_preview_token_is_required_on_every_request():
 
 
 def test_preview_warns_once_when_reachable_beyond_loopback(caplog):
-    from pipeline.preview import Preview
+    from pipeline.sinks.preview import Preview
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.preview"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sinks.preview"):
         Preview("127.0.0.1:0", Metrics()).close()
         assert "reachable" not in caplog.text
         Preview("0.0.0.0:0", Metrics()).close()
@@ -436,7 +436,7 @@ def test_preview_warns_once_when_reachable_beyond_loopback(caplog):
     ("rtsp://a:b@h/1 and udp://c:d@h:5", "rtsp://a:***@h/1 and udp://c:***@h:5"),
 ])
 def test_redact_masks_url_passwords(text, shown):
-    from pipeline.live_redact import redact
+    from pipeline.redact import redact
 
     assert redact(text) == shown
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from pipeline.model.data import write_rgb
+from pipeline.images import write_rgb
 from pipeline.model.rainmeter import measure
 from pipeline.model.synth import LIGHT, MEDIUM, add_rain, frozen
 

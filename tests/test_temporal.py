@@ -90,7 +90,7 @@ def test_a_batch_boundary_changes_nothing(clip):
 
 def test_the_network_uses_the_neighbours(clip):
     """Batches cut without context (each batch alone) give other frames: the overlap matters."""
-    from pipeline.sources import open_source
+    from pipeline.sources.files import open_source
 
     frames = np.stack([f.image for f in open_source(clip)])
     d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .data import pair_files, read_rgb, write_rgb
+from ..images import pair_files, read_rgb, write_rgb
 from .flicker import WarpReference
 from .inference import Derainer
 from .losses import ssim

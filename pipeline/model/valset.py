@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .data import IMAGE_SUFFIXES, PatchSampler, read_rgb
+from ..images import IMAGE_SUFFIXES, read_rgb
+from .data import PatchSampler
 from .scale import predict
 from .synth import STYLES
 

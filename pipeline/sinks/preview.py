@@ -35,10 +35,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import cv2
 import numpy as np
 
-from .errors import OutputError
-from .frames import FrameBatch
-from .stats import Metrics
-from .live_redact import redact
+from ..errors import OutputError
+from ..frames import FrameBatch
+from ..stats import Metrics
+from ..redact import redact
 
 log = logging.getLogger(__name__)
 

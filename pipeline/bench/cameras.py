@@ -1,6 +1,6 @@
 """A local RTSP test camera as a child process, for `derain bench --live` and the live tests.
 
-Runs `live_rtsp_server.py` (GStreamer's rtsp-server) under the system's python3, which has
+Runs `rtsp_server.py` (GStreamer's rtsp-server) under the system's python3, which has
 python3-gi; the venv does not. The camera can be killed, restarted on the same port, and
 paused (SIGSTOP) to simulate a stalled one.
 """
@@ -14,9 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import DerainError
+from ..errors import DerainError
 
-SCRIPT = Path(__file__).with_name("live_rtsp_server.py")
+SCRIPT = Path(__file__).with_name("rtsp_server.py")
 
 
 def system_python() -> str:

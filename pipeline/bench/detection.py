@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .frames import FrameBatch
-from .model.data import pair_files, read_rgb
+from ..errors import InputError
+from ..frames import FrameBatch
+from ..images import pair_files, read_rgb
 
 # name -> (rainy folder, clean folder), relative to the data root.
 SETS = {

@@ -6,7 +6,6 @@ pipeline's overhead. Figures go to docs/BENCHMARKS.md with the command line.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -15,15 +14,12 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .config import load_settings
-
-if TYPE_CHECKING:  # the pipeline's settings pull in PyAV, which --model-only must not need
-    from .settings import RunSettings
+from ..settings import ModelSettings, RunSettings  # no PyAV: --model-only runs on a bare GPU box
 
 DEFAULT_FRAMES = {"full": 16, "fast": 96, "identity": 300}
 
@@ -96,36 +92,36 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from .model.inference import cpu_has_native_bf16
+    from ..model.inference import cpu_has_native_bf16
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
     return f"{cpu} ({os.cpu_count()} cores, {bf16}), {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
-def model_only(args) -> dict:
-    from .model.inference import Derainer, cpu_has_native_bf16
-    from .model.weights import default_weights, load_weights
+def model_only(model: ModelSettings, sizes: Sequence[str] = ("640x360", "1280x720")) -> dict:
+    """The model alone on synthetic frames: every size, batch, dtype and runtime that applies
+    (or those `model` names). Needs neither PyAV nor Ray (a bare GPU box runs it)."""
+    from ..model.inference import Derainer, cpu_has_native_bf16
+    from ..model.weights import default_weights, load_weights
 
     rows = []
-    cuda = torch.cuda.is_available() and (args.device or "auto") != "cpu"
-    sizes = args.sizes.split(",") if getattr(args, "sizes", None) else ["640x360", "1280x720"]
+    cuda = torch.cuda.is_available() and model.device != "cpu"
     for size in sizes:
         w, h = map(int, size.split("x"))
         frames = synthetic_frames(32 if cuda else 4, w, h)
-        loaded = load_weights(args.weights or default_weights(args.profile))
+        loaded = load_weights(model.weights or default_weights(model.profile))
         macs = count_macs(loaded.net, int(h * loaded.scale), int(w * loaded.scale))
-        dtypes = [args.dtype] if args.dtype not in (None, "auto") else (
+        dtypes = [model.dtype] if model.dtype != "auto" else (
             ["fp16", "bf16", "fp32"] if torch.cuda.is_available() else ["fp32", "bf16"])
         combos = [(dt, "torch") for dt in dtypes]
         if not torch.cuda.is_available() and "fp32" in dtypes:
             combos.insert(0, ("fp32", "onnxruntime"))
-        if args.runtime not in (None, "auto"):
-            combos = [c for c in combos if c[1] == args.runtime]
+        if model.runtime != "auto":
+            combos = [c for c in combos if c[1] == model.runtime]
         native_bf16 = torch.cuda.is_available() or cpu_has_native_bf16()
         for dtype, runtime in combos:
-            d = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=dtype,
-                              runtime=runtime)
+            d = Derainer.load(model.profile, model.weights, device=model.device, dtype=dtype, runtime=runtime)
             batches = [1, 8, 32] if cuda else [1, 2, 4] if dtype != "bf16" or native_bf16 else [1]
             for b in batches:
                 min_s = 3.0 if dtype != "bf16" or native_bf16 else 0.0
@@ -140,19 +136,20 @@ def model_only(args) -> dict:
                       f"{macs / 1e9:6.2f} GMAC/frame  {macs * fps / 1e9:6.1f} GMAC/s", flush=True)
     best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in sizes
             if any(r["size"] == s for r in rows)}
-    return {"profile": args.profile, "machine": machine(), "rows": rows,
+    return {"profile": model.profile, "machine": machine(), "rows": rows,
             "best": {k: {"batch": v["batch"], "runtime": v["runtime"], "dtype": v["dtype"], "fps": v["fps"]}
                      for k, v in best.items()}}
 
 
-def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarray, tmp: Path) -> dict:
-    from .files import derain_file
-    from .model.inference import Derainer
-    from .workers import drain, make_pool
+def pipeline_vs_model(settings: RunSettings, clip: Path, frames: np.ndarray, tmp: Path) -> dict:
+    from ..files import derain_file
+    from ..model.inference import Derainer
+    from ..workers import drain, make_pool
 
     batch = settings.batching.max_batch
-    derainer = Derainer.load(args.profile, args.weights, device=args.device or "auto", dtype=args.dtype or "auto",
-                             delay_ms=settings.model.delay_ms, runtime=args.runtime or "auto")
+    m = settings.model
+    derainer = Derainer.load(m.profile, m.weights, device=m.device, dtype=m.dtype, delay_ms=m.delay_ms,
+                             runtime=m.runtime)
     model_fps = time_model(derainer, frames, batch, min_s=0.0)
     del derainer
     # A stand-in detector as slow as the model: in its own actor it should overlap deraining.
@@ -191,7 +188,7 @@ def pipeline_vs_model(args, settings: RunSettings, clip: Path, frames: np.ndarra
 
 
 def archive_throughput(settings: RunSettings, clip: Path, tmp: Path, files: int = 4) -> dict:
-    from .archive import run_archive
+    from ..archive import run_archive
 
     src = tmp / "archive-in"
     src.mkdir()
@@ -209,31 +206,19 @@ def archive_throughput(settings: RunSettings, clip: Path, tmp: Path, files: int 
     return out
 
 
-def run_bench(args) -> dict:
-    if getattr(args, "memory", False):
-        from .memcheck import run_memcheck
-
-        size = args.size if args.size != "640x360" else "1920x1080"
-        return run_memcheck(args.minutes, size)
-    if args.model_only:
-        return model_only(args)
-    from .settings import RunSettings
-
-    settings = load_settings(RunSettings, getattr(args, "config", None), {"model.profile": args.profile, "model.weights": args.weights,
-                                                 "model.device": args.device, "model.dtype": args.dtype,
-                                                 "model.runtime": args.runtime})
-    w, h = map(int, args.size.split("x"))
-    n = args.frames or DEFAULT_FRAMES.get(args.profile, 32)
-    frames = synthetic_frames(n, w, h)
+def run_bench(settings: RunSettings, size: str = "640x360", frames: int = 0, archive: bool = True) -> dict:
+    """The model alone, then the whole file pipeline on the same generated clip (with a no-op
+    plugin, with a slow plugin actor), then archives; `frames` 0 picks a count by profile."""
+    w, h = map(int, size.split("x"))
+    profile = settings.model.profile
+    images = synthetic_frames(frames or DEFAULT_FRAMES.get(profile, 32), w, h)
     tmp = Path(tempfile.mkdtemp(prefix="derain-bench-"))
     try:
-        clip = write_clip(tmp / "clip.mp4", frames)
-        result = {"profile": args.profile, "size": args.size, "machine": machine(),
-                  **pipeline_vs_model(args, settings, clip, frames, tmp)}
-        if not args.no_archive:
+        clip = write_clip(tmp / "clip.mp4", images)
+        result = {"profile": profile, "size": size, "machine": machine(),
+                  **pipeline_vs_model(settings, clip, images, tmp)}
+        if archive:
             result["archive_fps"] = archive_throughput(settings, clip, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not args.json:
-        print(json.dumps(result, indent=2))
     return result

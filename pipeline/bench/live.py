@@ -11,21 +11,14 @@ import resource
 import sys
 import threading
 
-from .config import load_settings
-from .live_app import run_live
-from .live_camera import RtspCamera
-from .settings import RunSettings
+from ..cameras import run_live
+from ..settings import RunSettings
+from .cameras import RtspCamera
 
 
-def run_live_bench(args) -> dict:
-    """Run the live pipeline against a local camera; returns the figures (one JSON object)."""
-    fps = getattr(args, "fps", 25)
-    settings = load_settings(RunSettings, getattr(args, "config", None), {
-        "model.profile": args.profile, "model.device": args.device, "model.dtype": args.dtype,
-        "model.weights": getattr(args, "weights", None), "model.delay_ms": getattr(args, "delay_ms", None) or None,
-        "model.runtime": getattr(args, "runtime", None),
-        "workers.backend": getattr(args, "backend", None) or "local",
-        "live.duration_s": float(args.duration_s)})
+def run_live_bench(settings: RunSettings, size: str = "640x360", fps: int = 25) -> dict:
+    """Run the live pipeline against a local camera at `size` and `fps` for `live.duration_s`;
+    returns the figures (one JSON object)."""
     samples: list[float] = []
     done = threading.Event()
 
@@ -38,7 +31,7 @@ def run_live_bench(args) -> dict:
                     samples.append(_rss_mb())
         threading.Thread(target=loop, daemon=True).start()
 
-    with RtspCamera(size=args.size, fps=fps) as camera:
+    with RtspCamera(size=size, fps=fps) as camera:
         rss_start = _rss_mb()
         try:
             result = run_live([camera.url()], settings, signals=False, on_start=sample_memory)
@@ -48,7 +41,7 @@ def run_live_bench(args) -> dict:
     lat = cam["latency"]
     frames_in = cam["frames_in"]
     return {
-        "mode": "live", "profile": settings.model.profile, "size": args.size, "camera_fps": fps,
+        "mode": "live", "profile": settings.model.profile, "size": size, "camera_fps": fps,
         "duration_s": cam["seconds"], "frames_in": frames_in, "frames_out": cam["frames_out"],
         "dropped": cam["dropped"], "exact": frames_in == cam["frames_out"] + cam["dropped"],
         "drop_rate": round(cam["dropped"] / frames_in, 4) if frames_in else 0.0,

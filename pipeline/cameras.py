@@ -1,10 +1,10 @@
 """The live job behind `derain run URL` and `derain run --config configs/cameras.yaml`.
 
-Wires the parts from settings: one `LiveSource` per camera (pipeline.live), its outputs
-(pipeline.streams), the shared worker pool, the preview server (pipeline.preview), and
+Wires the parts from settings: one `LiveSource` per camera (pipeline.sources.live), its outputs
+(pipeline.sinks.streams), the shared worker pool, the preview server (pipeline.sinks.preview), and
 the `Runner` (pipeline.runner, live policy) that drives them until SIGINT/SIGTERM,
 `duration_s`, or the sources end.
-Camera passwords are masked in everything shown or logged (pipeline.live_redact).
+Camera passwords are masked in everything shown or logged (pipeline.redact).
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import os
 from typing import Sequence
 
 from .errors import ConfigError
-from .live import open_live
-from .live_redact import install_log_redaction
+from .sources.live import open_live
+from .redact import install_log_redaction
 from .runner import Input, Runner
-from .settings import BatchSettings, CameraSettings, LiveSettings, RunSettings
+from .settings import BatchSettings, CameraSettings, EncodeSettings, LiveSettings, RunSettings
 from .stats import Metrics
-from .sinks import EncodeSettings, VideoFileSink
-from .streams import SegmentRecorder, SnapshotSink, restream_sink
+from .sinks.files import VideoFileSink
+from .sinks.streams import SegmentRecorder, SnapshotSink, restream_sink
 from .workers import make_pool
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,10 @@ def cameras_of(inputs: Sequence[str], live: LiveSettings) -> list[CameraSettings
 
 
 def live_encode(settings: RunSettings) -> EncodeSettings:
-    """The configured codec and quality with the live preset (low delay) and one thread."""
-    return dataclasses.replace(settings.encode, preset=settings.live.preset, threads=settings.encode.threads or 1)
+    """The configured codec and quality with the live preset (low delay), one thread, and a
+    keyframe every second (a viewer or a cut segment starts within a second)."""
+    return dataclasses.replace(settings.encode, preset=settings.live.preset, threads=settings.encode.threads or 1,
+                               keyframe_s=settings.encode.keyframe_s or 1.0)
 
 
 def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | None = None):
@@ -53,9 +55,7 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
         sinks: list = []
         try:
             if output:
-                sink = VideoFileSink(output, info, enc, overwrite=True)
-                sink.video.codec_context.gop_size = max(1, round(float(info.rate or 25)))
-                sinks.append(sink)
+                sinks.append(VideoFileSink(output, info, enc, overwrite=True))
             if cam.record:
                 sinks.append(SegmentRecorder(cam.record, info, name=cam.name, segment_s=live.segment_s,
                                              fmt=live.segment_format, keep=live.keep_segments, encode=enc))
@@ -146,7 +146,7 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
     try:
         consumers = list(consumers)
         if settings.live.preview:
-            from .preview import Preview
+            from .sinks.preview import Preview
 
             token = settings.live.preview_token or os.environ.get("DERAIN_PREVIEW_TOKEN") or None
             preview = Preview(settings.live.preview, metrics, token=token)

@@ -3,7 +3,7 @@
 Run it with Debian's python3 (it needs python3-gi and gir1.2-gst-rtsp-server-1.0, which the
 venv does not have); it imports nothing from this package:
 
-    /usr/bin/python3 pipeline/live_rtsp_server.py --port 8554 --size 640x360 --fps 25 --mounts cam0,cam1
+    /usr/bin/python3 pipeline/bench/rtsp_server.py --port 8554 --size 640x360 --fps 25 --mounts cam0,cam1
 
 Each mount serves a moving test pattern as H.264 (zero-latency x264, one keyframe a second).
 It prints "READY rtsp://127.0.0.1:PORT/MOUNT ..." once it listens. With --record-mount it also

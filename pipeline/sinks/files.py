@@ -15,40 +15,21 @@ import os
 import re
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import av
 import numpy as np
 
-from .errors import DerainError, OutputError
-from .frames import FrameBatch
-from .model.data import write_rgb
-from .sources import SourceInfo
+from ..errors import DerainError, OutputError
+from ..frames import FrameBatch
+from ..images import write_rgb
+from ..settings import EncodeSettings
+from ..sources.files import SourceInfo
 
 log = logging.getLogger(__name__)
 
 CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "libvpx-vp9": None}
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    codec: Literal["h264", "h265", "hevc", "av1", "vp9"] = "h264"
-    crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
-    bitrate: int | None = None  # bits per second
-    preset: str | None = None  # None: the codec's default (medium for x264/x265)
-    pix_fmt: str = "yuv420p"
-    threads: int = 1  # encoder threads, explicit so the model keeps its cores
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.crf is not None and not 0 <= self.crf <= 63:
-            out.append(f"crf: must be in 0..63 (got {self.crf})")
-        if self.threads < 0:
-            out.append(f"threads: must be >= 0 (got {self.threads})")
-        return out
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
@@ -224,6 +205,8 @@ class VideoFileSink:
         self.video.codec_context.time_base = info.time_base
         self.video.time_base = info.time_base
         self.video.codec_context.thread_count = enc.threads
+        if enc.keyframe_s:
+            self.video.codec_context.gop_size = max(1, round(float(rate) * enc.keyframe_s))
         if enc.bitrate:
             self.video.bit_rate = enc.bitrate
         self.video.metadata.update({k: v for k, v in info.stream_metadata.items() if k != "rotate"})

@@ -1,7 +1,7 @@
 """Live sources: RTSP, HTTP(S)/HLS, TCP/UDP MPEG-TS, v4l2 webcams, and files played in real time.
 
 A `LiveSource` is an endless iterable of `Frame`s. Each connection is decoded by the
-file reader of `pipeline.sources` (the one place that decodes), opened here with the
+file reader of `pipeline.sources.files` (the one place that decodes), opened here with the
 network options and `timeout=(open_s, read_s)`, so a stalled camera raises instead of
 hanging. When a connection ends, fails or stalls, the source reopens it with
 exponential backoff and jitter: forever once it has worked (unless limited), and a
@@ -22,15 +22,15 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import av
 
-from .errors import InputError, SourceConnectionError
-from .frames import Frame
-from .live_redact import redact
-from .settings import LiveSettings
-from .sources import SourceInfo, VideoFileSource
+from ..errors import InputError, SourceConnectionError
+from ..frames import Frame
+from ..redact import redact
+from ..settings import LiveSettings
+from .files import SourceInfo, VideoFileSource
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ class _Connection(VideoFileSource):
     def __init__(self, uri: str, container, source_id: str, threads: int = 1):
         self.path, self.threads, self.source_id = redact(uri), threads, source_id  # path: for messages only
         self.truncated = False
-        self.decode_errors = 0
         self._container = container
         s = container.streams.video[0]
         self.info = SourceInfo(uri=redact(uri), width=s.codec_context.width, height=s.codec_context.height,
@@ -145,8 +144,6 @@ class LiveSource:
         uri: rtsp://, http(s)://, tcp://, udp://, /dev/videoN, or a file (with `settings.realtime`).
         settings: timeouts, tries and backoff.
         source_id: the camera's name in frames, logs and metrics.
-        on_event: called with (source_id, event, detail) for "connected", "reconnect", "stalled",
-            "ended" and "gave-up", so nothing happens silently.
         stop: an event that ends the source (also while it is still trying to connect).
 
     Attributes:
@@ -156,11 +153,9 @@ class LiveSource:
     """
 
     def __init__(self, uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0",
-                 threads: int = 1, on_event: Callable[[str, str, str], None] | None = None,
-                 stop: threading.Event | None = None):
+                 threads: int = 1, stop: threading.Event | None = None):
         self.uri, self.settings, self.source_id, self.threads = str(uri), settings, source_id, threads
         self.shown = redact(self.uri)  # how logs and errors name it: no password
-        self.on_event = on_event or (lambda *a: None)
         self.truncated = False
         self.reconnects = 0
         self.stalls = 0
@@ -188,7 +183,6 @@ class LiveSource:
             try:
                 container = connect(self.uri, self.settings)  # the real URL
                 self.connected = True
-                self.on_event(self.source_id, "connected", self.shown)
                 return container
             except InputError as exc:
                 last = exc
@@ -214,14 +208,12 @@ class LiveSource:
                 log.warning("%s: reconnect try %d%s failed: %s", self.shown, attempt,
                             f"/{limit}" if limit else "", _reason(exc))
                 if limit and attempt >= limit:
-                    self.on_event(self.source_id, "gave-up", str(exc))
                     raise SourceConnectionError(f"{self.shown}: lost, and no reconnection after {limit} tries "
                                                 f"({_reason(exc)})") from None
                 continue
             self.reconnects += 1
             self.connected = True
             log.warning("%s: reconnected (reconnect #%d)", self.shown, self.reconnects)
-            self.on_event(self.source_id, "reconnect", self.shown)
             return container
         return None
 
@@ -248,7 +240,6 @@ class LiveSource:
             self.stalls += stalled
             why = "stalled (no data for the read timeout)" if stalled else "ended"
             log.warning("%s: stream %s after %d frames; reconnecting", self.shown, why, seq)
-            self.on_event(self.source_id, "stalled" if stalled else "ended", self.shown)
             container = self._reconnect()
 
 
@@ -284,13 +275,13 @@ class RealtimeFileSource:
 
 
 def open_live(uri: str, settings: LiveSettings = LiveSettings(), source_id: str = "0", threads: int = 1,
-              on_event=None, stop: threading.Event | None = None):
+              stop: threading.Event | None = None):
     """The live source for `uri`: a real-time file when `settings.realtime` and `uri` is a file."""
     if not is_live(uri):
         if not settings.realtime:
             raise InputError(f"{redact(uri)}: not a live URL or device (use --realtime to play a file as a camera)")
         return RealtimeFileSource(uri, source_id=source_id, threads=threads)
-    return LiveSource(uri, settings, source_id=source_id, threads=threads, on_event=on_event, stop=stop)
+    return LiveSource(uri, settings, source_id=source_id, threads=threads, stop=stop)
 
 
 def _reason(exc: BaseException | None) -> str:

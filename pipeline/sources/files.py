@@ -15,10 +15,10 @@ from typing import Iterator
 
 import av
 
-from .errors import InputError
-from .framequeue import FrameQueue
-from .frames import Frame
-from .model.data import list_images, read_rgb
+from ..errors import InputError
+from ..framequeue import FrameQueue
+from ..frames import Frame
+from ..images import list_images, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class VideoFileSource:
     def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0"):
         self.path, self.threads, self.source_id = Path(path), threads, source_id
         self.truncated = False
-        self.decode_errors = 0
         self.warnings: list[str] = []  # said once, at open: what the output cannot keep
         self.info = self._probe()
 
@@ -223,7 +222,7 @@ class ImageFolderSource:
 
 
 def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0"):
-    """A file or folder source for `uri` (live URLs are handled by `pipeline.live`)."""
+    """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`)."""
     path = Path(uri)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, source_id=source_id)

@@ -49,10 +49,10 @@ def write_long_clip(path: Path, seconds: float, w: int, h: int, fps: int = 25) -
 
 
 def run_memcheck(minutes: float = 10.0, size: str = "1920x1080", backend: str = "ray") -> dict:
-    from .config import load_settings
-    from .files import derain_file
-    from .settings import RunSettings
-    from .workers import make_pool
+    from ..config import load_settings
+    from ..files import derain_file
+    from ..settings import RunSettings
+    from ..workers import make_pool
 
     w, h = map(int, size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="derain-mem-"))

@@ -1,7 +1,7 @@
 """Live outputs: restream (RTSP push, MPEG-TS served over TCP/HTTP or sent over UDP), rolling
 recordings and snapshots. Several at once from one camera; each is a sink (write/close).
 
-Encoding stays in `pipeline.sinks`: every output here is a `VideoFileSink` opened on
+Encoding stays in `pipeline.sinks.files`: every output here is a `VideoFileSink` opened on
 another target, so pts/time_base copying and the encoder flush are the same code. Live
 encoders use x264 `ultrafast` with one thread: no B-frames and no look-ahead, so a frame
 leaves the encoder as soon as it enters, and a keyframe every second lets a viewer join.
@@ -20,16 +20,17 @@ from pathlib import Path
 
 import av
 
-from .errors import OutputError
-from .frames import FrameBatch
-from .live_redact import redact
-from .model.data import write_rgb
-from .sinks import EncodeSettings, VideoFileSink
-from .sources import SourceInfo
+from ..errors import OutputError
+from ..frames import FrameBatch
+from ..redact import redact
+from ..images import write_rgb
+from ..settings import EncodeSettings
+from .files import VideoFileSink
+from ..sources.files import SourceInfo
 
 log = logging.getLogger(__name__)
 
-LIVE_ENCODE = EncodeSettings(codec="h264", crf=23, preset="ultrafast", threads=1)
+LIVE_ENCODE = EncodeSettings(codec="h264", crf=23, preset="ultrafast", threads=1, keyframe_s=1.0)
 
 
 class StreamSink(VideoFileSink):
@@ -55,7 +56,6 @@ class StreamSink(VideoFileSink):
             raise OutputError(redact(f"{self.path}: cannot open this output ({exc})")) from None
         try:
             self._setup()
-            self.video.codec_context.gop_size = max(1, round(float(info.rate or 25)))
             # Connect now (RTSP ANNOUNCE/RECORD), so a wrong server fails at start, naming the URL.
             self.out.start_encoding()
         except (av.FFmpegError, OSError) as exc:
@@ -230,7 +230,6 @@ class SegmentRecorder:
         path = self.folder / f"{self.name}-{stamp}-{self._index:05d}.{self.fmt}"
         self._index += 1
         self._sink = VideoFileSink(path, self.info, self.encode, overwrite=True)
-        self._sink.video.codec_context.gop_size = max(1, round(float(self.info.rate or 25)))
         self._start_pts = pts
 
     def _roll(self) -> None:
