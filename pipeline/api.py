@@ -8,7 +8,7 @@
 
 `frames()` takes a path or any source object the runner takes (an iterable of
 `pipeline.frames.Frame` with an `info`), so a live source from `pipeline.sources.live` plugs in
-as is; the reader queue's drop policy then comes from `settings.batching.policy`.
+as is, with a camera's batching defaults (drop-oldest unless `batching.policy` is set).
 """
 from __future__ import annotations
 
@@ -98,11 +98,14 @@ class Pipeline:
             source: a file/folder path, or a source object (iterable of Frames, e.g. a live one).
             max_buffered: batches held for a slow consumer before the pipeline waits.
         """
-        if isinstance(source, (str, Path)):
+        from .sources.live import LiveSource, RealtimeFileSource
+
+        path = isinstance(source, (str, Path))
+        if path:
             source = open_source(source, threads=self.settings.decode.threads, fps=self.settings.decode.fps)
-            policy = "block"
-        else:
-            policy = self.settings.batching.policy
+        batching = self.settings.batching.for_input(self.settings.model, isinstance(source, (LiveSource, RealtimeFileSource)))
+        if path:
+            batching = replace(batching, policy="block")  # a file never drops a frame
         out: queue.Queue = queue.Queue(max_buffered)
         done = object()
         errors: list[BaseException] = []
@@ -112,7 +115,7 @@ class Pipeline:
                 sink = _QueueSink(out, done)
                 lane = Input(str(getattr(source, "source_id", "api")), open=lambda stop: source,
                              outputs=lambda info: [sink], plugins=self.chain)
-                runner = Runner([lane], pool, replace(self.settings.batching, policy=policy), strict=True)
+                runner = Runner([lane], pool, batching, strict=True)
                 thread = threading.Thread(target=_run, args=(runner, errors), name="derain-api", daemon=True)
                 thread.start()
                 try:

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .sources.live import open_live
 from .redact import install_log_redaction
 from .runner import Input, Runner
-from .settings import BatchSettings, CameraSettings, EncodeSettings, LiveSettings, RunSettings
+from .settings import CameraSettings, EncodeSettings, LiveSettings, RunSettings
 from .stats import Metrics
 from .sinks.files import VideoFileSink
 from .sinks.streams import SegmentRecorder, SnapshotSink, restream_sink
@@ -94,7 +94,7 @@ def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str
     except BaseException:
         close_plugins(lanes)
         raise
-    batching = BatchSettings(live.max_batch, live.max_wait_ms, live.queue_size, live.policy)
+    batching = settings.batching.for_input(settings.model, live=True)
     return Runner(lanes, pool, batching, strict=False, consumers=consumers, metrics=metrics,
                   duration_s=live.duration_s)
 

@@ -78,8 +78,8 @@ def cmd_run_live(args) -> int:
         "live.preview_token": args.preview_token, "live.record": args.record,
         "live.restream": args.restream or None, "live.snapshot": args.snapshot,
         "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
-        "live.queue_size": args.queue_size, "live.policy": args.policy, "live.max_wait_ms": args.max_wait_ms,
-        "live.first_tries": args.tries, "live.max_batch": args.batch, "model.delay_ms": args.delay_ms})
+        "batching.queue_size": args.queue_size, "batching.policy": args.policy,
+        "batching.max_wait_ms": args.max_wait_ms, "live.first_tries": args.tries, "model.delay_ms": args.delay_ms})
     result = run_live([args.input] if args.input else [], settings, output=args.output)
     for cam in result["cameras"]:
         if cam["error"]:
@@ -254,7 +254,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray)")
     p.add_argument("--workers", type=int, help="model workers (default: one per GPU, else one CPU worker per node)")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:6379 (see the README)")
-    p.add_argument("--batch", type=int, help="frames per batch (default: auto, 8 on CUDA, 1 on CPUs, 2 fast on CPUs)")
+    p.add_argument("--batch", type=int, help="frames per batch (default: auto: files 8 on CUDA, 1 on CPUs, 2 fast on CPUs; cameras 1)")
     p.add_argument("--codec", choices=["h264", "h265", "hevc", "av1", "vp9"])
     p.add_argument("--crf", type=int)
     p.add_argument("--preset")

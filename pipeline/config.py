@@ -114,6 +114,10 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     for key in data:
         if key not in fields:
             name = str(key) if len(str(key)) <= SHORT_CHARS else short(str(key))
+            moved = getattr(cls, "MOVED", {}).get(key)
+            if moved:
+                errors.append(f"{prefix}{name}: moved to {moved}")
+                continue
             close = difflib.get_close_matches(str(key)[:100], list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
             errors.append(f"{prefix}{name}: unknown key{hint}")

@@ -53,7 +53,7 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
         # plugins run while the next batches derain.
         lane = Input(str(src), open=lambda stop: source, outputs=lambda info: [sink], uri=str(src),
                      consumers=consumers, plugins=chain)
-        batching = replace(settings.batching, policy="block")
+        batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
         try:
             metrics = Runner([lane], pool, batching, strict=True, progress=progress).run()
         finally:

@@ -3,8 +3,8 @@ the model, its workers, batching, decoding, encoding, archives, live cameras. On
 one place says what a key means and what values it takes (each class's `problems()`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 from .config import short
 
@@ -87,23 +87,38 @@ def auto_batch(model: ModelSettings) -> int:
     return 2 if model.profile == "fast" else 1
 
 
+FILE_BATCHING = {"max_wait_ms": 1000.0, "queue_size": 16, "policy": "block"}  # every frame kept, full batches
+LIVE_BATCHING = {"max_wait_ms": 20.0, "queue_size": 4, "policy": "drop-oldest"}  # the delay stays bounded
+
+
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch: int | Literal["auto"] = "auto"  # frames per batch; auto: 8 on CUDA, 1 on CPUs (fast: 2)
-    max_wait_ms: float = 1000.0  # cut a partial batch after this long (live sources: tens of ms)
-    queue_size: int = 16  # frames read ahead of the model
-    policy: Literal["block", "drop-oldest", "drop-newest"] = "block"  # files never drop
+    """How frames become batches, for files and cameras alike (`batching:`). A key left unset
+    takes the input's own default: a file keeps every frame and fills its batches, a camera
+    keeps its delay bounded (FILE_BATCHING, LIVE_BATCHING; `for_input` applies them)."""
+
+    max_batch: int | Literal["auto"] = "auto"  # frames per batch; auto: files 8 on CUDA, 1 on CPUs (fast: 2); cameras 1
+    max_wait_ms: float | None = None  # cut a partial batch after this long (files 1000, cameras 20)
+    queue_size: int | None = None  # frames read ahead of the model (files 16, cameras 4)
+    policy: Literal["block", "drop-oldest", "drop-newest"] | None = None  # a full queue: files block, cameras drop-oldest
 
     def problems(self) -> list[str]:
         out = []
         if self.max_batch != "auto" and (isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int)
                                          or self.max_batch < 1):
             out.append(f"max_batch: must be an integer >= 1 or 'auto' (got {short(self.max_batch)})")
-        if self.max_wait_ms < 0:
+        if self.max_wait_ms is not None and self.max_wait_ms < 0:
             out.append(f"max_wait_ms: must be >= 0 (got {self.max_wait_ms})")
-        if self.queue_size < 1:
+        if self.queue_size is not None and self.queue_size < 1:
             out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
         return out
+
+    def for_input(self, model: ModelSettings, live: bool) -> "BatchSettings":
+        """Every key set: what was given, else the default for a camera (`live`) or a file."""
+        defaults = LIVE_BATCHING if live else FILE_BATCHING
+        given = {k: v for k, v in vars(self).items() if v is not None and v != "auto"}
+        max_batch = 1 if live else auto_batch(model)
+        return BatchSettings(**{"max_batch": max_batch, **defaults, **given})
 
 
 @dataclass(frozen=True)
@@ -152,10 +167,6 @@ class LiveSettings:
     backoff_max_s: float = 1.0  # longest reconnect delay (keeps resume within ~1 s of the return)
     jitter: float = 0.2  # +-fraction of random spread, so many cameras don't reconnect in step
     realtime: bool = False  # a file input is played at its own rate, as a camera would send it
-    queue_size: int = 4  # frames held before the oldest is dropped (bounds the delay)
-    policy: Literal["block", "drop-oldest", "drop-newest"] = "drop-oldest"
-    max_batch: int = 1  # frames per batch: 1 sends each frame as soon as the model is free
-    max_wait_ms: float = 20.0  # cut a partial batch after this long
     inflight: int = 1  # batches per worker at once: more would wait queued behind each other
     record: str | None = None  # folder of rolling segments
     segment_s: float = 60.0  # length of one recorded segment
@@ -169,6 +180,7 @@ class LiveSettings:
     preset: str = "ultrafast"  # live encoder preset: no B-frames, no look-ahead, low delay
     duration_s: float = 0.0  # stop after this long; 0: until SIGINT/SIGTERM or the sources end
     cameras: list[CameraSettings] = field(default_factory=list)
+    MOVED: ClassVar[dict[str, str]] = {k: f"batching.{k}" for k in ("max_batch", "max_wait_ms", "queue_size", "policy")}
 
     def problems(self) -> list[str]:
         out = []
@@ -180,12 +192,8 @@ class LiveSettings:
             out.append(f"reconnect_tries: must be >= 0, 0 meaning forever (got {self.reconnect_tries})")
         if self.backoff_s < 0 or self.backoff_max_s < self.backoff_s:
             out.append(f"backoff_max_s: must be >= backoff_s >= 0 (got {self.backoff_s}, {self.backoff_max_s})")
-        if self.queue_size < 1:
-            out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
-        if self.max_batch < 1 or self.inflight < 1:
-            out.append(f"max_batch, inflight: must be integers >= 1 (got {self.max_batch}, {self.inflight})")
-        if self.max_wait_ms < 0:
-            out.append(f"max_wait_ms: must be >= 0 (got {self.max_wait_ms})")
+        if self.inflight < 1:
+            out.append(f"inflight: must be an integer >= 1 (got {self.inflight})")
         if self.segment_s <= 0 or self.snapshot_every_s <= 0:
             out.append("segment_s, snapshot_every_s: must be > 0")
         names = [c.name for c in self.cameras if c.name]
@@ -204,9 +212,3 @@ class RunSettings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     plugins: list[dict] = field(default_factory=list)
     live: LiveSettings = field(default_factory=LiveSettings)
-
-    def __post_init__(self) -> None:
-        # `max_batch: auto` becomes a number here, once, so every user of the settings gets one.
-        if (isinstance(self.batching, BatchSettings) and self.batching.max_batch == "auto"
-                and isinstance(self.model, ModelSettings) and isinstance(self.model.device, str)):
-            object.__setattr__(self, "batching", replace(self.batching, max_batch=auto_batch(self.model)))

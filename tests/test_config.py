@@ -33,7 +33,7 @@ def write(tmp_path, text):
     ("batching: {max_wait_ms: .nan}", "batching.max_wait_ms: must be a finite number (got nan)"),
     ("batching: {max_wait_ms: -1}", "batching.max_wait_ms: must be >= 0 (got -1.0)"),
     ("batching: {max_wait_ms: soon}", "batching.max_wait_ms: must be a number (got 'soon')"),
-    ("live: {max_wait_ms: -5}", "live.max_wait_ms: must be >= 0 (got -5.0)"),
+    ("live: {max_wait_ms: 5}", "live.max_wait_ms: moved to batching.max_wait_ms"),
     ("live: {read_timeout_s: .inf}", "live.read_timeout_s: must be a finite number (got inf)"),
     ("model: 3", "model: must be a mapping (got 3)"),
     ("encode: {codec: mpeg2}", "encode.codec: must be one of"),
@@ -112,13 +112,28 @@ def test_short_keeps_values_small_and_on_one_line():
     assert "\n" not in short({"a": "b\nc" * 100})
 
 
-def test_max_batch_auto_follows_the_device(tmp_path):
-    assert RunSettings().batching.max_batch == auto_batch(ModelSettings())
-    assert load_settings(RunSettings, None, {"model.device": "cpu"}).batching.max_batch == 1
-    assert load_settings(RunSettings, None, {"model.device": "cpu", "model.profile": "fast"}).batching.max_batch == 2
-    assert load_settings(RunSettings, None, {"model.device": "cuda:1"}).batching.max_batch == 8
+def test_max_batch_auto_follows_the_device_and_the_input(tmp_path):
+    def batch(path=None, live=False, **flags):
+        s = load_settings(RunSettings, path, flags)
+        return s.batching.for_input(s.model, live).max_batch
+
+    assert batch() == auto_batch(ModelSettings())
+    assert batch(**{"model.device": "cpu"}) == 1
+    assert batch(**{"model.device": "cpu", "model.profile": "fast"}) == 2
+    assert batch(**{"model.device": "cuda:1"}) == 8
+    assert batch(live=True, **{"model.device": "cuda:1"}) == 1  # a camera: each frame as soon as the model is free
     path = write(tmp_path, "model: {device: cuda}\nbatching: {max_batch: 3}\n")
-    assert load_settings(RunSettings, path).batching.max_batch == 3  # explicit values are kept
-    assert load_settings(RunSettings, path, {"batching.max_batch": 5}).batching.max_batch == 5
+    assert batch(path) == 3 and batch(path, live=True) == 3  # explicit values are kept
+    assert batch(path, **{"batching.max_batch": 5}) == 5
     path = write(tmp_path, "model: {device: cpu}\nbatching: {max_batch: auto}\n")
-    assert load_settings(RunSettings, path).batching.max_batch == 1
+    assert batch(path) == 1
+
+
+def test_batching_defaults_by_input():
+    s = RunSettings()
+    files, live = s.batching.for_input(s.model, False), s.batching.for_input(s.model, True)
+    assert (files.max_wait_ms, files.queue_size, files.policy) == (1000.0, 16, "block")
+    assert (live.max_wait_ms, live.queue_size, live.policy) == (20.0, 4, "drop-oldest")
+    given = load_settings(RunSettings, None, {"batching.queue_size": 9, "batching.policy": "drop-newest"}).batching
+    assert given.for_input(s.model, True).queue_size == 9 and given.for_input(s.model, False).policy == "drop-newest"
+

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="n
 
 
 def settings(**live) -> RunSettings:
-    flags = {"model.profile": "identity", "workers.backend": "local", "live.max_batch": 1}
+    flags = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 1}
     flags.update({(k if "." in k else f"live.{k}"): v for k, v in live.items()})
     return load_settings(RunSettings, None, flags)
 
@@ -178,7 +178,7 @@ def test_two_cameras_share_the_pool_and_a_broken_one_stalls_nothing(camera, tmp_
             {"url": camera.url("cam2"), "name": "south", "record": str(tmp_path / "south")},
             {"url": camera.url("nope"), "name": "broken"}]
     s = load_settings(RunSettings, None, {
-        "model.profile": "identity", "workers.backend": "local", "live.max_batch": 2,
+        "model.profile": "identity", "workers.backend": "local", "batching.max_batch": 2,
         "live.cameras": cams, "live.duration_s": 5.0, "live.first_tries": 2, "live.open_timeout_s": 2.0})
     result = run_live([], s, signals=False)
     by_name = {c["name"]: c for c in result["cameras"]}
@@ -291,7 +291,7 @@ def test_plugins_see_every_live_frame_in_order(camera, tmp_path):
 
     lines = tmp_path / "dets.jsonl"
     s = load_settings(RunSettings, {"plugins": [{"use": "jsonl", "with": {"path": str(lines)}}]},
-                      {"model.profile": "identity", "workers.backend": "local", "live.max_batch": 2})
+                      {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 2})
     run = Background([camera.url()], s, output=str(tmp_path / "out.mp4"))
     run.wait_frames(20)
     cam = run.stop()["cameras"][0]

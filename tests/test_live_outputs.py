@@ -32,7 +32,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def settings(**flags) -> RunSettings:
-    base = {"model.profile": "identity", "workers.backend": "local", "live.max_batch": 1}
+    base = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 1}
     base.update(flags)
     return load_settings(RunSettings, None, base)
 
@@ -121,7 +121,7 @@ def test_is_live(uri, live):
 @pytest.mark.parametrize("live, match", [
     ({"first_tries": 0}, "live.first_tries: must be an integer >= 1"),
     ({"backoff_s": 2.0, "backoff_max_s": 1.0}, "live.backoff_max_s: must be >= backoff_s"),
-    ({"queue_size": 0}, "live.queue_size: must be an integer >= 1"),
+    ({"queue_size": 4}, "live.queue_size: moved to batching.queue_size"),
     ({"transport": "sctp"}, "live.transport: must be one of"),
     ({"cameras": [{"name": "a"}]}, r"live.cameras\[0\].url: must be set"),
     ({"cameras": [{"url": "rtsp://a", "name": "x"}, {"url": "rtsp://b", "name": "x"}]}, "names must be unique"),
@@ -135,7 +135,7 @@ def test_bad_live_settings_are_named(live, match):
 @pytest.mark.parametrize("name", ["live.yaml", "cameras.yaml"])
 def test_shipped_live_configs_load(name):
     s = load_settings(RunSettings, REPO / "configs" / name)
-    assert s.live.policy == "drop-oldest"
+    assert s.batching.for_input(s.model, live=True).policy == "drop-oldest"
 
 
 def _batch(i: int) -> FrameBatch:
@@ -249,7 +249,7 @@ def test_hls_over_http(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
-        result = run_live([url], settings(**{"live.duration_s": 2.5, "live.queue_size": 100}), signals=False)
+        result = run_live([url], settings(**{"live.duration_s": 2.5, "batching.queue_size": 100}), signals=False)
     finally:
         server.shutdown()
         server.server_close()

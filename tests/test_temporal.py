@@ -81,11 +81,20 @@ def run_frames(clip, max_batch: int) -> np.ndarray:
     return np.stack([f.image for f in Pipeline.from_config(cfg).frames(clip)])
 
 
+def assert_same_frames(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to float rounding: CPU convolutions sum in an order that can vary with the batch
+    size, so one pixel in ~10^5 may come out one level apart (seen once in ~20 runs). Frames
+    derained without their neighbours differ by up to 16 levels on 4 % of the pixels."""
+    assert a.shape == b.shape
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, (diff.max(), (diff > 0).mean())
+
+
 def test_a_batch_boundary_changes_nothing(clip):
     one = run_frames(clip, 1)
     assert len(one) == 9
     for size in (2, 4, 9):
-        np.testing.assert_array_equal(run_frames(clip, size), one)
+        assert_same_frames(run_frames(clip, size), one)
 
 
 def test_the_network_uses_the_neighbours(clip):
@@ -96,10 +105,10 @@ def test_the_network_uses_the_neighbours(clip):
     d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
     whole = d(frames).frames
     cut = np.concatenate([d(frames[i:i + 2]).frames for i in range(0, 9, 2)])
-    assert np.abs(whole.astype(int) - cut.astype(int)).max() > 0
+    assert (np.abs(whole.astype(int) - cut.astype(int)) > 1).mean() > 0.01
     piecewise = np.concatenate([d(frames[max(0, i - 1):i + 3], (min(i, 1), 1 if i + 2 < 9 else 0)).frames
                                 for i in range(0, 9, 2)])
-    np.testing.assert_array_equal(piecewise, whole)
+    assert_same_frames(piecewise, whole)
 
 
 def test_temporal_network_builds_with_a_window_input():

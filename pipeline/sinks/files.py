@@ -151,34 +151,22 @@ def _subsampling(pix_fmt: str) -> tuple[int, int]:
     return max(1, 8 // max(1, f.chroma_width())), max(1, 8 // max(1, f.chroma_height()))
 
 
-class VideoFileSink:
-    """Encode frames with PyAV, copying each frame's pts/time_base and remuxing the audio untouched.
+class Encoder:
+    """The one encode loop: frames, with their own pts and time base, into an open PyAV
+    container, the input's audio remuxed alongside. `VideoFileSink` (a file renamed into place)
+    and the live outputs (`pipeline.sinks.streams`) own the container around it.
 
     A size the pixel format cannot hold (an odd width or height in 4:2:0) is cut to the
     nearest one it can, with a warning; an encoder that refuses the size fails here, before
     any frame is derained. `warnings` lists what was said.
     """
 
-    def __init__(self, path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),
-                 overwrite: bool = False, token: str | None = None):
-        self.path = Path(path)
-        _claim_file(self.path, overwrite)
-        self.overwrite = overwrite
-        self.tmp = partial_path(self.path, token)
-        self.info, self.encode = info, encode
+    def __init__(self, out, info: SourceInfo, encode: EncodeSettings, label):
+        self.out, self.info, self.encode, self.path = out, info, encode, label
         self.frames_written = 0
         self._last_pts: int | None = None
-        try:
-            self.tmp.touch(exist_ok=False)  # FFmpeg opens lazily: find an unwritable place now, not at the end
-            self.out = av.open(str(self.tmp), "w")
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.path}: cannot write here ({exc})") from None
-        try:
-            self._setup()
-        except BaseException:
-            self.close(ok=False)
-            raise
+        self._audio = None
+        self._setup()
 
     def _setup(self) -> None:
         info, enc = self.info, self.encode
@@ -265,6 +253,29 @@ class VideoFileSink:
             self.frames_written += 1
             if self._audio:
                 self._audio.mux_until(float(pts * frame.time_base))
+
+
+class VideoFileSink(Encoder):
+    """A video file, written under a hidden partial name and renamed into place only when complete."""
+
+    def __init__(self, path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),
+                 overwrite: bool = False, token: str | None = None):
+        path = Path(path)
+        _claim_file(path, overwrite)
+        self.path, self.overwrite = path, overwrite
+        self.tmp = partial_path(path, token)
+        try:
+            self.tmp.touch(exist_ok=False)  # FFmpeg opens lazily: find an unwritable place now, not at the end
+            out = av.open(str(self.tmp), "w")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write here ({exc})") from None
+        self.out = out
+        try:
+            super().__init__(out, info, encode, path)
+        except BaseException:
+            self.close(ok=False)
+            raise
 
     def close(self, ok: bool = True) -> None:
         """Flush and close; on success rename into place, else delete the partial file.

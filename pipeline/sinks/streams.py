@@ -1,8 +1,9 @@
 """Live outputs: restream (RTSP push, MPEG-TS served over TCP/HTTP or sent over UDP), rolling
 recordings and snapshots. Several at once from one camera; each is a sink (write/close).
 
-Encoding stays in `pipeline.sinks.files`: every output here is a `VideoFileSink` opened on
-another target, so pts/time_base copying and the encoder flush are the same code. Live
+Encoding stays in `pipeline.sinks.files`: every output here is its `Encoder` on another
+target (a URL, a socket fan-out) or a `VideoFileSink`, so pts/time_base copying and the
+encoder flush are the same code. Live
 encoders use x264 `ultrafast` with one thread: no B-frames and no look-ahead, so a frame
 leaves the encoder as soon as it enters, and a keyframe every second lets a viewer join.
 """
@@ -25,7 +26,7 @@ from ..frames import FrameBatch
 from ..redact import redact
 from ..images import write_rgb
 from ..settings import EncodeSettings
-from .files import VideoFileSink
+from .files import Encoder, VideoFileSink
 from ..sources.files import SourceInfo
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 LIVE_ENCODE = EncodeSettings(codec="h264", crf=23, preset="ultrafast", threads=1, keyframe_s=1.0)
 
 
-class StreamSink(VideoFileSink):
+class StreamSink(Encoder):
     """Encode to a URL or a writable file object instead of a file renamed into place.
 
     Args:
@@ -45,17 +46,13 @@ class StreamSink(VideoFileSink):
 
     def __init__(self, target, fmt: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCODE,
                  options: dict | None = None, label: str | None = None):
-        self.path = redact(label or str(target))
-        self.info, self.encode = info, encode
-        self.frames_written = 0
-        self._last_pts = None
-        self.tmp = None
+        shown = redact(label or str(target))
         try:
             self.out = av.open(target, "w", format=fmt, options=options or {})
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(redact(f"{self.path}: cannot open this output ({exc})")) from None
+            raise OutputError(redact(f"{shown}: cannot open this output ({exc})")) from None
         try:
-            self._setup()
+            super().__init__(self.out, info, encode, shown)
             # Connect now (RTSP ANNOUNCE/RECORD), so a wrong server fails at start, naming the URL.
             self.out.start_encoding()
         except (av.FFmpegError, OSError) as exc:

@@ -117,40 +117,22 @@ class VideoFileSource:
         log.warning("%s", message)
 
     def __iter__(self) -> Iterator[Frame]:
-        seq = 0
-        first_pts = last_pts = None
         with self._open() as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self.threads
-            tb = stream.time_base
-            step = _frame_step(stream)
-            try:
-                # container.decode() sends the final flush packet, so frame-threaded
-                # decoders hand over their last frames too.
-                for frame in container.decode(stream):
-                    pts = frame.pts
-                    if pts is None:  # some containers omit pts: continue the clock
-                        pts = 0 if last_pts is None else last_pts + step
-                    last_pts = pts
-                    if first_pts is None:
-                        first_pts = pts
-                    yield Frame(frame.to_ndarray(format="rgb24"), seq, pts, frame.time_base or tb,
-                                self.source_id, time.monotonic())
-                    seq += 1
-            except av.FFmpegError as exc:
-                # A truncated or corrupt tail: keep every frame decoded so far, and say so.
-                self.truncated = True
-                log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
-                            self.path, seq, exc)
-        if self.truncated:
+            decoder = Decoder(container, self.source_id, self.threads)
+            yield from decoder
+        if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
+            self.truncated = True
+            log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
+                        self.path, decoder.count, decoder.error)
             return
         # Matroska and others announce no frame count, and a demuxer that meets the end of a
         # cut file just stops: compare the video decoded with the duration the file announces.
         # (A frame count alone misleads: AVI counts the empty chunks of a variable rate.)
+        seq = decoder.count
         declared, rate = self.info.duration, self.info.rate
         frame_s = float(1 / rate) if rate else None
-        decoded = float((last_pts - first_pts) * tb) + (frame_s or 0.0) if seq else 0.0
+        decoded = (float((decoder.last_pts - decoder.first_pts) * decoder.time_base) + (frame_s or 0.0)
+                   if seq else 0.0)
         short_in_time = bool(declared and frame_s and declared - decoded > max(1.5 * frame_s, 0.1))
         if self.info.frames and seq < self.info.frames and (short_in_time or not declared or not frame_s):
             self.truncated = True
@@ -161,6 +143,42 @@ class VideoFileSource:
             log.warning("%s: the file announces %.2f s of video (about %d frames) but only %d frames "
                         "(%.2f s) decoded; the file looks truncated",
                         self.path, declared, round(declared / frame_s), seq, decoded)
+
+
+class Decoder:
+    """The one decode loop: the first video stream of an open container, in order, as RGB
+    Frames. A missing pts continues the clock; `container.decode()` sends the final flush
+    packet, so frame-threaded decoders hand over their last frames too. A corrupt or cut
+    tail (or a live connection's read timeout) ends the frames without raising: `error` says
+    why, and every frame before it was given. Files and live connections both decode here."""
+
+    def __init__(self, container, source_id: str, threads: int = 1):
+        self.container, self.source_id, self.threads = container, source_id, threads
+        self.count = 0
+        self.first_pts: int | None = None
+        self.last_pts: int | None = None
+        self.time_base = None
+        self.error: av.FFmpegError | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = self.threads
+        self.time_base = tb = stream.time_base
+        step = _frame_step(stream)
+        try:
+            for frame in self.container.decode(stream):
+                pts = frame.pts
+                if pts is None:  # some containers omit pts: continue the clock
+                    pts = 0 if self.last_pts is None else self.last_pts + step
+                self.last_pts = pts
+                if self.first_pts is None:
+                    self.first_pts = pts
+                yield Frame(frame.to_ndarray(format="rgb24"), self.count, pts, frame.time_base or tb,
+                            self.source_id, time.monotonic())
+                self.count += 1
+        except av.FFmpegError as exc:
+            self.error = exc
 
 
 def _check_size(path, width: int, height: int) -> None:

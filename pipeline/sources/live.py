@@ -30,7 +30,7 @@ from ..errors import InputError, SourceConnectionError
 from ..frames import Frame
 from ..redact import redact
 from ..settings import LiveSettings
-from .files import SourceInfo, VideoFileSource
+from .files import Decoder, SourceInfo, VideoFileSource
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +55,6 @@ def open_options(uri: str, settings: LiveSettings) -> tuple[dict, str | None]:
     if uri.startswith(("http://", "https://")):
         return {"reconnect": "0"}, None  # reconnects are ours: counted, logged, with backoff
     return {}, None
-
-
-class _Connection(VideoFileSource):
-    """One opened connection, decoded by the file reader (pts None filled, flush packet decoded)."""
-
-    def __init__(self, uri: str, container, source_id: str, threads: int = 1):
-        self.path, self.threads, self.source_id = redact(uri), threads, source_id  # path: for messages only
-        self.truncated = False
-        self._container = container
-        s = container.streams.video[0]
-        self.info = SourceInfo(uri=redact(uri), width=s.codec_context.width, height=s.codec_context.height,
-                               time_base=s.time_base or CLOCK, rate=s.average_rate or s.guessed_rate)
-
-    def _open(self):
-        return self._container
 
 
 def connect(uri: str, settings: LiveSettings):
@@ -221,7 +206,7 @@ class LiveSource:
         container, seq = self._first, 0
         self._first = None
         while container is not None and not self._stop.is_set():
-            conn = _Connection(self.uri, container, self.source_id, self.threads)
+            conn = Decoder(container, self.source_id, self.threads)
             started = time.monotonic()
             prev: Frame | None = None
             for frame in conn:
@@ -235,7 +220,7 @@ class LiveSource:
             self.connected = False
             if self._stop.is_set():
                 return
-            stalled = conn.truncated and time.monotonic() - (prev.arrival if prev else started) \
+            stalled = conn.error is not None and time.monotonic() - (prev.arrival if prev else started) \
                 >= self.settings.read_timeout_s * 0.9
             self.stalls += stalled
             why = "stalled (no data for the read timeout)" if stalled else "ended"
