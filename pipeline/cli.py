@@ -147,6 +147,17 @@ def _parse_set(item: str) -> tuple[str, object]:
 
 
 def cmd_export(args) -> int:
+    if args.onnx:
+        from .model.export import export_onnx
+
+        info = export_onnx(args.onnx, args.profile, args.weights)
+        print(json.dumps(info) if args.json else
+              f"{info['path']}: {info['profile']}, input {info['input']} (N, {info['input_channels']}, H, W) float RGB "
+              f"in [0, 1], output {info['output']} (N, 3, H, W); H and W multiples of {info['size_multiple']}")
+        return 0
+    if not (args.checkpoint and args.output):
+        _fail(args, "give a CHECKPOINT and -o OUT (fp16 weights), or --onnx OUT.onnx")
+        return 2
     from .model.train import export_checkpoint
 
     print(f"weights written to {export_checkpoint(args.checkpoint, args.output)}")
@@ -313,9 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint and stop after this long (--resume goes on): fits leased machines")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="fp16 weights from a training checkpoint (OUT_DIR/last.pt)")
-    p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("export", help="fp16 weights from a training checkpoint (OUT_DIR/last.pt), "
+                                      "or a profile as ONNX (--onnx) for other runtimes")
+    p.add_argument("checkpoint", nargs="?", help="a training checkpoint (with -o)")
+    p.add_argument("-o", "--output", help="the fp16 weights file to write")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write the profile's network as ONNX: rainy in, derained out, "
+                                                      "dynamic batch, height and width")
+    p.add_argument("--profile", choices=["full", "fast", "temporal", "temporal-fast"], default="full")
+    p.add_argument("--weights", help="a weights file instead of the profile's shipped one")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="PSNR/SSIM (Y channel) of input and output against ground truth")

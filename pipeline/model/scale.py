@@ -26,6 +26,8 @@ GUIDED_EPS = 1e-3  # regulariser of the local fit; chosen on rain12/Rain100L (do
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over the (2r+1)^2 window, counting only pixels inside the image at the borders.
     Separable shifted sums: on these CPUs faster than avg_pool2d (3-4x) or a depthwise conv."""
+    if torch.onnx.is_in_onnx_export():  # the same mean as one op whose sizes stay dynamic in the graph
+        return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
     h, w = x.shape[-2:]
     padded = F.pad(x, (r, r, r, r))
     rows = sum(padded[..., i:i + h, :] for i in range(2 * r + 1))
@@ -53,6 +55,23 @@ def guided_upsample(rain: torch.Tensor, guide_small: torch.Tensor, guide: torch.
     return torch.addcmul(b, a, big)
 
 
+def downscale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Antialiased bilinear resizing by `scale` (in fp32: it has no bf16/fp16 kernel on CPUs).
+
+    ONNX has no antialiased resize that torch exports, so an export at scale 0.5 gets the same
+    filter written out: bilinear antialiasing at half scale is the 4-tap [1, 3, 3, 1] / 8
+    filter with stride 2, renormalised where taps fall outside the image (equal to
+    F.interpolate's within float rounding, 2e-7)."""
+    if scale == 0.5 and torch.onnx.is_in_onnx_export():
+        taps = x.new_tensor([1.0, 3.0, 3.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :])[None, None]  # a constant: ONNX needs its shape
+        planes = x.flatten(0, 1)[:, None]  # each channel alone
+        total = F.conv2d(planes, kernel, stride=2, padding=1)
+        weight = F.conv2d(torch.ones_like(planes[:1]), kernel, stride=2, padding=1)
+        return (total / weight)[:, 0].unflatten(0, (-1, x.shape[1]))
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+
+
 def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: str = "bilinear",
             net_dtype: torch.dtype | None = None) -> DerainOutput:
     """DerainOutput whose `rain` has rainy's full size; embedding and maps are at the net's scale.
@@ -64,9 +83,7 @@ def predict(net: nn.Module, rainy: torch.Tensor, scale: float = 1.0, upsample: s
     if scale == 1.0:
         return net(rainy)
     h, w = rainy.shape[-2:]
-    # Antialiased resizing has no bf16/fp16 kernel on CPUs: resize in fp32 (a no-op cast there).
-    small = F.interpolate(rainy.float(), scale_factor=scale, mode="bilinear", align_corners=False,
-                          antialias=True)
+    small = downscale(rainy.float(), scale)
     out = net(small.to(net_dtype or rainy.dtype))
     if upsample == "guided":
         rain = guided_upsample(out.rain, small[:, :3], rainy[:, :3])

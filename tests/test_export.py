@@ -1,0 +1,43 @@
+"""`derain export --onnx`: the standalone graph runs in onnxruntime and derains as the pipeline does."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.model.inference import Derainer, window_offsets, windows
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("profile", ["full", "fast", "temporal-fast"])
+def test_exported_graph_matches_the_pipeline_at_two_sizes(tmp_path, profile):
+    out = tmp_path / f"{profile}.onnx"
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "--onnx", str(out), "--profile", profile,
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    assert info["input"] == "rainy" and info["output"] == "derained" and out.stat().st_size > 10_000
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    derainer = Derainer.load(profile, device="cpu", dtype="fp32", runtime="torch")
+    m = info["size_multiple"]
+    rng = np.random.default_rng(1)
+    for batch, h, w in ((1, 3 * m, 4 * m), (2, 5 * m, 3 * m)):  # batch, height and width all change
+        frames = (rng.random((batch, h, w, 3)) * 255).astype(np.uint8)
+        want = derainer(frames).frames.astype(int)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
+        if info["input_channels"] > 3:  # a temporal profile takes each frame's window
+            x = windows(x, slice(0, batch), window_offsets(info["input_channels"] // 3, causal=False))
+        (got,) = session.run(None, {"rainy": x.numpy()})
+        got = np.round(np.clip(got, 0, 1) * 255).astype(int).transpose(0, 2, 3, 1)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1  # float rounding only
+        assert np.abs(got - frames.astype(int)).mean() > 0.1  # and it did derain something
+
+
+def test_export_refuses_an_unknown_profile(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "--onnx", str(tmp_path / "x.onnx"),
+                          "--profile", "nope"], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "nope" in run.stderr and not (tmp_path / "x.onnx").exists()
