@@ -195,6 +195,10 @@ def cmd_bench(args) -> int:
         from .bench.speed import model_only
 
         result = model_only(_settings(args).model, args.sizes.split(",") if args.sizes else ("640x360", "1280x720"))
+    elif args.streams:
+        from .bench.streams import run_streams_bench
+
+        result = run_streams_bench(_settings(args), args.streams, args.size, args.frames)
     elif args.live:
         from .bench.live import run_live_bench
 
@@ -355,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
     p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
+                   help="N streams at once through one model worker: model-only, codec-only (identity) and "
+                        "end-to-end frames/s, per stream and in total")
     p.add_argument("--memory", action="store_true",
                    help="flat-memory check: a long clip (1080p unless --size) through the pipeline, identity model")
     p.add_argument("--minutes", type=float, default=10.0, help="length of the --memory clip")
@@ -362,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live delay p50/p95, output fps and drop rate against a local RTSP camera")
     p.add_argument("--duration-s", type=float, default=60.0, help="--live: seconds to measure")
     p.add_argument("--fps", type=int, default=25, help="--live: camera frame rate")
-    p.add_argument("--backend", choices=["ray", "local"], help="--live: worker pool (default local)")
+    p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray; --live: local)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="--live, identity profile: sleep per frame")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_bench, profile="full", device="auto", dtype="auto")

@@ -1,11 +1,14 @@
-"""Derain one video file or image folder into one output: the job behind `derain run`.
+"""Derain video files or image folders into outputs: the job behind `derain run`.
 
-Archive workers call the same function where the file lives, with a pool of their own.
+`derain_file` is one file (archive workers call it where the file lives, with a pool of their
+own); `derain_files` is several at once through one pool, a lane each, so one model worker
+(a GPU's) serves them all.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 from .errors import OutputError
 from .runner import Input, Runner
@@ -66,6 +69,36 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
             pool.close()
         if own_chain and chain is not None:
             chain.close()
+
+
+def derain_files(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSettings = RunSettings(),
+                 pool=None, overwrite: bool = False) -> list[LaneStats]:
+    """Derain each (src, dst) pair, all at once through one pool; returns each lane's stats.
+
+    As `derain_file` for each (every frame, in order, timestamps and audio kept), without
+    plugins. Strict: an error in any input ends them all, and no partial output is left."""
+    for src, dst in pairs:
+        _check_paths(Path(src), Path(dst))
+    sources, sinks = [], []
+    own_pool = pool is None
+    try:
+        for src, dst in pairs:
+            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps))
+            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite))
+        if own_pool:
+            pool = make_pool(settings.model, settings.workers)
+        names = [f"{src}#{i}" if [str(p[0]) for p in pairs].count(str(src)) > 1 else str(src)
+                 for i, (src, _) in enumerate(pairs)]
+        lanes = [Input(name, open=lambda stop, s=source: s, outputs=lambda info, k=sink: [k], uri=str(src))
+                 for name, source, sink, (src, _) in zip(names, sources, sinks, pairs)]
+        batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
+        metrics = Runner(lanes, pool, batching, strict=True).run()
+        return [metrics.lanes[name] for name in names]
+    finally:
+        for sink in sinks:
+            sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not
+        if own_pool and pool is not None:
+            pool.close()
 
 
 def _check_paths(src: Path, dst: Path) -> None:

@@ -16,3 +16,17 @@ def test_model_only_bench_runs_without_pyav_and_reports_each_size():
     assert {(r["size"], r["batch"]) for r in result["rows"]} == {(s, b) for s in ("96x64", "128x72") for b in (1, 2, 4)}
     assert all(r["fps"] > 0 and r["gmac_per_frame"] > 0 for r in result["rows"])
     assert set(result["best"]) == {"96x64", "128x72"}
+
+
+def test_streams_bench_runs_two_streams_through_one_worker_and_reports_totals():
+    """The issue's CPU floor: `derain bench --streams 2 --profile identity --json` (small, to stay quick)."""
+    args = [sys.executable, "-m", "pipeline.cli", "bench", "--streams", "2", "--profile", "identity",
+            "--size", "160x96", "--frames", "40", "--json"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["streams"] == 2 and result["frames_per_stream"] == 40 and result["backend"] == "ray"
+    assert result["model_fps"] is None  # identity: no model to time alone
+    assert result["codec_fps"] > 0 and result["total_fps"] > 0 and len(result["per_stream_fps"]) == 2
+    assert all(f > 0 for f in result["per_stream_fps"])
+    assert result["ratio"] == round(result["total_fps"] / result["codec_fps"], 3)

@@ -430,3 +430,22 @@ def test_json_summary_lists_the_warnings(tmp_path, capsys):
     assert _run(src, tmp_path / "out.mp4", "--json") == 0
     (said,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["warnings"]
     assert "65x48 written as 64x48 (the last column cut)" in said
+
+
+def test_several_files_share_one_pool_each_in_order_with_its_timestamps(tmp_path):
+    from pipeline.errors import InputError
+    from pipeline.files import derain_files
+
+    a = make_video(tmp_path / "a.mp4", frames=30, size=(96, 64))
+    b = make_video(tmp_path / "b.mp4", frames=17, size=(64, 48), fps=30)
+    settings = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local",
+                                                 "batching.max_batch": 4})
+    stats = derain_files([(a, tmp_path / "a-out.mp4"), (b, tmp_path / "b-out.mp4")], settings)
+    assert [s.frames_out for s in stats] == [30, 17] and all(s.dropped == 0 for s in stats)
+    for src, out in ((a, "a-out.mp4"), (b, "b-out.mp4")):
+        assert frame_pts(tmp_path / out) == frame_pts(src)  # each file's own clock, untouched
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(InputError, match="broken.mp4"):
+        derain_files([(a, tmp_path / "c-out.mp4"), (broken, tmp_path / "d-out.mp4")], settings)
+    assert not any(p.name.startswith((".c-out", "c-out", ".d-out", "d-out")) for p in tmp_path.iterdir())
