@@ -102,7 +102,8 @@ class Pipeline:
 
         path = isinstance(source, (str, Path))
         if path:
-            source = open_source(source, threads=self.settings.decode.threads, fps=self.settings.decode.fps)
+            d = self.settings.decode
+            source = open_source(source, threads=d.threads, fps=d.fps, hardware=d.hardware)
         batching = self.settings.batching.for_input(self.settings.model, isinstance(source, (LiveSource, RealtimeFileSource)))
         if path:
             batching = replace(batching, policy="block")  # a file never drops a frame

@@ -35,7 +35,8 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
     _check_paths(Path(src), Path(dst))
     own_chain = plugins is None
     chain = _plugin_chain(settings) if own_chain else plugins
-    source = open_source(src, threads=settings.decode.threads, fps=settings.decode.fps)
+    source = open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
+                         hardware=settings.decode.hardware)
     sink = open_sink(dst, source.info, settings.encode, overwrite=overwrite, token=token)
     own_pool = pool is None
     try:
@@ -83,7 +84,8 @@ def derain_files(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSe
     own_pool = pool is None
     try:
         for src, dst in pairs:
-            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps))
+            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
+                                       hardware=settings.decode.hardware))
             sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite))
         if own_pool:
             pool = make_pool(settings.model, settings.workers)

@@ -164,7 +164,7 @@ class Runner:
                     self._raise_first_error()
                 self._grant_credits()
                 self._submit_ready()
-                self._collect(self.pool.poll(0.02) if self.pool.inflight else self._idle())
+                self._collect(self._poll())
                 self._update_stats(bar)
             self._collect(drain(self.pool))
             if self.strict:
@@ -176,12 +176,16 @@ class Runner:
                 self.stop()
             if not ok:
                 self._abandon_inflight()
-            try:
-                for lane in self.lanes:
+            closing: list[BaseException] = []
+            for lane in self.lanes:  # every lane is closed, whatever another one's close raised
+                try:
                     self._close_lane(lane, ok=ok or not self.strict)
-            finally:
-                if bar is not None:
-                    bar.close()
+                except BaseException as exc:  # noqa: BLE001 - raised below, after the others
+                    closing.append(exc)
+            if bar is not None:
+                bar.close()
+            if closing and ok:  # else the run's own error is already on its way up
+                raise closing[0]
         failed = [lane for lane in self.lanes if lane.errors]
         if failed and len(failed) == len(self.lanes) and not any(l.stats.frames_out for l in self.lanes):
             raise _redacted(failed[0].errors[0])
@@ -260,9 +264,13 @@ class Runner:
             self.pool.submit(key, *batch.model_input())
             sent.set()
 
-    def _idle(self) -> list:
-        time.sleep(0.002)
-        return []
+    def _poll(self) -> list:
+        """Results that are back. A full pool takes nothing new until one is: wait for it (few
+        wake-ups, so the model keeps the cores); else return soon, a lane may have a batch ready."""
+        if not self.pool.inflight:
+            time.sleep(0.002)
+            return []
+        return self.pool.poll(0.5 if self.pool.capacity() <= 0 else 0.02)
 
     def _collect(self, results) -> None:
         for key, frames, intensity in results:

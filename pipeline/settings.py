@@ -58,6 +58,7 @@ class EncodeSettings:
     pix_fmt: str = "yuv420p"
     threads: int = 1  # encoder threads, explicit so the model keeps its cores
     keyframe_s: float | None = None  # a keyframe at least this often (live: 1 s, so a viewer joins fast)
+    hardware: Literal["auto", "nvenc", "off"] = "auto"  # NVENC; auto: on an NVIDIA machine; falls back to the CPU
 
     def problems(self) -> list[str]:
         out = []
@@ -125,6 +126,7 @@ class BatchSettings:
 class DecodeSettings:
     threads: int = 1  # decoder threads; explicit so the model keeps its cores
     fps: float = 25.0  # frame rate given to a folder of images
+    hardware: Literal["auto", "cuda", "off"] = "auto"  # NVDEC (cuda); auto: on an NVIDIA machine, else the CPU
 
 
 @dataclass(frozen=True)

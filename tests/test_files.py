@@ -449,3 +449,24 @@ def test_several_files_share_one_pool_each_in_order_with_its_timestamps(tmp_path
     with pytest.raises(InputError, match="broken.mp4"):
         derain_files([(a, tmp_path / "c-out.mp4"), (broken, tmp_path / "d-out.mp4")], settings)
     assert not any(p.name.startswith((".c-out", "c-out", ".d-out", "d-out")) for p in tmp_path.iterdir())
+
+
+def test_hardware_codecs_asked_for_where_there_is_no_gpu_fall_back_once(tmp_path, caplog):
+    """decode.hardware: cuda and encode.hardware: nvenc on this GPU-less machine: every frame is
+    derained on the CPU codecs, and the log says so once per process, not once per file."""
+    from pipeline import hardware
+
+    hardware._said.clear()
+    clip = make_video(tmp_path / "in.mp4", frames=12, size=(96, 64))
+    settings = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local",
+                                                 "decode.hardware": "cuda", "encode.hardware": "nvenc"})
+    with caplog.at_level("WARNING", logger="pipeline.hardware"):
+        for name in ("a.mp4", "b.mp4"):
+            assert derain_file(clip, tmp_path / name, settings).frames_out == 12
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.hardware"]
+    assert len(said) == 2, said
+    assert any("NVDEC" in m and "in.mp4" in m for m in said) and any("h264_nvenc" in m for m in said)
+    assert all(m.endswith("using the CPU codec") for m in said)
+    for name in ("a.mp4", "b.mp4"):
+        assert video_stream(ffprobe(tmp_path / name))["codec_name"] == "h264"
+        assert int(video_stream(ffprobe(tmp_path / name))["nb_read_frames"]) == 12

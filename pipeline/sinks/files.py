@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import DerainError, OutputError
 from ..frames import FrameBatch
 from ..images import write_rgb
+from .. import hardware
 from ..settings import EncodeSettings
 from ..sources.files import SourceInfo
 
@@ -185,6 +186,7 @@ class Encoder:
             options["x265-params"] = "log-level=error"
         rate = info.rate or (1 / info.time_base)
         self.width, self.height = self._output_size()
+        codec, options = self._hardware(codec, options, rate) or (codec, options)
         self._check_encoder(codec, options, rate)
         self.video = self.out.add_stream(codec, rate=rate, options=options)
         self.video.width, self.video.height = self.width, self.height
@@ -216,6 +218,20 @@ class Encoder:
                        f"{'even sizes' if (xs, ys) == (2, 2) else f'multiples of {xs}x{ys}'} "
                        "(encode.pix_fmt: yuv444p keeps the size)")
         return ow, oh
+
+    def _hardware(self, codec: str, options: dict, rate) -> tuple[str, dict] | None:
+        """NVENC for this codec when wanted and the GPU opens it; None: the CPU codec."""
+        enc = self.encode
+        nv = hardware.NVENC.get(enc.codec)
+        if not hardware.wanted(enc.hardware) or nv is None or nv not in av.codecs_available:
+            return None
+        nv_options = hardware.nvenc_options(enc.preset, enc.crf, enc.bitrate)
+        try:
+            self._check_encoder(nv, nv_options, rate)
+        except OutputError as exc:
+            hardware.fell_back("encode", f"{nv} (NVENC) cannot encode here: {exc}")
+            return None
+        return nv, nv_options
 
     def _check_encoder(self, codec: str, options: dict, rate) -> None:
         """Open the encoder once on the side, so a size or format it refuses fails before any work."""

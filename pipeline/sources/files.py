@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+from av.codec.hwaccel import HWAccel
 
+from .. import hardware
 from ..errors import InputError
 from ..framequeue import FrameQueue
 from ..frames import Frame
@@ -55,20 +57,23 @@ class VideoFileSource:
             starves the model of them.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0"):
-        self.path, self.threads, self.source_id = Path(path), threads, source_id
+    def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0", hardware: str = "off"):
+        self.path, self.threads, self.source_id, self.hardware = Path(path), threads, source_id, hardware
         self.truncated = False
         self.warnings: list[str] = []  # said once, at open: what the output cannot keep
         self.info = self._probe()
 
-    def _open(self):
+    def _open(self, hwaccel=None):
         if not self.path.exists():
             raise InputError(f"{self.path}: file not found")
         if self.path.is_file() and self.path.stat().st_size == 0:
             raise InputError(f"{self.path}: file is empty")
         try:
-            container = av.open(str(self.path), metadata_errors="ignore")
+            container = av.open(str(self.path), metadata_errors="ignore", hwaccel=hwaccel)
         except (av.FFmpegError, OSError) as exc:
+            if hwaccel is not None:  # the GPU did not answer: the same file on the CPU
+                hardware.fell_back("decode", f"{self.path}: NVDEC (cuda) cannot decode here: {exc}")
+                return self._open()
             raise InputError(f"{self.path}: not a readable video ({exc})") from None
         if not container.streams.video:
             container.close()
@@ -117,7 +122,8 @@ class VideoFileSource:
         log.warning("%s", message)
 
     def __iter__(self) -> Iterator[Frame]:
-        with self._open() as container:
+        hwaccel = HWAccel("cuda", allow_software_fallback=True) if hardware.wanted(self.hardware) else None
+        with self._open(hwaccel) as container:
             decoder = Decoder(container, self.source_id, self.threads)
             yield from decoder
         if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
@@ -239,12 +245,14 @@ class ImageFolderSource:
             yield Frame(read_rgb(path), seq, seq, self.info.time_base, self.source_id, time.monotonic())
 
 
-def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0"):
-    """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`)."""
+def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0",
+                hardware: str = "auto"):
+    """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`);
+    `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers)."""
     path = Path(uri)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, source_id=source_id)
-    return VideoFileSource(path, threads=threads, source_id=source_id)
+    return VideoFileSource(path, threads=threads, source_id=source_id, hardware=hardware)
 
 
 def start_reader(source, queue: FrameQueue, errors: list) -> threading.Thread:
