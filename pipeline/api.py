@@ -117,7 +117,7 @@ class Pipeline:
                 lane = Input(str(getattr(source, "source_id", "api")), open=lambda stop: source,
                              outputs=lambda info: [sink], plugins=self.chain)
                 runner = Runner([lane], pool, batching, strict=True)
-                thread = threading.Thread(target=_run, args=(runner, errors), name="derain-api", daemon=True)
+                thread = threading.Thread(target=_run, args=(runner, sink, errors), name="derain-api", daemon=True)
                 thread.start()
                 try:
                     while (batch := out.get()) is not done:
@@ -146,21 +146,26 @@ class _QueueSink:
 
     def __init__(self, out: queue.Queue, done: object):
         self.out, self.done, self.closed = out, done, False
+        self._ended = False
 
     def write(self, batch: FrameBatch) -> None:
         if not self.closed:
             self.out.put(batch)
 
     def close(self, ok: bool = True) -> None:
-        if not self.closed:
+        """The end: once, whether the run closed its outputs or failed before it had any."""
+        if not self.closed and not self._ended:
+            self._ended = True
             self.out.put(self.done)
 
 
-def _run(runner: Runner, errors: list) -> None:
+def _run(runner: Runner, sink: _QueueSink, errors: list) -> None:
     try:
         runner.run()
     except BaseException as exc:  # noqa: BLE001 - re-raised in the iterating thread
         errors.append(exc)
+    finally:
+        sink.close()  # the iterating thread waits for the end, even of a run that failed to start
 
 
 def _split(batch: FrameBatch) -> Iterator[DerainedFrame]:

@@ -33,6 +33,11 @@ class Batcher:
         self._tail: list[Frame] = []  # the last frames batched: the next batch's `before`
         self._closed = False
 
+    @property
+    def held(self) -> int:
+        """Frames read but in no batch yet (read-ahead context, a new size): dropped if the run stops."""
+        return len(self._held)
+
     def batches(self, queue: FrameQueue, poll_s: float = 0.2, stop=lambda: False) -> Iterator[FrameBatch]:
         """Yield batches until the queue closes (or `stop()` turns true); flush the last partial one."""
         while not stop():

@@ -95,7 +95,10 @@ def derain_files(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSe
                  for name, source, sink, (src, _) in zip(names, sources, sinks, pairs)]
         batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
         metrics = Runner(lanes, pool, batching, strict=True).run()
-        return [metrics.lanes[name] for name in names]
+        stats = [metrics.lanes[name] for name in names]
+        for s, source, sink in zip(stats, sources, sinks):
+            s.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
+        return stats
     finally:
         for sink in sinks:
             sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not

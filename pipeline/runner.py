@@ -26,6 +26,7 @@ and the outputs are flushed and closed playable. Per lane, frames in = out + dro
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import queue as queue_mod
 import signal
@@ -47,6 +48,7 @@ from .workers import drain
 log = logging.getLogger(__name__)
 
 Consumer = Callable[[FrameBatch], object]
+_RUN_IDS = itertools.count()  # batch keys carry their run's id: a reused pool's late results are not this run's
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Runner:
                             Batcher(batching.max_batch, batching.max_wait_ms, halo),
                             FrameQueue(batching.queue_size, batching.policy)) for i, inp in enumerate(inputs)]
         self._ready: queue_mod.Queue = queue_mod.Queue()
+        self._run_id = next(_RUN_IDS)
         self._stop = threading.Event()
         self._over = threading.Event()  # the main loop has ended: lane threads leave whatever they wait for
         self._stop_at: float | None = None
@@ -135,7 +138,7 @@ class Runner:
         for lane in self.lanes:
             if lane.source is not None and hasattr(lane.source, "stop"):
                 lane.source.stop()
-            if lane.input.plugins is not None:
+            if lane.input.plugins is not None and not self.strict:  # strict: the chain may serve more runs
                 lane.input.plugins.interrupt(self.plugin_grace_s)
 
     def install_signals(self) -> None:
@@ -174,8 +177,6 @@ class Runner:
             self._over.set()
             if not (ok and self.strict):  # a strict run that ended well flushes its plugins unhurried
                 self.stop()
-            if not ok:
-                self._abandon_inflight()
             closing: list[BaseException] = []
             for lane in self.lanes:  # every lane is closed, whatever another one's close raised
                 try:
@@ -200,6 +201,9 @@ class Runner:
                 lane.source.stop()
             lane.stats.connected = True
             lane.sinks = list(lane.input.outputs(lane.source.info))
+            if self._over.is_set():  # the run ended (failed) while this input opened: nothing to write
+                self._close_sinks(lane, ok=False)
+                return
             lane.reader = start_reader(lane.source, lane.queue, lane.errors)
             batches = lane.batcher.batches(lane.queue)
             while True:
@@ -238,14 +242,6 @@ class Runner:
             if lane.errors:
                 raise lane.errors[0]
 
-    def _abandon_inflight(self) -> None:
-        """The run failed: wait out the batches still in the pool and drop them, so a pool that
-        is used again (an archive worker's next file) gets no result of this run."""
-        try:
-            drain(self.pool)
-        except Exception:  # noqa: BLE001 - the run's own error is the one raised
-            log.debug("dropping the failed run's batches", exc_info=True)
-
     def _grant_credits(self) -> None:
         if self.pool.capacity() - self._ready.qsize() > 0:
             for lane in self.lanes:
@@ -258,7 +254,7 @@ class Runner:
                 lane, batch, sent = self._ready.get_nowait()
             except queue_mod.Empty:
                 return
-            key = (lane.index, lane.next_key)
+            key = (self._run_id, lane.index, lane.next_key)
             lane.next_key += 1
             lane.inflight[key] = batch
             self.pool.submit(key, *batch.model_input())
@@ -274,8 +270,10 @@ class Runner:
 
     def _collect(self, results) -> None:
         for key, frames, intensity in results:
-            lane = self.lanes[key[0]]
-            lane.results[key[1]] = lane.inflight.pop(key).derained(frames, intensity)
+            if not (isinstance(key, tuple) and key[0] == self._run_id):
+                continue  # an earlier run's batch, left in a reused pool when that run failed
+            lane = self.lanes[key[1]]
+            lane.results[key[2]] = lane.inflight.pop(key).derained(frames, intensity)
             while lane.next_out in lane.results:
                 self._emit(lane, lane.results.pop(lane.next_out))
                 lane.next_out += 1
@@ -357,6 +355,9 @@ class Runner:
                 except PluginError as exc:
                     ok = not self.strict
                     self._plugins_failed(lane, exc)
+        except BaseException:
+            ok = ok and not self.strict  # strict: an output missing the batches still in the chain is no output
+            raise
         finally:
             self._close_sinks(lane, ok)
 
@@ -376,7 +377,7 @@ class Runner:
             s = lane.stats
             # Frames a stuck reader put after the queue closed were never derained: dropped.
             s.frames_in = lane.queue.put_count
-            s.dropped = lane.queue.dropped + lane.discarded + len(lane.queue)
+            s.dropped = lane.queue.dropped + lane.discarded + len(lane.queue) + lane.batcher.held
             s.queue_depth, s.connected = 0, False
             s.reconnects = getattr(lane.source, "reconnects", 0)
             s.stalls = getattr(lane.source, "stalls", 0)

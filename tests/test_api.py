@@ -59,3 +59,68 @@ def test_live_style_source_object():
 def test_bad_plugin_fails_at_build():
     with pytest.raises(PluginError, match="with.nope: unknown key"):
         Pipeline.from_config(BASE, plugins=[{"use": "noop", "with": {"nope": 1}}])
+
+
+def test_a_pipeline_keeps_its_plugins_after_frames_stops(tmp_path):
+    """A stopped frames() must not leave the shared chain's calls capped for the next runs."""
+    import time
+
+    clip = make_video(tmp_path / "in.mp4", frames=30, size=(64, 48))
+    pipe = Pipeline.from_config(BASE, plugins=[Tagger()])
+    for frame in pipe.frames(clip):
+        if frame.seq == 1:
+            break
+    time.sleep(3.5)  # past the grace a stopping live run gives plugin calls
+    frames = list(pipe.frames(clip))
+    assert len(frames) == 30 and all(f.results["tagger"] is not None for f in frames)
+    assert pipe.chain.stats["tagger"].errors == 0
+
+
+def test_stopping_early_ends_the_reading_at_once(tmp_path):
+    """Closing the iterator stops the decoder too: it does not read the rest of the file first."""
+    import threading
+    import time
+
+    from pipeline.sources.files import VideoFileSource
+
+    class SlowFile(VideoFileSource):  # a decoder at 50 frames/s: 6 s for the whole clip
+        def __iter__(self):
+            for frame in super().__iter__():
+                time.sleep(0.02)
+                yield frame
+
+    clip = make_video(tmp_path / "in.mp4", frames=300, size=(64, 48))
+    start = time.monotonic()
+    for _ in Pipeline.from_config(BASE).frames(SlowFile(clip)):
+        break
+    assert time.monotonic() - start < 2.0
+
+    def left():
+        return [t for t in threading.enumerate() if t.name.startswith(("reader-", "lane-", "derain-api"))]
+
+    end = time.monotonic() + 2.0
+    while left() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not left()
+
+
+def test_a_source_that_fails_before_its_first_frame_raises_instead_of_hanging():
+    import threading
+
+    class NoInfo:  # an iterable of frames without the `info` a source must have
+        def __iter__(self):
+            return iter(())
+
+    box = {}
+
+    def consume():
+        try:
+            list(Pipeline.from_config(BASE).frames(NoInfo()))
+        except Exception as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "frames() hung"
+    assert isinstance(box.get("error"), AttributeError)

@@ -470,3 +470,37 @@ def test_hardware_codecs_asked_for_where_there_is_no_gpu_fall_back_once(tmp_path
     for name in ("a.mp4", "b.mp4"):
         assert video_stream(ffprobe(tmp_path / name))["codec_name"] == "h264"
         assert int(video_stream(ffprobe(tmp_path / name))["nb_read_frames"]) == 12
+
+
+def test_a_failed_run_leaves_nothing_in_a_reused_pool_for_the_next(tmp_path):
+    """Batches still in flight when a run fails must not come out of the next run on the same pool."""
+    from pipeline.errors import PluginError
+    from pipeline.workers import make_pool
+
+    clip = make_video(tmp_path / "in.mp4", frames=40, size=(96, 64))
+    other = make_video(tmp_path / "other.mp4", frames=20, size=(96, 64), fps=30)
+    (tmp_path / "failing.py").write_text(
+        "from plugins import Plugin\n"
+        "class FailsAt4(Plugin):\n"
+        "    def process(self, batch):\n"
+        "        if 4 in batch.seq:\n"
+        "            raise RuntimeError('boom')\n"
+        "        return [None] * len(batch)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        base = {"model.profile": "identity", "model.delay_ms": 20, "workers.backend": "local",
+                "workers.inflight": 4, "batching.max_batch": 2}
+        failing = load_settings(RunSettings, {"plugins": [{"use": "failing:FailsAt4", "on_error": "stop"}]}, base)
+        settings = load_settings(RunSettings, None, base)
+        pool = make_pool(settings.model, settings.workers)
+        try:
+            with pytest.raises(PluginError):
+                derain_file(clip, tmp_path / "a.mp4", failing, pool=pool)
+            stats = derain_file(other, tmp_path / "b.mp4", settings, pool=pool)
+        finally:
+            pool.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("failing", None)
+    assert stats.frames_out == 20 and not (tmp_path / "a.mp4").exists()
+    assert frame_pts(tmp_path / "b.mp4") == frame_pts(other)

@@ -59,6 +59,7 @@ class VideoFileSource:
 
     def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0", hardware: str = "off"):
         self.path, self.threads, self.source_id, self.hardware = Path(path), threads, source_id, hardware
+        self._stop = threading.Event()
         self.truncated = False
         self.warnings: list[str] = []  # said once, at open: what the output cannot keep
         self.info = self._probe()
@@ -79,6 +80,10 @@ class VideoFileSource:
             container.close()
             raise InputError(f"{self.path}: has no video stream")
         return container
+
+    def stop(self) -> None:
+        """End the frames early (a run that stopped or failed): the reader decodes no further."""
+        self._stop.set()
 
     def _probe(self) -> SourceInfo:
         with self._open() as c:
@@ -125,7 +130,10 @@ class VideoFileSource:
         hwaccel = HWAccel("cuda", allow_software_fallback=True) if hardware.wanted(self.hardware) else None
         with self._open(hwaccel) as container:
             decoder = Decoder(container, self.source_id, self.threads)
-            yield from decoder
+            for frame in decoder:
+                if self._stop.is_set():
+                    return
+                yield frame
         if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
             self.truncated = True
             log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
@@ -232,6 +240,7 @@ class ImageFolderSource:
             raise InputError(f"{self.folder}: no images found")
         self.source_id = source_id
         self.truncated = False
+        self._stop = threading.Event()
         self.warnings: list[str] = []
         first = read_rgb(self.files[0])
         _check_size(self.files[0], first.shape[1], first.shape[0])
@@ -240,8 +249,14 @@ class ImageFolderSource:
                                time_base=1 / rate, rate=rate, frames=len(self.files),
                                names=[p.name for p in self.files])
 
+    def stop(self) -> None:
+        """End the frames early (a run that stopped or failed)."""
+        self._stop.set()
+
     def __iter__(self) -> Iterator[Frame]:
         for seq, path in enumerate(self.files):
+            if self._stop.is_set():
+                return
             yield Frame(read_rgb(path), seq, seq, self.info.time_base, self.source_id, time.monotonic())
 
 
