@@ -56,7 +56,7 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
         # The chain sits in front of the sink: the sink encodes what plugins drew, and actor-pool
         # plugins run while the next batches derain.
         lane = Input(str(src), open=lambda stop: source, outputs=lambda info: [sink], uri=str(src),
-                     consumers=consumers, plugins=chain)
+                     consumers=consumers, plugins=chain, frames=source.info.frames)
         batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
         try:
             metrics = Runner([lane], pool, batching, strict=True, progress=progress).run()

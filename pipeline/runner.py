@@ -63,6 +63,7 @@ class Input:
         uri: where it comes from (shown with any password masked).
         consumers: called with each derained batch of this input, in order, before the plugins.
         plugins: a set-up `plugins.PluginChain` in front of the sinks (the caller closes it).
+        frames: how many frames it holds, when known (a file): the progress bar's total.
     """
 
     name: str
@@ -71,6 +72,7 @@ class Input:
     uri: str = ""
     consumers: Sequence[Consumer] = ()
     plugins: object | None = None
+    frames: int | None = None
 
 
 @dataclass
@@ -393,7 +395,7 @@ class Runner:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=None, unit="frame", desc="derain", dynamic_ncols=True)
+        return tqdm(total=self.lanes[0].input.frames, unit="frame", desc="derain", dynamic_ncols=True)
 
 
 def _plugin_errors(chain) -> int:
