@@ -32,42 +32,13 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
     the temporary output (default: this process's pid and a random part). The returned
     stats carry `warnings`: what the output could not keep (bit depth, streams, size).
     """
-    _check_paths(Path(src), Path(dst))
     own_chain = plugins is None
     chain = _plugin_chain(settings) if own_chain else plugins
-    source = open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
-                         hardware=settings.decode.hardware)
-    sink = open_sink(dst, source.info, settings.encode, overwrite=overwrite, token=token)
-    own_pool = pool is None
     try:
-        if own_pool:
-            pool = make_pool(settings.model, settings.workers)
-        if own_chain and chain is not None:
-            chain.setup()  # detectors load (in their actors) before the first frame
-    except BaseException:
-        sink.close(ok=False)
-        if own_chain and chain is not None:
-            chain.close()
-        if own_pool and pool is not None:
-            pool.close()
-        raise
-    try:
-        # One strict lane: the queue blocks (every frame kept), the first error ends the run.
-        # The chain sits in front of the sink: the sink encodes what plugins drew, and actor-pool
-        # plugins run while the next batches derain.
-        lane = Input(str(src), open=lambda stop: source, outputs=lambda info: [sink], uri=str(src),
-                     consumers=consumers, plugins=chain, frames=source.info.frames)
-        batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
-        try:
-            metrics = Runner([lane], pool, batching, strict=True, progress=progress).run()
-        finally:
-            sink.close(ok=False)  # a no-op once the run closed it; removes the partial file if it did not
-        stats = metrics.lanes[lane.name]
-        stats.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
+        (stats,) = _derain([(src, dst)], settings, pool, overwrite, token=token, chain=chain,
+                           setup_chain=own_chain, consumers=consumers, progress=progress)
         return stats
     finally:
-        if own_pool:
-            pool.close()
         if own_chain and chain is not None:
             chain.close()
 
@@ -78,6 +49,15 @@ def derain_files(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSe
 
     As `derain_file` for each (every frame, in order, timestamps and audio kept), without
     plugins. Strict: an error in any input ends them all, and no partial output is left."""
+    return _derain(pairs, settings, pool, overwrite)
+
+
+def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSettings, pool, overwrite: bool,
+            token: str | None = None, chain=None, setup_chain: bool = False, consumers=(),
+            progress: bool = False) -> list[LaneStats]:
+    """Open every input and output first (a bad path fails before any work, naming it), then
+    run them as strict lanes of one Runner: the queue blocks (every frame kept) and the first
+    error ends the run. A chain sits in front of the sinks (they encode what plugins drew)."""
     for src, dst in pairs:
         _check_paths(Path(src), Path(dst))
     sources, sinks = [], []
@@ -86,15 +66,18 @@ def derain_files(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSe
         for src, dst in pairs:
             sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
                                        hardware=settings.decode.hardware))
-            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite))
+            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite, token=token))
         if own_pool:
             pool = make_pool(settings.model, settings.workers)
+        if setup_chain and chain is not None:
+            chain.setup()  # detectors load (in their actors) before the first frame
         names = [f"{src}#{i}" if [str(p[0]) for p in pairs].count(str(src)) > 1 else str(src)
                  for i, (src, _) in enumerate(pairs)]
-        lanes = [Input(name, open=lambda stop, s=source: s, outputs=lambda info, k=sink: [k], uri=str(src))
+        lanes = [Input(name, open=lambda stop, s=source: s, outputs=lambda info, k=sink: [k], uri=str(src),
+                       consumers=consumers, plugins=chain, frames=source.info.frames)
                  for name, source, sink, (src, _) in zip(names, sources, sinks, pairs)]
         batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
-        metrics = Runner(lanes, pool, batching, strict=True).run()
+        metrics = Runner(lanes, pool, batching, strict=True, progress=progress).run()
         stats = [metrics.lanes[name] for name in names]
         for s, source, sink in zip(stats, sources, sinks):
             s.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]

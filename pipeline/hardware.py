@@ -23,7 +23,7 @@ def nvidia_present() -> bool:
 
 def wanted(setting: str) -> bool:
     """Whether to try the hardware codec: asked for by name, or `auto` on an NVIDIA machine."""
-    return setting not in ("off", "auto") or (setting == "auto" and nvidia_present())
+    return setting != "off" and (setting != "auto" or nvidia_present())
 
 
 def fell_back(kind: str, why: str) -> None:

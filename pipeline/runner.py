@@ -43,7 +43,6 @@ from .redact import redact
 from .settings import BatchSettings
 from .sources.files import start_reader
 from .stats import LaneStats, Metrics
-from .workers import drain
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +170,6 @@ class Runner:
                 self._submit_ready()
                 self._collect(self._poll())
                 self._update_stats(bar)
-            self._collect(drain(self.pool))
             if self.strict:
                 self._raise_first_error()
             ok = True
@@ -251,11 +249,15 @@ class Runner:
                     lane.credit.set()
 
     def _submit_ready(self) -> None:
+        """Submit the batches lanes have cut, while the pool has room. With room and none cut yet,
+        wait a moment for one (woken the instant a lane puts it), so a batch never waits on a poll."""
+        wait = (0.005 if self.pool.inflight else 0.02) if self.pool.capacity() > 0 else None
         while self.pool.capacity() > 0:
             try:
-                lane, batch, sent = self._ready.get_nowait()
+                lane, batch, sent = self._ready.get(timeout=wait) if wait else self._ready.get_nowait()
             except queue_mod.Empty:
                 return
+            wait = None
             key = (self._run_id, lane.index, lane.next_key)
             lane.next_key += 1
             lane.inflight[key] = batch
@@ -264,11 +266,10 @@ class Runner:
 
     def _poll(self) -> list:
         """Results that are back. A full pool takes nothing new until one is: wait for it (few
-        wake-ups, so the model keeps the cores); else return soon, a lane may have a batch ready."""
+        wake-ups, so the model keeps the cores); else only take what is there."""
         if not self.pool.inflight:
-            time.sleep(0.002)
             return []
-        return self.pool.poll(0.5 if self.pool.capacity() <= 0 else 0.02)
+        return self.pool.poll(0.5 if self.pool.capacity() <= 0 else 0)
 
     def _collect(self, results) -> None:
         for key, frames, intensity in results:
@@ -334,8 +335,6 @@ class Runner:
                 s.plugin_errors = _plugin_errors(lane.input.plugins)
             self.metrics.workers_alive = getattr(self.pool, "size", 1)
             self.metrics.worker_restarts = getattr(self.pool, "restarts", 0)
-        if bar is not None and bar.total is None:
-            bar.total = getattr(getattr(self.lanes[0].source, "info", None), "frames", None)
         if bar is not None and bar.n != self.lanes[0].stats.frames_out:
             bar.n = self.lanes[0].stats.frames_out
             bar.refresh()

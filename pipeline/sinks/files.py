@@ -186,8 +186,11 @@ class Encoder:
             options["x265-params"] = "log-level=error"
         rate = info.rate or (1 / info.time_base)
         self.width, self.height = self._output_size()
-        codec, options = self._hardware(codec, options, rate) or (codec, options)
-        self._check_encoder(codec, options, rate)
+        hw = self._hardware(rate)  # NVENC, opened once on the side already
+        if hw:
+            codec, options = hw
+        else:
+            self._check_encoder(codec, options, rate)
         self.video = self.out.add_stream(codec, rate=rate, options=options)
         self.video.width, self.video.height = self.width, self.height
         self.video.pix_fmt = enc.pix_fmt
@@ -219,7 +222,7 @@ class Encoder:
                        "(encode.pix_fmt: yuv444p keeps the size)")
         return ow, oh
 
-    def _hardware(self, codec: str, options: dict, rate) -> tuple[str, dict] | None:
+    def _hardware(self, rate) -> tuple[str, dict] | None:
         """NVENC for this codec when wanted and the GPU opens it; None: the CPU codec."""
         enc = self.encode
         nv = hardware.NVENC.get(enc.codec)
