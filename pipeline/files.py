@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .errors import OutputError
 from .runner import Input, Runner
-from .settings import RunSettings
+from .settings import RunSettings, codec_processes
 from .stats import LaneStats
 from .sinks.files import open_sink
 from .sources.files import open_source
@@ -62,11 +62,9 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
         _check_paths(Path(src), Path(dst))
     sources, sinks = [], []
     own_pool = pool is None
+    batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
     try:
-        for src, dst in pairs:
-            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
-                                       hardware=settings.decode.hardware))
-            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite, token=token))
+        _open(pairs, settings, overwrite, token, batching.max_batch, sources, sinks)
         if own_pool:
             pool = make_pool(settings.model, settings.workers)
         if setup_chain and chain is not None:
@@ -76,7 +74,6 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
         lanes = [Input(name, open=lambda stop, s=source: s, outputs=lambda info, k=sink: [k], uri=str(src),
                        consumers=consumers, plugins=chain, frames=source.info.frames)
                  for name, source, sink, (src, _) in zip(names, sources, sinks, pairs)]
-        batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
         metrics = Runner(lanes, pool, batching, strict=True, progress=progress).run()
         stats = [metrics.lanes[name] for name in names]
         for s, source, sink in zip(stats, sources, sinks):
@@ -87,6 +84,27 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not
         if own_pool and pool is not None:
             pool.close()
+
+
+def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, max_batch: int,
+          sources: list, sinks: list) -> None:
+    """Each pair's source and sink, in this process or (`workers.codec_processes`) in a codec
+    process of its own; appended as they open, so the caller closes what did."""
+    if not codec_processes(settings.model, settings.workers):
+        for src, dst in pairs:
+            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
+                                       hardware=settings.decode.hardware))
+            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite, token=token))
+        return
+    from .codec_process import CodecProcess
+
+    codecs = []
+    for i, (src, dst) in enumerate(pairs):
+        codecs.append(CodecProcess(src, dst, settings.decode, settings.encode, overwrite, token, max_batch, str(i)))
+        sources.append(codecs[-1].source)
+        sinks.append(codecs[-1].sink)
+    for codec in codecs:  # they open side by side; the first that cannot is raised
+        codec.ready()
 
 
 def _check_paths(src: Path, dst: Path) -> None:

@@ -38,6 +38,7 @@ class WorkerSettings:
     max_tries: int = 3  # a batch whose worker died this many times fails the job
     address: str | None = None  # Ray cluster: None (a local Ray, or $RAY_ADDRESS), "auto", "HOST:6379"
     start_timeout_s: float = 60.0  # workers a busy cluster has not started by then are given up; 0: wait
+    codec_processes: bool | Literal["auto"] = "auto"  # decode and encode each file in a process of its own; auto: where the model runs on a GPU
 
     def problems(self) -> list[str]:
         out = []
@@ -69,6 +70,25 @@ class EncodeSettings:
         return out
 
 
+def on_cuda(model: ModelSettings) -> bool:
+    """Whether the model runs on an NVIDIA GPU: `model.device`, or for "auto" whether this
+    process sees CUDA (as the model's `pick_device`)."""
+    if model.device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return model.device.startswith("cuda")
+
+
+def codec_processes(model: ModelSettings, workers: WorkerSettings) -> bool:
+    """Decode and encode each file in a process of its own (`workers.codec_processes`): auto does
+    where the model runs on a GPU, whose speed one interpreter's codecs cannot keep up with
+    (docs/BENCHMARKS.md); on CPUs the model needs the cores."""
+    if workers.codec_processes == "auto":
+        return on_cuda(model)
+    return bool(workers.codec_processes)
+
+
 def auto_batch(model: ModelSettings) -> int:
     """Frames per batch for `max_batch: auto`: 8 on CUDA; on CPUs 1, or 2 for the fast profile.
 
@@ -78,12 +98,7 @@ def auto_batch(model: ModelSettings) -> int:
     The device is `model.device`, or for "auto" whether this process sees CUDA (as the
     model's `pick_device`); on a cluster whose GPUs only the workers see, set max_batch.
     """
-    device = model.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
+    if on_cuda(model):
         return 8
     return 2 if model.profile == "fast" else 1
 

@@ -1,0 +1,402 @@
+"""A file's decoder and encoder in a child process of their own, frames crossing in shared memory.
+
+One interpreter cannot feed a GPU: decoding, the rgb24 conversions and encoding of a 1080p
+stream take ~15 ms of CPU a frame, and with several streams (or a model thread) in one
+process they queue on its GIL. Here each file gets a child process that runs the same
+`open_source` and `open_sink` as a run in-process, so the codec side grows with the cores,
+while the parent keeps the one model and batches every lane (`Runner`). DeepStream and
+Savant split the work the same way: codec elements apart from the one inference element.
+
+What crosses: decoded frames into the parent through a small ring of frame-sized slots in a
+memory-mapped file (/dev/shm where it has room), derained batches back through another;
+only slot numbers and timestamps go through the queues. Both sides wait with a timeout and
+look at the other: a child that dies is a `WorkerError` naming the file, and a child whose
+parent died closes its output not ok (the partial file is removed) and leaves.
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import mmap
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DerainError, InputError, OutputError, WorkerError
+from .frames import Frame, FrameBatch
+from .settings import DecodeSettings, EncodeSettings
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often a wait looks whether the other side is still there
+READY_TIMEOUT_S = 120.0  # a child that has not opened its input and output by then is given up
+
+
+@dataclass(frozen=True)
+class _Job:
+    src: str
+    dst: str
+    decode: DecodeSettings
+    encode: EncodeSettings
+    overwrite: bool
+    token: str | None
+    ring_in: str
+    ring_out: str
+    slots_in: int
+    slots_out: int
+    shape: tuple[int, int, int]
+    parent: int
+
+
+class Ring:
+    """`slots` frame-sized arrays over one memory-mapped file both processes open."""
+
+    def __init__(self, path: str, slots: int, shape: tuple[int, int, int], create: bool = False):
+        self.path, self.slots, self.shape = path, slots, shape
+        size = max(1, slots * int(np.prod(shape)))
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+        try:
+            if create:
+                os.posix_fallocate(fd, 0, size)  # no room fails here, not as a SIGBUS mid-run
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.frames = np.frombuffer(self._map, np.uint8, slots * int(np.prod(shape))).reshape(slots, *shape)
+
+    def fits(self, image: np.ndarray) -> bool:
+        return image.shape == self.shape
+
+    def close(self) -> None:
+        self.frames = None
+        try:
+            self._map.close()
+        except BufferError:  # a view still held somewhere: the mapping goes with the process
+            pass
+
+
+def ring_folder(nbytes: int) -> str:
+    """/dev/shm where it holds `nbytes` (a container's is often 64 MB), else the temp folder."""
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > 2 * nbytes:
+            return shm
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+class CodecProcess:
+    """Starts the child for (src, dst); `source` and `sink` are what a `Runner` lane uses.
+
+    Raises InputError for an unreadable input at once (probed here), and from `ready()` the
+    child's InputError / OutputError (an output that exists, an encoder that refuses the size).
+    """
+
+    def __init__(self, src: str | Path, dst: str | Path, decode: DecodeSettings, encode: EncodeSettings,
+                 overwrite: bool = False, token: str | None = None, max_batch: int = 8, source_id: str = "0"):
+        from .sinks.files import temp_token
+        from .sources.files import open_source
+
+        token = token or temp_token()  # this side knows the partial output's name, to remove it if the child dies
+        self.token = token
+        probe = open_source(src, threads=1, fps=decode.fps, source_id=source_id, hardware="off")
+        self.src, self.dst, self.info = str(src), str(dst), probe.info
+        self.source = _ChildSource(self, probe.warnings, source_id)
+        self.sink = _ChildSink(self)
+        shape = (self.info.height, self.info.width, 3)
+        slots_in, slots_out = 4, 2 * max_batch
+        folder = ring_folder((slots_in + slots_out) * int(np.prod(shape)))
+        stem = os.path.join(folder, f"derain-{os.getpid()}-{secrets.token_hex(4)}")
+        self.ring_in = Ring(stem + ".in", slots_in, shape, create=True)
+        self.ring_out = Ring(stem + ".out", slots_out, shape, create=True)
+        ctx = mp.get_context("spawn")  # never fork a process that holds CUDA and threads
+        self.frames, self.free_in = ctx.Queue(), ctx.Queue()  # decoded frames up, their slots back down
+        self.work, self.done = ctx.Queue(), ctx.Queue()  # batches to encode down, written slots up
+        self.logs = ctx.Queue()
+        for slot in range(slots_in):
+            self.free_in.put(slot)
+        self.free_out = list(range(slots_out))
+        job = _Job(self.src, self.dst, decode, encode, overwrite, token, self.ring_in.path, self.ring_out.path,
+                   slots_in, slots_out, shape, os.getpid())
+        self.listener = logging.handlers.QueueListener(self.logs, _Relay(), respect_handler_level=False)
+        self.listener.start()
+        self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
+                                                             self.logs), name=f"derain-codec-{source_id}", daemon=True)
+        self.process.start()
+        self._ready = False
+        self._closed = False
+
+    def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until the child has opened its input and output; raise what it could not open."""
+        if self._ready:
+            return
+        kind, *rest = self._get(self.done, timeout_s, "opening")
+        if kind == "error":
+            raise rest[0]
+        self.sink.warnings = rest[0]
+        self._ready = True
+        for path in (self.ring_in.path, self.ring_out.path):  # both sides hold them open: the names can go
+            Path(path).unlink(missing_ok=True)
+
+    def _get(self, q, timeout_s: float | None, doing: str):
+        """The next message from the child, or a WorkerError if it died (or said nothing in time)."""
+        start = time.monotonic()
+        while True:
+            try:
+                return q.get(timeout=POLL_S)
+            except queue_mod.Empty:
+                pass
+            if not self.process.is_alive():
+                try:
+                    return q.get(timeout=POLL_S)  # its last words, sent just before it ended
+                except queue_mod.Empty:
+                    raise WorkerError(f"{self.src}: its codec process died while {doing} "
+                                      f"(exit {self.process.exitcode})") from None
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s while {doing}")
+
+    def shutdown(self) -> None:
+        """Wait for the child to leave (or end it), then free the rings."""
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.listener.stop()
+        for ring in (self.ring_in, self.ring_out):
+            Path(ring.path).unlink(missing_ok=True)
+            ring.close()
+        for q in (self.frames, self.free_in, self.work, self.done, self.logs):
+            q.cancel_join_thread()  # never hang on a dead child's pipe
+            q.close()
+
+
+class _ChildSource:
+    """The lane's source: frames the child decoded, copied out of the ring (its slot freed at once)."""
+
+    def __init__(self, codec: CodecProcess, warnings: list[str], source_id: str):
+        self.codec, self.warnings, self.source_id = codec, list(warnings), source_id
+        self.truncated = False
+
+    @property
+    def info(self):
+        return self.codec.info
+
+    def stop(self) -> None:
+        self.codec.free_in.put(None)  # the child's decoder stops at its next frame
+
+    def __iter__(self):
+        c = self.codec
+        c.ready()
+        while True:
+            kind, *rest = c._get(c.frames, None, "decoding")
+            if kind == "end":
+                self.truncated = rest[0]
+                return
+            if kind == "error":
+                raise rest[0]
+            slot, seq, pts, tb, arrival, inline = rest
+            image = inline if inline is not None else c.ring_in.frames[slot].copy()
+            if inline is None:
+                c.free_in.put(slot)
+            yield Frame(image, seq, pts, tb, self.source_id, arrival)
+
+
+class _ChildSink:
+    """The lane's sink: derained batches copied into the ring, encoded by the child."""
+
+    def __init__(self, codec: CodecProcess):
+        self.codec = codec
+        self.warnings: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<encoder of {self.codec.dst} in a codec process>"
+
+    def write(self, batch: FrameBatch) -> None:
+        c = self.codec
+        c.ready()
+        self._take_done(block=False)
+        slots, inline = [], []
+        for image in batch.images:
+            if not c.ring_out.fits(image):
+                slots.append(None)
+                inline.append(image)
+                continue
+            while not c.free_out:
+                self._take_done(block=True)
+            slot = c.free_out.pop()
+            c.ring_out.frames[slot] = image
+            slots.append(slot)
+            inline.append(None)
+        c.work.put(("write", slots, inline, batch.seq, batch.pts, batch.time_base))
+
+    def _take_done(self, block: bool) -> None:
+        """Take the child's news: slots it has copied (free again), or the error that ended its output."""
+        c = self.codec
+        while True:
+            if block:
+                msg = c._get(c.done, None, "encoding")
+            else:
+                try:
+                    msg = c.done.get_nowait()
+                except queue_mod.Empty:
+                    return
+            if msg[0] == "error":
+                raise msg[1]
+            c.free_out.extend(msg[1])
+            if block:
+                return
+
+    def close(self, ok: bool = True) -> None:
+        """Flush and publish (ok) or remove the partial output; then the child leaves."""
+        c = self.codec
+        if c._closed:
+            return
+        c._closed = True
+        try:
+            if c.process.is_alive():
+                c.free_in.put(None)
+                c.work.put(("close", ok))
+                failed = None  # a write's error, said after the batch it broke
+                while True:
+                    msg = c._get(c.done, None, "closing the output")
+                    if msg[0] == "error":
+                        failed = failed or msg[1]
+                    elif msg[0] == "closed":
+                        self.warnings = self.warnings or msg[1]
+                        failed = failed or msg[2]
+                        break
+                if ok and failed is not None:
+                    raise failed
+            elif ok:
+                raise WorkerError(f"{c.src}: its codec process died (exit {c.process.exitcode})")
+        finally:
+            c.shutdown()
+            if c.process.exitcode != 0:  # a child that died (or was killed) left its partial output
+                from .sinks.files import partial_path, remove_partial
+
+                remove_partial(partial_path(c.dst, c.token))
+
+
+class _Relay(logging.Handler):
+    """A child's log records, said by the parent's loggers (as if the run were in-process).
+    A hardware fallback is said once per run, not once per child."""
+
+    said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "pipeline.hardware":
+            if record.getMessage() in self.said:
+                return
+            self.said.add(record.getMessage())
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+# ---- the child ------------------------------------------------------------------------------------
+
+
+def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(logs)]
+    root.setLevel(logging.INFO)
+    from .sinks.files import open_sink
+    from .sources.files import open_source
+
+    quiet = logging.getLogger("pipeline.sources.files")
+    try:
+        quiet.disabled = True  # the parent's probe said the input's warnings already
+        try:
+            source = open_source(job.src, threads=job.decode.threads, fps=job.decode.fps,
+                                 hardware=job.decode.hardware)
+        finally:
+            quiet.disabled = False
+        sink = open_sink(job.dst, source.info, job.encode, overwrite=job.overwrite, token=job.token)
+    except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
+        done.put(("error", _portable(exc, job.src, InputError)))
+        return
+    frames.cancel_join_thread()  # frames the parent no longer reads must not hold the exit
+    ring_in = Ring(job.ring_in, job.slots_in, job.shape)
+    ring_out = Ring(job.ring_out, job.slots_out, job.shape)
+    done.put(("ready", list(getattr(sink, "warnings", []))))
+    threading.Thread(target=_decode, args=(job, source, ring_in, frames, free_in), daemon=True).start()
+    _encode(job, sink, ring_out, work, done)
+
+
+def _parent_gone(job: _Job) -> bool:
+    return os.getppid() != job.parent
+
+
+def _decode(job: _Job, source, ring: Ring, frames, free_in) -> None:
+    try:
+        for frame in source:
+            inline = None if ring.fits(frame.image) else frame.image
+            slot = None
+            if inline is None:
+                slot = _wait(job, free_in)
+                if slot is None:  # the parent stopped the run
+                    source.stop()
+                    break
+                ring.frames[slot] = frame.image
+            frames.put(("frame", slot, frame.seq, frame.pts, frame.time_base, frame.arrival, inline))
+        frames.put(("end", bool(getattr(source, "truncated", False))))
+    except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
+        frames.put(("error", _portable(exc, job.src, InputError)))
+
+
+def _wait(job: _Job, q):
+    while True:
+        try:
+            return q.get(timeout=POLL_S)
+        except queue_mod.Empty:
+            if _parent_gone(job):
+                return None  # the encoder's loop sees it too, and removes the partial output
+
+
+def _encode(job: _Job, sink, ring: Ring, work, done) -> None:
+    failed = False
+    while True:
+        try:
+            msg = work.get(timeout=POLL_S)
+        except queue_mod.Empty:
+            if _parent_gone(job):
+                sink.close(ok=False)  # no one will publish it: remove the partial output
+                os._exit(1)  # nothing left to say, and no one to read it
+            continue
+        if msg[0] == "close":
+            error = None
+            try:
+                sink.close(ok=msg[1] and not failed)
+            except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
+                error = _portable(exc, job.dst, OutputError)
+            done.put(("closed", list(getattr(sink, "warnings", [])), error))
+            return
+        _, slots, inline, seq, pts, tbs = msg
+        images = np.stack([ring.frames[s] if s is not None else im for s, im in zip(slots, inline)])
+        done.put(("written", [s for s in slots if s is not None]))
+        if failed:
+            continue
+        try:
+            sink.write(FrameBatch(images, tuple(seq), tuple(pts), tuple(tbs)))
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it at its next write or close
+            failed = True
+            done.put(("error", _portable(exc, job.dst, OutputError)))
+
+
+def _portable(exc: BaseException, path: str, kind: type) -> BaseException:
+    """`exc` if it survives pickling (derain's errors do), else a `kind` error with its text."""
+    if isinstance(exc, DerainError) and len(exc.args) == 1:
+        return exc
+    return kind(f"{path}: {type(exc).__name__}: {exc}")

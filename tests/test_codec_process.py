@@ -1,0 +1,176 @@
+"""Files decoded and encoded in codec processes of their own (workers.codec_processes): the same
+outputs as in-process, and every way a child or its parent can fail, with real children."""
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import cut_file, make_video
+from probe import audio_streams, ffprobe, frame_pts, video_stream
+
+from pipeline.config import load_settings
+from pipeline.errors import InputError, OutputError, WorkerError
+from pipeline.files import derain_file, derain_files
+from pipeline.images import write_rgb
+from pipeline.settings import ModelSettings, RunSettings, WorkerSettings, codec_processes
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 4}
+ON = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True})
+OFF = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": False})
+
+
+def decode_all(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def ring_files() -> set[str]:
+    return {p for p in os.listdir("/dev/shm") if p.startswith(f"derain-{os.getpid()}-")}
+
+
+def test_auto_is_on_where_the_model_runs_on_a_gpu():
+    assert codec_processes(ModelSettings(device="cuda"), WorkerSettings())
+    assert not codec_processes(ModelSettings(device="cpu"), WorkerSettings())
+    assert codec_processes(ModelSettings(device="cpu"), WorkerSettings(codec_processes=True))
+    assert not codec_processes(ModelSettings(device="cuda"), WorkerSettings(codec_processes=False))
+
+
+def test_outputs_equal_the_in_process_ones_with_timestamps_and_audio(tmp_path):
+    """Lossless (crf 0), so the two outputs must match exactly (x264's lossy output varies run to run)."""
+    on_, off_ = (load_settings(RunSettings, None, {**BASE, "workers.codec_processes": c, "encode.crf": 0})
+                 for c in (True, False))
+    a = make_video(tmp_path / "a.mp4", frames=30, size=(96, 64), audio=True, vfr=True)
+    b = make_video(tmp_path / "b.mkv", frames=17, size=(64, 48), fps=30)
+    pairs = [(a, tmp_path / "a-on.mp4"), (b, tmp_path / "b-on.mkv")]
+    stats = derain_files(pairs, on_)
+    assert [s.frames_out for s in stats] == [30, 17] and all(s.dropped == 0 for s in stats)
+    derain_files([(a, tmp_path / "a-off.mp4"), (b, tmp_path / "b-off.mkv")], off_)
+    for src, name in ((a, "a"), (b, "b")):
+        ext = src.suffix
+        on, off = tmp_path / f"{name}-on{ext}", tmp_path / f"{name}-off{ext}"
+        assert frame_pts(on) == frame_pts(src)
+        assert all(np.array_equal(x, y) for x, y in zip(decode_all(on), decode_all(off), strict=True))
+    (aa,), (ab,) = audio_streams(ffprobe(a)), audio_streams(ffprobe(tmp_path / "a-on.mp4"))
+    assert (ab["codec_name"], ab["nb_read_frames"]) == (aa["codec_name"], aa["nb_read_frames"])
+    assert not ring_files() and not multiprocessing.active_children()
+
+
+def test_frames_that_change_size_cross_outside_the_ring(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sizes = [(48, 64), (48, 64), (40, 80), (48, 64)]
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    for i, image in enumerate(images):
+        write_rgb(folder / f"{i:03d}.png", image)
+    stats = derain_file(folder, tmp_path / "out", ON)
+    assert stats.frames_out == 4
+    from pipeline.images import read_rgb
+
+    for i, image in enumerate(images):
+        assert np.array_equal(read_rgb(tmp_path / "out" / f"{i:03d}.png"), image)
+
+
+def test_a_bad_output_or_input_is_named_and_leaves_nothing(tmp_path):
+    a = make_video(tmp_path / "a.mp4", frames=12)
+    taken = tmp_path / "taken.mp4"
+    taken.write_bytes(b"mine")
+    with pytest.raises(OutputError, match="taken.mp4"):
+        derain_files([(a, tmp_path / "x.mp4"), (a, taken)], ON)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(InputError, match="broken.mp4"):
+        derain_files([(a, tmp_path / "y.mp4"), (broken, tmp_path / "z.mp4")], ON)
+    assert taken.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "broken.mp4", "taken.mp4"]
+    assert not ring_files() and not multiprocessing.active_children()
+
+
+def test_a_truncated_input_keeps_every_frame_and_says_so_once(tmp_path, caplog):
+    src = make_video(tmp_path / "in.mkv", frames=60, size=(96, 64))
+    cut = cut_file(src, tmp_path / "cut.mkv", 0.6)
+    with caplog.at_level("WARNING"):
+        stats = derain_file(cut, tmp_path / "out.mp4", ON)
+    assert stats.truncated and 0 < stats.frames_out < 60
+    assert int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) == stats.frames_out
+    said = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(said) == 1 and "cut.mkv" in said[0]
+
+
+def _kill_children(batch):
+    if batch.seq[0] == 4:
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+
+def test_a_killed_codec_process_is_an_error_naming_the_file_and_leaves_nothing(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=40)
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"in.mp4: its codec process died .*exit -9"):
+        derain_file(src, tmp_path / "out.mp4", ON, consumers=[_kill_children])
+    assert time.monotonic() - start < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert not ring_files()
+
+
+def test_a_killed_parent_leaves_no_partial_output_and_no_child(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=400)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 20}\nworkers: {backend: local, codec_processes: true}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(tmp_path / "out.mp4"),
+                             "--config", str(cfg)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    children = _children(proc.pid)
+    assert children, "no codec process was started"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
+    assert not any(p.startswith(f"derain-{proc.pid}-") for p in os.listdir("/dev/shm"))
+
+
+def test_ctrl_c_reaches_the_children_too_and_one_line_is_said(tmp_path):
+    """Ctrl-C goes to the whole process group: the children leave it to the parent, which
+    removes the partial output and says one line."""
+    src = make_video(tmp_path / "in.mp4", frames=400)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 20}\nworkers: {backend: local, codec_processes: true}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(tmp_path / "out.mp4"),
+                             "--config", str(cfg)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert [line for line in err.splitlines() if line.strip()] == ["derain run: interrupted; partial outputs removed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
