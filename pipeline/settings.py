@@ -19,6 +19,7 @@ class ModelSettings:
     delay_ms: float = 0.0  # identity profile only: a stand-in for a slow model (ms per frame)
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on CPUs
     causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
+    cuda_graphs: bool | Literal["auto"] = "auto"  # replay each batch shape as one CUDA graph; auto: single-frame networks on CUDA
 
     def problems(self) -> list[str]:
         from .model.weights import PROFILES

@@ -101,3 +101,14 @@ def test_onnxruntime_and_torch_runtimes_agree(tiny_weights, tmp_path, monkeypatc
     assert np.abs(ra.frames.astype(int) - rb.frames.astype(int)).max() <= 1
     assert np.allclose(ra.rain_intensity, rb.rain_intensity, atol=1e-4)
     assert list((tmp_path / "cache").glob("*.onnx"))  # the export is cached for the next worker
+
+
+def test_a_batch_is_padded_to_a_power_of_two_with_its_last_frame():
+    """On CUDA every new batch shape costs a kernel search and a graph capture: sizes are bucketed."""
+    from pipeline.model.inference import _pad_batch
+
+    frames = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3)
+    padded = _pad_batch(frames)
+    assert padded.shape == (4, 2, 2, 3) and np.array_equal(padded[:3], frames) and np.array_equal(padded[3], frames[2])
+    assert _pad_batch(frames[:2]) is not None and len(_pad_batch(frames[:2])) == 2
+    assert len(_pad_batch(np.zeros((5, 2, 2, 3), np.uint8))) == 8 and len(_pad_batch(frames[:1])) == 1

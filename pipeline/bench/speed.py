@@ -102,7 +102,7 @@ def machine() -> str:
 def model_only(model: ModelSettings, sizes: Sequence[str] = ("640x360", "1280x720")) -> dict:
     """The model alone on synthetic frames: every size, batch, dtype and runtime that applies
     (or those `model` names). Needs neither PyAV nor Ray (a bare GPU box runs it)."""
-    from ..model.inference import Derainer, cpu_has_native_bf16
+    from ..model.inference import GRAPH_MAX_PIXELS, Derainer, cpu_has_native_bf16
     from ..model.weights import default_weights, load_weights
 
     rows = []
@@ -121,21 +121,37 @@ def model_only(model: ModelSettings, sizes: Sequence[str] = ("640x360", "1280x72
             combos = [c for c in combos if c[1] == model.runtime]
         native_bf16 = torch.cuda.is_available() or cpu_has_native_bf16()
         for dtype, runtime in combos:
-            d = Derainer.load(model.profile, model.weights, device=model.device, dtype=dtype, runtime=runtime)
+            d = Derainer.load(model.profile, model.weights, device=model.device, dtype=dtype, runtime=runtime,
+                              cuda_graphs=model.cuda_graphs)
             batches = [1, 8, 32] if cuda else [1, 2, 4] if dtype != "bf16" or native_bf16 else [1]
-            for b in batches:
+            runs = [(d, b) for b in batches]
+            if d.graphs is not None:  # batch 1 without graphs too: what they save
+                runs.insert(1, (Derainer.load(model.profile, model.weights, device=model.device, dtype=dtype,
+                                              runtime=runtime, cuda_graphs=False), 1))
+            for derainer, b in runs:
                 min_s = 3.0 if dtype != "bf16" or native_bf16 else 0.0
                 if dtype == "bf16" and not native_bf16 and w > 640:
                     continue  # ~12x slower than fp32 on CPUs without native bf16: one size shows it
-                fps = time_model(d, frames, b, min_s)
+                try:
+                    fps = time_model(derainer, frames, b, min_s)
+                except torch.OutOfMemoryError:
+                    print(f"{size:>9} {runtime:>11} {dtype:>5} batch {b}: out of GPU memory", flush=True)
+                    rows.append({"size": size, "runtime": runtime, "dtype": dtype, "batch": b,
+                                 "error": "out of GPU memory"})
+                    torch.cuda.empty_cache()
+                    continue
+                graphs = derainer.graphs is not None and frames[:b, ..., 0].size <= GRAPH_MAX_PIXELS
                 row = {"size": size, "runtime": runtime, "dtype": dtype, "batch": b, "fps": round(fps, 3),
-                       "ms_per_frame": round(1000 / fps, 1), "gmac_per_frame": round(macs / 1e9, 2),
-                       "gmac_per_s": round(macs * fps / 1e9, 1), "device": str(d.device)}
+                       "ms_per_frame": round(1000 / fps, 2), "gmac_per_frame": round(macs / 1e9, 2),
+                       "gmac_per_s": round(macs * fps / 1e9, 1), "device": str(derainer.device),
+                       "cuda_graphs": graphs}
                 rows.append(row)
-                print(f"{size:>9} {runtime:>11} {dtype:>5} batch {b}: {fps:7.2f} frames/s  {1000 / fps:8.1f} ms/frame  "
-                      f"{macs / 1e9:6.2f} GMAC/frame  {macs * fps / 1e9:6.1f} GMAC/s", flush=True)
-    best = {s: max((r for r in rows if r["size"] == s), key=lambda r: r["fps"]) for s in sizes
-            if any(r["size"] == s for r in rows)}
+                print(f"{size:>9} {runtime:>11} {dtype:>5} batch {b}{' graphs' if graphs else ''}: {fps:7.2f} "
+                      f"frames/s  {1000 / fps:8.2f} ms/frame  {macs / 1e9:6.2f} GMAC/frame  "
+                      f"{macs * fps / 1e9:6.1f} GMAC/s", flush=True)
+    measured = [r for r in rows if "fps" in r]
+    best = {s: max((r for r in measured if r["size"] == s), key=lambda r: r["fps"]) for s in sizes
+            if any(r["size"] == s for r in measured)}
     return {"profile": model.profile, "machine": machine(), "rows": rows,
             "best": {k: {"batch": v["batch"], "runtime": v["runtime"], "dtype": v["dtype"], "fps": v["fps"]}
                      for k, v in best.items()}}
@@ -149,7 +165,7 @@ def pipeline_vs_model(settings: RunSettings, clip: Path, frames: np.ndarray, tmp
     batch = settings.batching.for_input(settings.model, live=False).max_batch
     m = settings.model
     derainer = Derainer.load(m.profile, m.weights, device=m.device, dtype=m.dtype, delay_ms=m.delay_ms,
-                             runtime=m.runtime)
+                             runtime=m.runtime, cuda_graphs=m.cuda_graphs)
     model_fps = time_model(derainer, frames, batch, min_s=0.0)
     del derainer
     # A stand-in detector as slow as the model: in its own actor it should overlap deraining.

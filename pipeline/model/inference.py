@@ -8,6 +8,7 @@ array crosses back to the host.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,13 @@ from .scale import predict
 from .weights import PROFILES, default_weights, load_weights
 
 IDENTITY = "identity"  # a model choice that returns frames unchanged: measures the pipeline alone
+MAX_GRAPHS = 8  # CUDA graphs kept (one per batch shape); a camera that keeps changing size re-captures
+# Batches up to this many pixels replay as graphs: a small batch is bound by kernel launches (481x321
+# batch 1: 4.2 -> 1.9 ms on an H100), a large one by the GPU (1080p batch 1: 17.6 -> 17.1 ms), and
+# each graph keeps its own activation memory (~2 GB for a 1080p frame of the full network).
+GRAPH_MAX_PIXELS = 4_200_000
+
+log = logging.getLogger(__name__)
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -99,6 +107,17 @@ def windows(x: torch.Tensor, core: slice, offsets: tuple[int, ...]) -> torch.Ten
     return x[torch.stack(cols, 1).flatten()].unflatten(0, (len(idx), len(cols))).flatten(1, 2)
 
 
+def _pad_batch(frames: np.ndarray) -> np.ndarray:
+    """A batch of B frames as the next power of two, the last frame repeated. On CUDA each new
+    batch shape costs cuDNN's kernel search (seconds at 1080p) and a graph capture; a file's
+    last partial batch, or cameras batched together 1, 2, 3... at a time, would each pay it."""
+    b = len(frames)
+    target = 1 << (b - 1).bit_length()
+    if target == b:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], target - b, axis=0)])
+
+
 @dataclass(frozen=True)
 class DerainResult:
     frames: np.ndarray  # (B, H, W, 3) uint8, derained
@@ -113,10 +132,11 @@ class Derainer:
 
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
                  scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0,
-                 upsample: str = "bilinear", causal: bool = False):
+                 upsample: str = "bilinear", causal: bool = False, cuda_graphs: bool = False):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
         self.upsample = upsample
         self.delay_ms = delay_ms
+        self.graphs: dict[tuple, tuple] | None = {} if cuda_graphs and device.type == "cuda" else None
         frames = getattr(net, "frames", 1)
         # Where a frame's neighbours sit in time: both sides for files, the past only for live
         # cameras (no added delay). The temporal networks were trained on both (motion.py).
@@ -126,7 +146,8 @@ class Derainer:
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", compile: bool = False, threads: int | None = None,
-             delay_ms: float = 0.0, runtime: str = "auto", causal: bool = False) -> "Derainer":
+             delay_ms: float = 0.0, runtime: str = "auto", causal: bool = False,
+             cuda_graphs: bool | str = "auto") -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -141,6 +162,9 @@ class Derainer:
             runtime: "torch", "onnxruntime", or "auto": onnxruntime for fp32 on CPUs (faster
                 there, see docs/BENCHMARKS.md), torch everywhere else.
             causal: a temporal network sees past frames only (live cameras), else both sides.
+            cuda_graphs: replay each batch shape's kernels as one CUDA graph (captured on its
+                first batch): a small frame's batch is bound by kernel launches, not by the GPU.
+                auto: on CUDA for single-frame networks without torch.compile.
         """
         if threads:
             torch.set_num_threads(threads)
@@ -162,7 +186,9 @@ class Derainer:
         net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
         if compile:
             net = torch.compile(net)
-        return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample, causal=causal)
+        graphs = (not compile and getattr(net, "frames", 1) == 1) if cuda_graphs == "auto" else bool(cuda_graphs)
+        return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample, causal=causal,
+                   cuda_graphs=graphs)
 
     @property
     def frames(self) -> int:
@@ -191,9 +217,22 @@ class Derainer:
             if self.delay_ms:
                 time.sleep(self.delay_ms * len(frames[core]) / 1000)
             return DerainResult(frames[core], np.zeros(len(frames[core]), np.float32))
+        n = len(frames)
+        single = not self.offsets and context == (0, 0)
+        if self.device.type == "cuda" and single:
+            frames = _pad_batch(frames)
         x = torch.from_numpy(frames)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
+        if self.graphs is not None and single and frames[..., 0].size <= GRAPH_MAX_PIXELS:
+            out, intensity = self._replay(x)
+        else:
+            out, intensity = self._derain(x, core if not single else None)
+        return DerainResult(out[:n].cpu().numpy(), intensity[:n].cpu().numpy())
+
+    def _derain(self, x: torch.Tensor, core: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, W, 3) uint8 on the device -> derained (B', H, W, 3) uint8 and intensity, on the device."""
+        core = slice(0, len(x)) if core is None else core  # the whole batch: no index tensor (graphs)
         # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy.
         # A network run at reduced scale never sees the full-size image, so it stays fp32
         # (precise guide and subtraction) at no extra cost.
@@ -201,7 +240,38 @@ class Derainer:
         x = windows(x, core, self.offsets)
         rain = predict(self.net, x, self.scale, self.upsample, self.dtype).rain
         out = (x[:, :3] - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        intensity = rain.abs().float().mean((1, 2, 3))
-        out = out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        return DerainResult(out, intensity.cpu().numpy())
+        return out.permute(0, 2, 3, 1).contiguous(), rain.abs().float().mean((1, 2, 3))
+
+    def _replay(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_derain` as a CUDA graph of this batch shape, captured the first time (after warm-up
+        runs, which also let cuDNN pick its kernels); its outputs are read before the next call.
+        A capture that fails turns graphs off for this model, said once."""
+        graph = self.graphs.get(tuple(x.shape))
+        if graph is None:
+            try:
+                graph = self._capture(x)
+            except RuntimeError as exc:
+                log.warning("CUDA graphs off for this model: capture failed (%s)", str(exc).splitlines()[0])
+                self.graphs = None
+                return self._derain(x)
+        g, static_in, static_out = graph
+        static_in.copy_(x)
+        g.replay()
+        return static_out
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        if len(self.graphs) >= MAX_GRAPHS:
+            self.graphs.clear()
+        static_in = x.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._derain(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_out = self._derain(static_in)
+        self.graphs[tuple(x.shape)] = graph = (g, static_in, static_out)
+        return graph
 
