@@ -6,7 +6,8 @@ lane thread opens the input, builds its outputs and cuts batches with the `Batch
 the temporal window's halo), one each time the pool has a free slot for it: a batch is
 never cut long before the model can take it, so a batch holds what arrived meanwhile and
 the delay stays near one queue plus one model run. The main thread (this loop) submits the
-batches, reorders each lane's results by its own key and hands them on in order: to the
+batches (those of several lanes waiting together share one model call, up to max_batch
+frames of one size, as DeepStream's nvstreammux batches its sources; single-frame networks), reorders each lane's results by its own key and hands them on in order: to the
 consumers, through the lane's plugin chain, into its sinks. Decoding and encoding overlap
 the model. This is where a batch is cut, so this is where the temporal window and
 cross-stream batching live.
@@ -35,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 from .batching import Batcher
 from .errors import PluginError
 from .framequeue import Closed, FrameQueue
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 Consumer = Callable[[FrameBatch], object]
 _RUN_IDS = itertools.count()  # batch keys carry their run's id: a reused pool's late results are not this run's
+MERGED = "merged"  # the key of one model call that holds several lanes' batches
 
 
 @dataclass
@@ -119,7 +122,8 @@ class Runner:
         self.duration_s, self.progress = duration_s, progress
         self.stop_grace_s = stop_grace_s
         self.plugin_grace_s = plugin_grace_s  # once stopping, no plugin call is waited for longer
-        halo = getattr(pool, "halo", (0, 0))
+        halo = self._halo = getattr(pool, "halo", (0, 0))
+        self.max_batch = batching.max_batch
         self.lanes = [_Lane(inp, i, self.metrics.lane(inp.name, inp.uri),
                             Batcher(batching.max_batch, batching.max_wait_ms, halo),
                             FrameQueue(batching.queue_size, batching.policy)) for i, inp in enumerate(inputs)]
@@ -254,15 +258,45 @@ class Runner:
         wait = (0.005 if self.pool.inflight else 0.02) if self.pool.capacity() > 0 else None
         while self.pool.capacity() > 0:
             try:
-                lane, batch, sent = self._ready.get(timeout=wait) if wait else self._ready.get_nowait()
+                ready = [self._ready.get(timeout=wait) if wait else self._ready.get_nowait()]
             except queue_mod.Empty:
                 return
             wait = None
-            key = (self._run_id, lane.index, lane.next_key)
-            lane.next_key += 1
-            lane.inflight[key] = batch
-            self.pool.submit(key, *batch.model_input())
-            sent.set()
+            ready += self._mergeable(ready[0][1])
+            keys = []
+            for lane, batch, _ in ready:
+                keys.append((self._run_id, lane.index, lane.next_key))
+                lane.next_key += 1
+                lane.inflight[keys[-1]] = batch
+            if len(ready) == 1:
+                self.pool.submit(keys[0], *ready[0][1].model_input())
+            else:  # one model call for several lanes' batches (as DeepStream's nvstreammux)
+                images = np.concatenate([batch.images for _, batch, _ in ready])
+                self.pool.submit((self._run_id, MERGED, tuple(keys), tuple(len(b) for _, b, _ in ready)), images)
+            for _, _, sent in ready:
+                sent.set()
+
+    def _mergeable(self, first: FrameBatch) -> list:
+        """Other lanes' batches waiting now that can share `first`'s model call: single-frame
+        networks only (no context frames), the same frame size, max_batch frames in all."""
+        if first.before is not None or first.after is not None or self._halo != (0, 0):
+            return []
+        taken, room, skipped = [], self.max_batch - len(first), []
+        while room > 0:
+            try:
+                item = self._ready.get_nowait()
+            except queue_mod.Empty:
+                break
+            batch = item[1]
+            if batch.images.shape[1:] == first.images.shape[1:] and len(batch) <= room and \
+                    all(item[0] is not t[0] for t in taken):
+                taken.append(item)
+                room -= len(batch)
+            else:
+                skipped.append(item)
+        for item in skipped:  # back in the queue for the next call (a lane has one batch waiting at most)
+            self._ready.put(item)
+        return taken
 
     def _poll(self) -> list:
         """Results that are back. A full pool takes nothing new until one is: wait for it (few
@@ -272,7 +306,7 @@ class Runner:
         return self.pool.poll(0.5 if self.pool.capacity() <= 0 else 0)
 
     def _collect(self, results) -> None:
-        for key, frames, intensity in results:
+        for key, frames, intensity in self._split(results):
             if not (isinstance(key, tuple) and key[0] == self._run_id):
                 continue  # an earlier run's batch, left in a reused pool when that run failed
             lane = self.lanes[key[1]]
@@ -280,6 +314,16 @@ class Runner:
             while lane.next_out in lane.results:
                 self._emit(lane, lane.results.pop(lane.next_out))
                 lane.next_out += 1
+
+    @staticmethod
+    def _split(results):
+        """Each merged model call's result back into its lanes' batches."""
+        for key, frames, intensity in results:
+            if isinstance(key, tuple) and len(key) == 4 and key[1] == MERGED:
+                ends = np.cumsum(key[3])[:-1]
+                yield from zip(key[2], np.split(frames, ends), np.split(intensity, ends))
+            else:
+                yield key, frames, intensity
 
     def _emit(self, lane: _Lane, batch: FrameBatch) -> None:
         for consumer in (*lane.input.consumers, *self.consumers):

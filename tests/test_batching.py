@@ -95,3 +95,63 @@ def test_worker_returning_the_wrong_count_is_an_error():
 def test_frame_checks_its_image():
     with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8"):
         Frame(np.zeros((4, 4), np.uint8), 0, 0, None)
+
+
+class _Slow:
+    """A source that yields a frame every `every_s` seconds, each lane's frames its own colour."""
+
+    def __init__(self, lane: int, n: int, every_s: float, shape=(16, 24, 3)):
+        from types import SimpleNamespace
+
+        self.lane, self.n, self.every_s, self.shape = lane, n, every_s, shape
+        self.info = SimpleNamespace(width=shape[1], height=shape[0])
+
+    def __iter__(self):
+        for i in range(self.n):
+            time.sleep(self.every_s)
+            yield Frame(np.full(self.shape, 40 * self.lane + i % 40, np.uint8), i, i, None, str(self.lane),
+                        time.monotonic())
+
+
+class _Collect:
+    def __init__(self):
+        self.batches = []
+
+    def write(self, batch):
+        self.batches.append(batch)
+
+    def close(self, ok=True):
+        pass
+
+
+def test_lanes_waiting_together_share_one_model_call_and_each_gets_its_own_frames():
+    """Three cameras cut one-frame batches; a model call takes the batches waiting together (up to
+    max_batch frames of one size), and each lane still gets its own frames, in order."""
+    from pipeline.runner import MERGED, Input, Runner
+    from pipeline.settings import BatchSettings, ModelSettings, WorkerSettings
+    from pipeline.workers import LocalPool
+
+    class Counting(LocalPool):
+        calls: list[int] = []
+
+        def submit(self, key, images, context=(0, 0)):
+            self.calls.append((len(images), len(key[2]) if key[1] == MERGED else 1))
+            super().submit(key, images, context)
+
+    pool = Counting(ModelSettings(profile="identity", delay_ms=10), WorkerSettings(backend="local", inflight=1))
+    sinks = [_Collect() for _ in range(3)]
+    lanes = [Input(f"cam{i}", open=lambda stop, i=i: _Slow(i, 30, 0.03), outputs=lambda info, k=sinks[i]: [k])
+             for i in range(3)]
+    batching = BatchSettings(max_batch=3, max_wait_ms=0, queue_size=64, policy="block")
+    try:
+        metrics = Runner(lanes, pool, batching, strict=True).run()
+    finally:
+        pool.close()
+    frames, lanes_per_call = zip(*pool.calls)
+    assert sum(frames) == 90 and max(frames) <= 3
+    assert sum(n > 1 for n in lanes_per_call) >= 5, pool.calls  # calls that served several lanes
+    for i, sink in enumerate(sinks):
+        frames = np.concatenate([b.images for b in sink.batches])
+        assert [s for b in sink.batches for s in b.seq] == list(range(30))
+        assert [int(f[0, 0, 0]) for f in frames] == [40 * i + k for k in range(30)]
+        assert metrics.lanes[f"cam{i}"].frames_out == 30
