@@ -57,6 +57,38 @@ class _Job:
     parent: int
 
 
+class Channel:
+    """One way, one pipe, no feeder thread (as a multiprocessing.Queue has): a message is on its
+    way when `put` returns, so a frame's slot comes back without waiting on another thread."""
+
+    def __init__(self, ctx):
+        self._recv, self._send = ctx.Pipe(duplex=False)
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"_recv": self._recv, "_send": self._send}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def put(self, message) -> None:
+        with self._lock:  # several threads may send (a frame's slot, a stop)
+            self._send.send(message)
+
+    def get(self, timeout: float | None = None):
+        if not self._recv.poll(timeout):
+            raise queue_mod.Empty
+        return self._recv.recv()
+
+    def get_nowait(self):
+        return self.get(0)
+
+    def close(self) -> None:
+        self._recv.close()
+        self._send.close()
+
+
 class Ring:
     """`slots` frame-sized arrays over one memory-mapped file both processes open."""
 
@@ -114,14 +146,14 @@ class CodecProcess:
         self.source = _ChildSource(self, probe.warnings, source_id)
         self.sink = _ChildSink(self)
         shape = (self.info.height, self.info.width, 3)
-        slots_in, slots_out = 4, 2 * max_batch
+        slots_in, slots_out = 2 * max_batch + 8, 2 * max_batch  # decoding runs ahead of a batch, encoding behind
         folder = ring_folder((slots_in + slots_out) * int(np.prod(shape)))
         stem = os.path.join(folder, f"derain-{os.getpid()}-{secrets.token_hex(4)}")
         self.ring_in = Ring(stem + ".in", slots_in, shape, create=True)
         self.ring_out = Ring(stem + ".out", slots_out, shape, create=True)
         ctx = mp.get_context("spawn")  # never fork a process that holds CUDA and threads
-        self.frames, self.free_in = ctx.Queue(), ctx.Queue()  # decoded frames up, their slots back down
-        self.work, self.done = ctx.Queue(), ctx.Queue()  # batches to encode down, written slots up
+        self.frames, self.free_in = Channel(ctx), Channel(ctx)  # decoded frames up, their slots back down
+        self.work, self.done = Channel(ctx), Channel(ctx)  # batches to encode down, written slots up
         self.logs = ctx.Queue()
         for slot in range(slots_in):
             self.free_in.put(slot)
@@ -175,9 +207,10 @@ class CodecProcess:
         for ring in (self.ring_in, self.ring_out):
             Path(ring.path).unlink(missing_ok=True)
             ring.close()
-        for q in (self.frames, self.free_in, self.work, self.done, self.logs):
-            q.cancel_join_thread()  # never hang on a dead child's pipe
-            q.close()
+        for channel in (self.frames, self.free_in, self.work, self.done):
+            channel.close()
+        self.logs.cancel_join_thread()  # never hang on a dead child's pipe
+        self.logs.close()
 
 
 class _ChildSource:
@@ -327,7 +360,6 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
     except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
         done.put(("error", _portable(exc, job.src, InputError)))
         return
-    frames.cancel_join_thread()  # frames the parent no longer reads must not hold the exit
     ring_in = Ring(job.ring_in, job.slots_in, job.shape)
     ring_out = Ring(job.ring_out, job.slots_out, job.shape)
     done.put(("ready", list(getattr(sink, "warnings", []))))

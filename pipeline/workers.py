@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WorkerError
-from .settings import ModelSettings, WorkerSettings
+from .settings import ModelSettings, WorkerSettings, on_cuda
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,9 @@ class LocalPool:
     """The same interface in-process: one thread running the model (no Ray start-up)."""
 
     def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
-        self.worker = DerainWorker(asdict(model), workers.threads)
+        # A GPU worker's CPU side is copies: its torch threads would only spin and take the cores
+        # the codecs need (a Ray GPU worker gets 1 thread by its placement, the same).
+        self.worker = DerainWorker(asdict(model), workers.threads or (1 if on_cuda(model) else 0))
         self.settings = workers
         self.halo = self.worker.derainer.halo
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")

@@ -4,19 +4,23 @@
 #   WHEELS=runs/wheels OUT=$OUT SIZE=1920x1080 bash scripts/gpu-bench.sh
 # WHEELS holds the cp312 manylinux wheels of av, pyyaml and tqdm (`pip download --only-binary=:all:
 # --python-version 3.12 --platform manylinux_2_17_x86_64 av pyyaml tqdm -d runs/wheels`).
-# Writes one JSON line per measurement to $OUT/gpu-bench.jsonl and the console to $OUT/gpu-bench.txt.
+# Writes one JSON line per measurement to $OUT/gpu-bench.jsonl, the console to $OUT/gpu-bench.txt
+# and the GPU's utilisation every 0.5 s to $OUT/gpu-util.csv.
 # On a CPU machine it runs too, to check it: SIZE=160x96 FRAMES=12 DTYPE=fp32 PY=.venv/bin/python.
 set -uo pipefail
 OUT=${OUT:-runs/gpu-bench}
 SIZE=${SIZE:-1920x1080}
 FRAMES=${FRAMES:-300}
 PY=${PY:-python3}
+CONFIG=${CONFIG:-configs/gpu-bench.yaml}
 mkdir -p "$OUT"
 if [ -n "${WHEELS:-}" ] && ! "$PY" -c "import av, yaml, tqdm" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,encoder.stats.sessionCount --format=csv,noheader 2>/dev/null || true
+nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader -lms 500 > "$OUT/gpu-util.csv" 2>/dev/null &
+util=$!
 jsonl=$OUT/gpu-bench.jsonl
 : > "$jsonl"
 run() {  # one bench command; its last line (the JSON object) goes to the .jsonl
@@ -24,9 +28,18 @@ run() {  # one bench command; its last line (the JSON object) goes to the .jsonl
   timeout 240 "$PY" -m pipeline.cli bench "$@" --json 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" \
     | tail -n 1 >> "$jsonl"
 }
+if "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  timeout 120 "$PY" scripts/gpu-check.py 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" >> "$jsonl"
+fi
 run --model-only --profile full --dtype "${DTYPE:-fp16}" --sizes "481x321,$SIZE"
-run --streams 1 --profile identity --backend local --size "$SIZE" --frames "$FRAMES"
-run --streams 4 --profile identity --backend local --size "$SIZE" --frames "$FRAMES"
-run --streams 1 --profile full --backend local --size "$SIZE" --frames "$FRAMES"
-run --streams 4 --profile full --backend local --size "$SIZE" --frames "$FRAMES"
+stream() { run --streams "$1" --profile "$2" --size "$SIZE" --frames "$FRAMES" --config "$CONFIG" "${@:3}"; }
+stream 1 identity
+stream 4 identity
+stream 1 full
+stream 4 full
+# A/B: the codecs in the process that holds the model (the loop before codec processes)
+sed 's/^workers: {backend: local}$/workers: {backend: local, codec_processes: false}/' "$CONFIG" > "$OUT/in-process.yaml"
+CONFIG=$OUT/in-process.yaml stream 4 identity
+CONFIG=$OUT/in-process.yaml stream 1 full
+kill "$util" 2>/dev/null
 echo "== $(wc -l < "$jsonl") results in $jsonl"
