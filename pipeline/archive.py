@@ -75,7 +75,8 @@ def output_for(src: Path, in_root: Path, out_root: Path, suffix: str) -> Path:
 
 
 class FileWorker:
-    """A Ray actor: one loaded model, whole files in and out."""
+    """A Ray actor: one loaded model, whole files in and out; with `max_concurrency` above 1, as
+    many files side by side (each call in a thread of its own, through its own view of the pool)."""
 
     def __init__(self, settings: dict, threads: int):
         from .config import from_dict
@@ -87,15 +88,19 @@ class FileWorker:
     def process(self, src: str, dst: str, overwrite: bool, token: str | None = None) -> dict:
         from .files import derain_file
 
-        start = time.monotonic()
+        start, started = time.monotonic(), round(time.time(), 3)
+        pool = self.pool.view()
         try:
-            stats = derain_file(src, dst, self.settings, pool=self.pool, overwrite=overwrite, token=token)
+            stats = derain_file(src, dst, self.settings, pool=pool, overwrite=overwrite, token=token)
         except DerainError as exc:
-            return {"status": "failed", "error": str(exc), "seconds": round(time.monotonic() - start, 3)}
-        except Exception as exc:  # a codec or muxer failure on one file must not stop the archive
-            return {"status": "failed", "error": f"{src}: {type(exc).__name__}: {exc}",
+            return {"status": "failed", "error": str(exc), "started": started,
                     "seconds": round(time.monotonic() - start, 3)}
-        return {"status": "done", "frames": stats.frames_out, "seconds": round(stats.seconds, 3),
+        except Exception as exc:  # a codec or muxer failure on one file must not stop the archive
+            return {"status": "failed", "error": f"{src}: {type(exc).__name__}: {exc}", "started": started,
+                    "seconds": round(time.monotonic() - start, 3)}
+        finally:
+            pool.close()
+        return {"status": "done", "frames": stats.frames_out, "started": started, "seconds": round(stats.seconds, 3),
                 "fps": round(stats.fps, 3), "truncated": stats.truncated,
                 "warnings": list(getattr(stats, "warnings", []))}
 
@@ -167,9 +172,11 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
              progress: bool, ray) -> None:
-    actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(FileWorker)
-    actors = start_actors(ray, actor_cls, _worker_layout(settings, ray, len(todo)),
-                          lambda p: (asdict(settings), p.threads), "file workers", settings.workers.start_timeout_s)
+    layout = _worker_layout(settings, ray, len(todo))
+    streams = settings.archive.streams(gpu=any(p.num_gpus for p in layout))
+    actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=streams)(FileWorker)
+    actors = start_actors(ray, actor_cls, layout, lambda p: (asdict(settings), p.threads), "file workers",
+                          settings.workers.start_timeout_s)
     n = len(actors)
     queue = list(todo)
     running: dict = {}  # ref -> (record, actor index, tries, temporary-name token)
@@ -181,9 +188,10 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
         running[ref] = (rec, idx, tries, token)
 
     try:
-        for idx in range(n):
-            if queue:
-                submit(queue.pop(0), idx)
+        for _ in range(streams):  # each worker takes `streams` files at once, and a new one as one ends
+            for idx in range(n):
+                if queue:
+                    submit(queue.pop(0), idx)
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
             rec, idx, tries, token = running.pop(ready[0])

@@ -116,7 +116,8 @@ def cmd_archive(args) -> int:
     from .archive import run_archive
 
     report = run_archive(args.input, args.output, _settings(args, **{
-        "archive.workers": args.file_workers}), report_path=args.report, overwrite=args.overwrite,
+        "archive.workers": args.file_workers, "archive.streams_per_worker": args.streams_per_worker}),
+        report_path=args.report, overwrite=args.overwrite,
         progress=not args.json)
     print(json.dumps(report["summary"]) if args.json else
           f"{report['summary']['done']} done, {report['summary']['failed']} failed, "
@@ -314,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     _add_run_flags(p)
-    p.add_argument("--file-workers", type=int, help="files processed at once (default: by cores/GPUs)")
+    p.add_argument("--file-workers", type=int, help="file workers, each with its model (default: by cores/GPUs)")
+    p.add_argument("--streams-per-worker", type=int,
+                   help="files a worker derains side by side through its one model (default: 4 with a GPU, else 1)")
     p.add_argument("--report", help="report path (default: OUTPUT/derain-report.json)")
     p.set_defaults(func=cmd_archive)
 

@@ -142,7 +142,7 @@ class BatchSettings:
 class DecodeSettings:
     threads: int = 1  # decoder threads; explicit so the model keeps its cores
     fps: float = 25.0  # frame rate given to a folder of images
-    hardware: Literal["auto", "cuda", "off"] = "auto"  # NVDEC (cuda); auto: on an NVIDIA machine, else the CPU
+    hardware: Literal["auto", "cuda", "off"] = "off"  # NVDEC (cuda, or auto: on an NVIDIA machine); off: it was slower than the CPU decoder and converts chroma differently (docs/BENCHMARKS.md)
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,20 @@ class ArchiveSettings:
     workers: int = 0  # parallel file workers; 0: one per GPU, else one per node (or per threads_per_worker cores)
     threads_per_worker: int = 0  # torch threads per file worker; 0: cores // workers
     retries: int = 2  # a file whose worker died is retried this many times
+    streams_per_worker: int | Literal["auto"] = "auto"  # files a worker derains side by side through its one model; auto: 4 with a GPU, else 1
 
     def problems(self) -> list[str]:
-        return [] if self.workers >= 0 and self.retries >= 0 else ["workers and retries must be >= 0"]
+        out = [] if self.workers >= 0 and self.retries >= 0 else ["workers and retries must be >= 0"]
+        if self.streams_per_worker != "auto" and self.streams_per_worker < 1:
+            out.append(f"streams_per_worker: must be >= 1 or 'auto' (got {self.streams_per_worker})")
+        return out
+
+    def streams(self, gpu: bool) -> int:
+        """Files one worker derains at once: on a GPU several, so the model is busy while one file's
+        codecs are not (docs/BENCHMARKS.md: 4 streams reach 0.92 of the model, 1 stream 0.79)."""
+        if self.streams_per_worker == "auto":
+            return 4 if gpu else 1
+        return self.streams_per_worker
 
 
 @dataclass(frozen=True)

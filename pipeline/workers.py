@@ -430,6 +430,34 @@ class LocalPool:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
+    def view(self) -> "PoolView":
+        """A pool of its own for one of several runs at once (threads), all on this one model."""
+        return PoolView(self)
+
+
+class PoolView:
+    """One run's share of a `LocalPool` that several runs use at once (an archive worker on a GPU
+    derains a few files side by side through its one model): the same interface, its own batches
+    in flight and its own results, the model thread's queue shared in arrival order."""
+
+    def __init__(self, pool: LocalPool):
+        self.pool, self.settings, self.halo = pool, pool.settings, pool.halo
+        self.inflight: dict[Future, Any] = {}
+        self.restarts, self.size = 0, 1
+
+    def capacity(self) -> int:
+        return self.settings.inflight - len(self.inflight)
+
+    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> None:
+        self.inflight[self.pool.executor.submit(self.pool.worker.run, images, context)] = key
+
+    poll = LocalPool.poll
+
+    def close(self) -> None:
+        for fut in self.inflight:
+            fut.cancel()
+        self.inflight = {}
+
 
 def make_pool(model: ModelSettings, workers: WorkerSettings):
     return (RayPool if workers.backend == "ray" else LocalPool)(model, workers)

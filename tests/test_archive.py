@@ -120,3 +120,28 @@ def test_odd_sizes_on_archive_workers_keep_every_frame_and_say_the_cut(tmp_path,
         assert v["nb_read_frames"] == frames and (v["width"], v["height"]) == size
         (said,) = by_name[name]["warnings"]
         assert "written as %dx%d" % size in said
+
+
+def test_one_worker_derains_several_files_side_by_side_through_one_model(tmp_path, capsys, ray_session):
+    """archive.streams_per_worker (4 on a GPU by default): one worker, one model, files at once,
+    each decoded and encoded in its codec process; a broken file fails alone."""
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        make_video(src / f"{name}.mp4", frames=30, audio=name == "a")
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video")
+    cfg = tmp_path / "side.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 30}\nworkers: {codec_processes: true}\n")
+    out = tmp_path / "out"
+    code = main(["archive", str(src), str(out), "--config", str(cfg), "--file-workers", "1",
+                 "--streams-per-worker", "2", "--json"])
+    capsys.readouterr()
+    report = json.loads((out / "derain-report.json").read_text())
+    by_name = {Path(r["input"]).name: r for r in report["files"]}
+    assert code == 1 and by_name["broken.mp4"]["status"] == "failed" and "broken.mp4" in by_name["broken.mp4"]["error"]
+    done = [r for r in report["files"] if r["status"] == "done"]
+    assert len(done) == 3 and all(r["frames"] == 30 for r in done)
+    for r in done:
+        assert frame_pts(r["output"]) == frame_pts(r["input"])
+    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in done)
+    assert any(b0 < a1 for (_, a1), (b0, _) in zip(spans, spans[1:])), spans  # two ran at once
+    assert not list(out.rglob("*.partial*"))

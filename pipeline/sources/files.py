@@ -261,7 +261,7 @@ class ImageFolderSource:
 
 
 def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0",
-                hardware: str = "auto"):
+                hardware: str = "off"):
     """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`);
     `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers)."""
     path = Path(uri)
