@@ -154,14 +154,14 @@ class CodecProcess:
         ctx = mp.get_context("spawn")  # never fork a process that holds CUDA and threads
         self.frames, self.free_in = Channel(ctx), Channel(ctx)  # decoded frames up, their slots back down
         self.work, self.done = Channel(ctx), Channel(ctx)  # batches to encode down, written slots up
-        self.logs = ctx.Queue()
+        self.logs = Channel(ctx)  # the child's log records (a pipe: no semaphore a killed worker would leak)
         for slot in range(slots_in):
             self.free_in.put(slot)
         self.free_out = list(range(slots_out))
         job = _Job(self.src, self.dst, decode, encode, overwrite, token, self.ring_in.path, self.ring_out.path,
                    slots_in, slots_out, shape, os.getpid())
-        self.listener = logging.handlers.QueueListener(self.logs, _Relay(), respect_handler_level=False)
-        self.listener.start()
+        self.relay = threading.Thread(target=_relay, args=(self.logs,), daemon=True, name="codec-logs")
+        self.relay.start()
         self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
                                                              self.logs), name=f"derain-codec-{source_id}", daemon=True)
         self.process.start()
@@ -203,13 +203,13 @@ class CodecProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
-        self.listener.stop()
+        self.logs.put(None)  # the relay's last message
+        self.relay.join(timeout=5)
         for ring in (self.ring_in, self.ring_out):
             Path(ring.path).unlink(missing_ok=True)
             ring.close()
         for channel in (self.frames, self.free_in, self.work, self.done):
             channel.close()
-        self.logs.cancel_join_thread()  # never hang on a dead child's pipe
         self.logs.close()
 
 
@@ -320,17 +320,24 @@ class _ChildSink:
                 remove_partial(partial_path(c.dst, c.token))
 
 
-class _Relay(logging.Handler):
-    """A child's log records, said by the parent's loggers (as if the run were in-process).
-    A hardware fallback is said once per run, not once per child."""
+_said: set[str] = set()  # hardware fallbacks said in this process (said once per run, not once per child)
 
-    said: set[str] = set()
 
-    def emit(self, record: logging.LogRecord) -> None:
+def _relay(logs: Channel) -> None:
+    """Say a child's log records through this process's loggers, as if the run were in-process."""
+    while True:
+        try:
+            record = logs.get(POLL_S)
+        except queue_mod.Empty:
+            continue
+        except (EOFError, OSError):
+            return
+        if record is None:
+            return
         if record.name == "pipeline.hardware":
-            if record.getMessage() in self.said:
-                return
-            self.said.add(record.getMessage())
+            if record.getMessage() in _said:
+                continue
+            _said.add(record.getMessage())
         logger = logging.getLogger(record.name)
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
@@ -343,6 +350,7 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     root = logging.getLogger()
+    logs.put_nowait = logs.put  # what QueueHandler sends with
     root.handlers[:] = [logging.handlers.QueueHandler(logs)]
     root.setLevel(logging.INFO)
     from .sinks.files import open_sink

@@ -1,5 +1,6 @@
 """`derain archive` on real Ray actors: parallel files, a broken one, resume, report, Ctrl-C."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def test_one_worker_derains_several_files_side_by_side_through_one_model(tmp_pat
     cfg = tmp_path / "side.yaml"
     cfg.write_text("model: {profile: identity, delay_ms: 30}\nworkers: {codec_processes: true}\n")
     out = tmp_path / "out"
+    shm = set(os.listdir("/dev/shm"))
     code = main(["archive", str(src), str(out), "--config", str(cfg), "--file-workers", "1",
                  "--streams-per-worker", "2", "--json"])
     capsys.readouterr()
@@ -145,3 +147,4 @@ def test_one_worker_derains_several_files_side_by_side_through_one_model(tmp_pat
     spans = sorted((r["started"], r["started"] + r["seconds"]) for r in done)
     assert any(b0 < a1 for (_, a1), (b0, _) in zip(spans, spans[1:])), spans  # two ran at once
     assert not list(out.rglob("*.partial*"))
+    assert set(os.listdir("/dev/shm")) <= shm  # no ring or semaphore left by the killed worker's children
