@@ -104,7 +104,10 @@ class Pipeline:
         if path:
             d = self.settings.decode
             source = open_source(source, threads=d.threads, fps=d.fps, hardware=d.hardware)
-        batching = self.settings.batching.for_input(self.settings.model, isinstance(source, (LiveSource, RealtimeFileSource)))
+        info = getattr(source, "info", None)
+        pixels = info.width * info.height if info is not None and getattr(info, "width", None) else None
+        batching = self.settings.batching.for_input(self.settings.model,
+                                                    isinstance(source, (LiveSource, RealtimeFileSource)), pixels)
         if path:
             batching = replace(batching, policy="block")  # a file never drops a frame
         out: queue.Queue = queue.Queue(max_buffered)

@@ -72,9 +72,15 @@ class Channel:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def put(self, message) -> None:
-        with self._lock:  # several threads may send (a frame's slot, a stop)
+    def put(self, message, block: bool = True) -> None:
+        """Send; with `block` False, skip it if another send is under way (a signal handler's stop
+        must never wait on a send its own thread was in the middle of)."""
+        if not self._lock.acquire(blocking=block):
+            return
+        try:  # several threads may send (a frame's slot, a stop)
             self._send.send(message)
+        finally:
+            self._lock.release()
 
     def get(self, timeout: float | None = None):
         if not self._recv.poll(timeout):
@@ -225,7 +231,7 @@ class _ChildSource:
         return self.codec.info
 
     def stop(self) -> None:
-        self.codec.free_in.put(None)  # the child's decoder stops at its next frame
+        self.codec.free_in.put(None, block=False)  # the decoder stops at its next frame (close sends it again)
 
     def __iter__(self):
         c = self.codec

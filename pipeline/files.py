@@ -62,9 +62,10 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
         _check_paths(Path(src), Path(dst))
     sources, sinks = [], []
     own_pool = pool is None
-    batching = replace(settings.batching.for_input(settings.model, live=False), policy="block")
     try:
-        _open(pairs, settings, overwrite, token, batching.max_batch, sources, sinks)
+        _open(pairs, settings, overwrite, token, sources, sinks)
+        pixels = max(s.info.width * s.info.height for s in sources)
+        batching = replace(settings.batching.for_input(settings.model, live=False, pixels=pixels), policy="block")
         if own_pool:
             pool = make_pool(settings.model, settings.workers)
         if setup_chain and chain is not None:
@@ -86,8 +87,7 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             pool.close()
 
 
-def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, max_batch: int,
-          sources: list, sinks: list) -> None:
+def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sources: list, sinks: list) -> None:
     """Each pair's source and sink, in this process or (`workers.codec_processes`) in a codec
     process of its own; appended as they open, so the caller closes what did."""
     if not codec_processes(settings.model, settings.workers):
@@ -99,6 +99,7 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, max_
     from .codec_process import CodecProcess
 
     codecs = []
+    max_batch = settings.batching.for_input(settings.model, live=False).max_batch  # the most a batch holds
     for i, (src, dst) in enumerate(pairs):
         codecs.append(CodecProcess(src, dst, settings.decode, settings.encode, overwrite, token, max_batch, str(i)))
         sources.append(codecs[-1].source)

@@ -90,8 +90,15 @@ def codec_processes(model: ModelSettings, workers: WorkerSettings) -> bool:
     return bool(workers.codec_processes)
 
 
-def auto_batch(model: ModelSettings) -> int:
-    """Frames per batch for `max_batch: auto`: 8 on CUDA; on CPUs 1, or 2 for the fast profile.
+LARGE_FRAME = 2_000_000  # pixels (1080p and up): on CUDA one such frame fills the GPU by itself
+
+
+def auto_batch(model: ModelSettings, pixels: int | None = None) -> int:
+    """Frames per batch for `max_batch: auto`: on CUDA 8, or 1 for frames of `pixels` >= 2 Mpx;
+    on CPUs 1, or 2 for the fast profile.
+
+    On an H100 the full network at 1080p ran faster at batch 1 than 8 (62 against 54 frames/s
+    alone, 55 against 48 over four streams end to end), at 720p and below the other way round.
 
     On 2 CPU cores (docs/BENCHMARKS.md) batching does not pay for the full model (batch 4
     runs ~20 % slower than 1: the convolutions already fill the cores); the fast profile's
@@ -100,7 +107,7 @@ def auto_batch(model: ModelSettings) -> int:
     model's `pick_device`); on a cluster whose GPUs only the workers see, set max_batch.
     """
     if on_cuda(model):
-        return 8
+        return 1 if pixels and pixels >= LARGE_FRAME else 8
     return 2 if model.profile == "fast" else 1
 
 
@@ -130,11 +137,12 @@ class BatchSettings:
             out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
         return out
 
-    def for_input(self, model: ModelSettings, live: bool) -> "BatchSettings":
-        """Every key set: what was given, else the default for a camera (`live`) or a file."""
+    def for_input(self, model: ModelSettings, live: bool, pixels: int | None = None) -> "BatchSettings":
+        """Every key set: what was given, else the default for a camera (`live`) or a file (of
+        frames of `pixels`, where known)."""
         defaults = LIVE_BATCHING if live else FILE_BATCHING
         given = {k: v for k, v in vars(self).items() if v is not None and v != "auto"}
-        max_batch = 1 if live else auto_batch(model)
+        max_batch = 1 if live else auto_batch(model, pixels)
         return BatchSettings(**{"max_batch": max_batch, **defaults, **given})
 
 

@@ -137,3 +137,12 @@ def test_batching_defaults_by_input():
     given = load_settings(RunSettings, None, {"batching.queue_size": 9, "batching.policy": "drop-newest"}).batching
     assert given.for_input(s.model, True).queue_size == 9 and given.for_input(s.model, False).policy == "drop-newest"
 
+
+
+def test_auto_batch_on_cuda_is_one_frame_for_1080p_and_up():
+    """Measured on an H100 (docs/BENCHMARKS.md): 1080p runs faster at batch 1 than 8."""
+    cuda = ModelSettings(device="cuda")
+    assert auto_batch(cuda) == 8 and auto_batch(cuda, 640 * 360) == 8 and auto_batch(cuda, 1280 * 720) == 8
+    assert auto_batch(cuda, 1920 * 1080) == 1 and auto_batch(cuda, 3840 * 2160) == 1
+    assert auto_batch(ModelSettings(device="cpu"), 1920 * 1080) == 1
+    assert RunSettings().batching.for_input(cuda, live=False, pixels=1920 * 1080).max_batch == 1

@@ -162,7 +162,7 @@ def pipeline_vs_model(settings: RunSettings, clip: Path, frames: np.ndarray, tmp
     from ..model.inference import Derainer
     from ..workers import drain, make_pool
 
-    batch = settings.batching.for_input(settings.model, live=False).max_batch
+    batch = settings.batching.for_input(settings.model, live=False, pixels=frames.shape[1] * frames.shape[2]).max_batch
     m = settings.model
     derainer = Derainer.load(m.profile, m.weights, device=m.device, dtype=m.dtype, delay_ms=m.delay_ms,
                              runtime=m.runtime, cuda_graphs=m.cuda_graphs)

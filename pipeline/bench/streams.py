@@ -29,7 +29,7 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
     w, h = map(int, size.split("x"))
     profile = settings.model.profile
     images = synthetic_frames(frames or DEFAULT_FRAMES.get(profile, 32), w, h)
-    batch = settings.batching.for_input(settings.model, live=False).max_batch
+    batch = settings.batching.for_input(settings.model, live=False, pixels=w * h).max_batch
     tmp = Path(tempfile.mkdtemp(prefix="derain-bench-streams-"))
     try:
         clip = write_clip(tmp / "clip.mp4", images)
@@ -71,7 +71,7 @@ def _streams(settings: RunSettings, clip: Path, streams: int, out: Path, sample_
     done = threading.Event()
     pool = make_pool(settings.model, settings.workers)  # started (and the model loaded) before the clock
     try:
-        _warm_up(pool, settings.batching.for_input(settings.model, live=False).max_batch, clip)
+        _warm_up(pool, clip, settings)
         if sample_gpu:
             threading.Thread(target=_sample_gpu, args=(samples, done), daemon=True).start()
         start = time.monotonic()
@@ -87,13 +87,14 @@ def _streams(settings: RunSettings, clip: Path, streams: int, out: Path, sample_
     return result
 
 
-def _warm_up(pool, batch: int, clip: Path) -> None:
+def _warm_up(pool, clip: Path, settings: RunSettings) -> None:
     """One batch of each size the run will send (powers of two up to `batch`, as the model pads
     them), so cuDNN's kernel search and the CUDA graphs' capture (seconds at 1080p, once per
     process in a long run) are not timed: the figures are the steady state."""
     from ..sources.files import open_source
 
     info = open_source(clip, hardware="off").info
+    batch = settings.batching.for_input(settings.model, live=False, pixels=info.width * info.height).max_batch
     sizes = sorted({1 << i for i in range(batch.bit_length()) if 1 << i <= batch} | {batch})
     for b in sizes:
         pool.submit(("warm-up", b), np.zeros((b, info.height, info.width, 3), np.uint8))
