@@ -59,7 +59,10 @@ class _Job:
 
 class Channel:
     """One way, one pipe, no feeder thread (as a multiprocessing.Queue has): a message is on its
-    way when `put` returns, so a frame's slot comes back without waiting on another thread."""
+    way when `put` returns, so a frame's slot comes back without waiting on another thread.
+
+    Each process keeps only its own end (`keep`), so a side that dies is an EOF or a broken
+    pipe at once for the other, even in the middle of a message."""
 
     def __init__(self, ctx):
         self._recv, self._send = ctx.Pipe(duplex=False)
@@ -71,6 +74,11 @@ class Channel:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def keep(self, end: str) -> None:
+        """Close the other end ("recv" or "send" is kept): the other process holds it."""
+        other = "_send" if end == "recv" else "_recv"
+        getattr(self, other).close()
 
     def put(self, message, block: bool = True) -> None:
         """Send; with `block` False, skip it if another send is under way (a signal handler's stop
@@ -91,8 +99,8 @@ class Channel:
         return self.get(0)
 
     def close(self) -> None:
-        self._recv.close()
-        self._send.close()
+        for end in (self._recv, self._send):
+            end.close()
 
 
 class Ring:
@@ -121,6 +129,18 @@ class Ring:
             pass
 
 
+RING_BYTES = 256 * 2**20  # at most this much per ring: 4K frames get fewer slots
+
+
+def ring_slots(max_batch: int, frame_bytes: int) -> tuple[int, int]:
+    """Slots for decoded frames (running ahead of a batch) and for derained ones (behind it):
+    two batches and 16 frames at least, within RING_BYTES, never fewer than two batches."""
+    cap = max(2, RING_BYTES // max(frame_bytes, 1))
+    ahead = max(2 * max_batch, min(max(2 * max_batch + 8, 16), cap))
+    behind = max(2 * max_batch, min(16, cap))
+    return ahead, behind
+
+
 def ring_folder(nbytes: int) -> str:
     """/dev/shm where it holds `nbytes` (a container's is often 64 MB), else the temp folder."""
     shm = "/dev/shm"
@@ -141,22 +161,31 @@ class CodecProcess:
     """
 
     def __init__(self, src: str | Path, dst: str | Path, decode: DecodeSettings, encode: EncodeSettings,
-                 overwrite: bool = False, token: str | None = None, max_batch: int = 8, source_id: str = "0"):
+                 overwrite: bool = False, token: str | None = None, max_batch: int = 8, source_id: str = "0",
+                 probe=None):
         from .sinks.files import temp_token
         from .sources.files import open_source
 
         token = token or temp_token()  # this side knows the partial output's name, to remove it if the child dies
         self.token = token
-        probe = open_source(src, threads=1, fps=decode.fps, source_id=source_id, hardware="off")
+        if probe is None:
+            probe = open_source(src, threads=1, fps=decode.fps, source_id=source_id, hardware="off")
         self.src, self.dst, self.info = str(src), str(dst), probe.info
         self.source = _ChildSource(self, probe.warnings, source_id)
         self.sink = _ChildSink(self)
         shape = (self.info.height, self.info.width, 3)
-        slots_in, slots_out = 2 * max_batch + 8, 2 * max_batch  # decoding runs ahead of a batch, encoding behind
+        slots_in, slots_out = ring_slots(max_batch, int(np.prod(shape)))
         folder = ring_folder((slots_in + slots_out) * int(np.prod(shape)))
         stem = os.path.join(folder, f"derain-{os.getpid()}-{secrets.token_hex(4)}")
-        self.ring_in = Ring(stem + ".in", slots_in, shape, create=True)
-        self.ring_out = Ring(stem + ".out", slots_out, shape, create=True)
+        self.ring_in = self.ring_out = None
+        try:
+            self.ring_in = Ring(stem + ".in", slots_in, shape, create=True)
+            self.ring_out = Ring(stem + ".out", slots_out, shape, create=True)
+        except OSError as exc:
+            for path in (stem + ".in", stem + ".out"):
+                Path(path).unlink(missing_ok=True)
+            raise WorkerError(f"{self.src}: no room for its codec process's frame buffers in {folder} "
+                              f"({(slots_in + slots_out) * int(np.prod(shape)) >> 20} MB: {exc.strerror})") from None
         ctx = mp.get_context("spawn")  # never fork a process that holds CUDA and threads
         self.frames, self.free_in = Channel(ctx), Channel(ctx)  # decoded frames up, their slots back down
         self.work, self.done = Channel(ctx), Channel(ctx)  # batches to encode down, written slots up
@@ -170,9 +199,18 @@ class CodecProcess:
         self.relay.start()
         self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
                                                              self.logs), name=f"derain-codec-{source_id}", daemon=True)
-        self.process.start()
+        try:
+            self.process.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        for channel in (self.frames, self.done, self.logs):
+            channel.keep("recv")
+        for channel in (self.free_in, self.work):
+            channel.keep("send")
         self._ready = False
         self._closed = False
+        self._opening_error: BaseException | None = None  # what the child could not open (it has left)
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until the child has opened its input and output; raise what it could not open."""
@@ -180,6 +218,7 @@ class CodecProcess:
             return
         kind, *rest = self._get(self.done, timeout_s, "opening")
         if kind == "error":
+            self._opening_error = rest[0]
             raise rest[0]
         self.sink.warnings = rest[0]
         self._ready = True
@@ -194,29 +233,41 @@ class CodecProcess:
                 return q.get(timeout=POLL_S)
             except queue_mod.Empty:
                 pass
+            except (EOFError, OSError):  # the child's end closed: it is gone, maybe mid-message
+                self.process.join(timeout=5)
+                raise self._died(doing) from None
             if not self.process.is_alive():
                 try:
                     return q.get(timeout=POLL_S)  # its last words, sent just before it ended
-                except queue_mod.Empty:
-                    raise WorkerError(f"{self.src}: its codec process died while {doing} "
-                                      f"(exit {self.process.exitcode})") from None
+                except (queue_mod.Empty, EOFError, OSError):
+                    raise self._died(doing) from None
             if timeout_s is not None and time.monotonic() - start > timeout_s:
                 raise WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s while {doing}")
 
+    def _died(self, doing: str) -> WorkerError:
+        return WorkerError(f"{self.src}: its codec process died while {doing} (exit {self.process.exitcode})")
+
+    def send(self, channel: Channel, message) -> None:
+        """Send to the child, or a WorkerError if it is gone."""
+        try:
+            channel.put(message)
+        except OSError:  # a broken pipe: the child's end closed
+            self.process.join(timeout=5)
+            raise self._died("taking frames") from None
+
     def shutdown(self) -> None:
         """Wait for the child to leave (or end it), then free the rings."""
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
-        self.logs.put(None)  # the relay's last message
-        self.relay.join(timeout=5)
+        if self.process.pid is not None:
+            self.process.join(timeout=10)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout=5)
+        self.relay.join(timeout=5)  # it ends at the log pipe's EOF, when the child has left
         for ring in (self.ring_in, self.ring_out):
             Path(ring.path).unlink(missing_ok=True)
             ring.close()
-        for channel in (self.frames, self.free_in, self.work, self.done):
+        for channel in (self.frames, self.free_in, self.work, self.done, self.logs):
             channel.close()
-        self.logs.close()
 
 
 class _ChildSource:
@@ -225,13 +276,20 @@ class _ChildSource:
     def __init__(self, codec: CodecProcess, warnings: list[str], source_id: str):
         self.codec, self.warnings, self.source_id = codec, list(warnings), source_id
         self.truncated = False
+        self._stop = threading.Event()
 
     @property
     def info(self):
         return self.codec.info
 
     def stop(self) -> None:
-        self.codec.free_in.put(None, block=False)  # the decoder stops at its next frame (close sends it again)
+        """The decoder stops at its next frame. Said at once where no other send is under way (a
+        signal handler never waits on one), else by the reader at the next frame, or by close."""
+        self._stop.set()
+        try:
+            self.codec.free_in.put(None, block=False)
+        except OSError:
+            pass
 
     def __iter__(self):
         c = self.codec
@@ -246,7 +304,7 @@ class _ChildSource:
             slot, seq, pts, tb, arrival, inline = rest
             image = inline if inline is not None else c.ring_in.frames[slot].copy()
             if inline is None:
-                c.free_in.put(slot)
+                c.send(c.free_in, None if self._stop.is_set() else slot)
             yield Frame(image, seq, pts, tb, self.source_id, arrival)
 
 
@@ -276,7 +334,30 @@ class _ChildSink:
             c.ring_out.frames[slot] = image
             slots.append(slot)
             inline.append(None)
-        c.work.put(("write", slots, inline, batch.seq, batch.pts, batch.time_base))
+        c.send(c.work, ("write", slots, inline, batch.seq, batch.pts, batch.time_base))
+
+    def _close_child(self, ok: bool) -> BaseException | None:
+        """Tell the child to close its output and wait until it has; the error that spoils the
+        output, if any: a write's (said after the batch it broke), the close's, an opening's
+        (the child then leaves without a word more), or its death."""
+        c = self.codec
+        try:
+            c.send(c.free_in, None)
+            c.send(c.work, ("close", ok))
+            failed, opened = None, c._ready
+            while True:
+                msg = c._get(c.done, None, "closing the output")
+                if msg[0] == "ready":
+                    opened = True
+                elif msg[0] == "error":
+                    failed = failed or msg[1]
+                    if not opened:  # it could not open its input or output, and has left
+                        return failed
+                elif msg[0] == "closed":
+                    self.warnings = self.warnings or msg[1]
+                    return failed or msg[2]
+        except WorkerError as exc:
+            return exc
 
     def _take_done(self, block: bool) -> None:
         """Take the child's news: slots it has copied (free again), or the error that ended its output."""
@@ -289,6 +370,9 @@ class _ChildSink:
                     msg = c.done.get_nowait()
                 except queue_mod.Empty:
                     return
+                except (EOFError, OSError):  # the child's end closed
+                    c.process.join(timeout=5)
+                    raise c._died("encoding") from None
             if msg[0] == "error":
                 raise msg[1]
             c.free_out.extend(msg[1])
@@ -302,22 +386,9 @@ class _ChildSink:
             return
         c._closed = True
         try:
-            if c.process.is_alive():
-                c.free_in.put(None)
-                c.work.put(("close", ok))
-                failed = None  # a write's error, said after the batch it broke
-                while True:
-                    msg = c._get(c.done, None, "closing the output")
-                    if msg[0] == "error":
-                        failed = failed or msg[1]
-                    elif msg[0] == "closed":
-                        self.warnings = self.warnings or msg[1]
-                        failed = failed or msg[2]
-                        break
-                if ok and failed is not None:
-                    raise failed
-            elif ok:
-                raise WorkerError(f"{c.src}: its codec process died (exit {c.process.exitcode})")
+            failed = self._close_child(ok) if c._opening_error is None else c._opening_error
+            if ok and failed is not None:
+                raise failed
         finally:
             c.shutdown()
             if c.process.exitcode != 0:  # a child that died (or was killed) left its partial output
@@ -338,8 +409,6 @@ def _relay(logs: Channel) -> None:
             continue
         except (EOFError, OSError):
             return
-        if record is None:
-            return
         if record.name == "pipeline.hardware":
             if record.getMessage() in _said:
                 continue
@@ -354,7 +423,6 @@ def _relay(logs: Channel) -> None:
 
 def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     root = logging.getLogger()
     logs.put_nowait = logs.put  # what QueueHandler sends with
     root.handlers[:] = [logging.handlers.QueueHandler(logs)]
@@ -362,6 +430,10 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
     from .sinks.files import open_sink
     from .sources.files import open_source
 
+    ring_in = Ring(job.ring_in, job.slots_in, job.shape)
+    ring_out = Ring(job.ring_out, job.slots_out, job.shape)
+    for path in (job.ring_in, job.ring_out):  # both sides hold them open: the names can go, whoever dies
+        Path(path).unlink(missing_ok=True)
     quiet = logging.getLogger("pipeline.sources.files")
     try:
         quiet.disabled = True  # the parent's probe said the input's warnings already
@@ -370,13 +442,19 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
                                  hardware=job.decode.hardware)
         finally:
             quiet.disabled = False
-        sink = open_sink(job.dst, source.info, job.encode, overwrite=job.overwrite, token=job.token)
     except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
         done.put(("error", _portable(exc, job.src, InputError)))
         return
-    ring_in = Ring(job.ring_in, job.slots_in, job.shape)
-    ring_out = Ring(job.ring_out, job.slots_out, job.shape)
-    done.put(("ready", list(getattr(sink, "warnings", []))))
+    try:
+        sink = open_sink(job.dst, source.info, job.encode, overwrite=job.overwrite, token=job.token)
+    except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
+        done.put(("error", _portable(exc, job.dst, OutputError)))
+        return
+    try:
+        done.put(("ready", list(getattr(sink, "warnings", []))))
+    except OSError:  # the parent died while this side opened
+        sink.close(ok=False)
+        return
     threading.Thread(target=_decode, args=(job, source, ring_in, frames, free_in), daemon=True).start()
     _encode(job, sink, ring_out, work, done)
 
@@ -396,49 +474,84 @@ def _decode(job: _Job, source, ring: Ring, frames, free_in) -> None:
                     source.stop()
                     break
                 ring.frames[slot] = frame.image
-            frames.put(("frame", slot, frame.seq, frame.pts, frame.time_base, frame.arrival, inline))
-        frames.put(("end", bool(getattr(source, "truncated", False))))
-    except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
-        frames.put(("error", _portable(exc, job.src, InputError)))
+            frames.put(("frame", slot, frame.seq, frame.pts, frame.time_base, frame.arrival, inline))  # raises if the parent is gone
+        _say(frames, ("end", bool(getattr(source, "truncated", False))))
+    except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it (if it is there)
+        _say(frames, ("error", _portable(exc, job.src, InputError)))
+
+
+def _say(channel: Channel, message) -> None:
+    try:
+        channel.put(message)
+    except OSError:  # the parent is gone
+        pass
 
 
 def _wait(job: _Job, q):
     while True:
         try:
             return q.get(timeout=POLL_S)
+        except (EOFError, OSError):
+            return None  # the parent is gone: the encoder's side sees it too, and removes the partial output
         except queue_mod.Empty:
             if _parent_gone(job):
-                return None  # the encoder's loop sees it too, and removes the partial output
+                return None
+
+
+ENCODE_AHEAD = 4  # batches copied out of the ring, waiting for the encoder
 
 
 def _encode(job: _Job, sink, ring: Ring, work, done) -> None:
+    todo: queue_mod.Queue = queue_mod.Queue(ENCODE_AHEAD)
+    threading.Thread(target=_intake, args=(job, ring, work, done, todo), daemon=True).start()
     failed = False
+    while True:
+        kind, *rest = todo.get()
+        if kind == "gone":
+            sink.close(ok=False)  # no one will publish it: remove the partial output
+            os._exit(1)  # nothing left to say, and no one to read it
+        if kind == "close":
+            error = None
+            try:
+                sink.close(ok=rest[0] and not failed)
+            except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
+                error = _portable(exc, job.dst, OutputError)
+            _say(done, ("closed", list(getattr(sink, "warnings", [])), error))
+            return
+        if failed:
+            continue
+        try:
+            sink.write(FrameBatch(*rest))
+        except BaseException as exc:  # noqa: BLE001 - the parent raises it at its next write or close
+            failed = True
+            _say(done, ("error", _portable(exc, job.dst, OutputError)))
+
+
+def _intake(job: _Job, ring: Ring, work, done, todo: queue_mod.Queue) -> None:
+    """Copy each batch out of the ring the moment it arrives and give its slots back, so the parent
+    waits for the encoder only once ENCODE_AHEAD batches wait here (and the ring is full)."""
     while True:
         try:
             msg = work.get(timeout=POLL_S)
         except queue_mod.Empty:
             if _parent_gone(job):
-                sink.close(ok=False)  # no one will publish it: remove the partial output
-                os._exit(1)  # nothing left to say, and no one to read it
+                todo.put(("gone",))
+                return
             continue
+        except (EOFError, OSError):  # the parent's end closed: it is gone
+            todo.put(("gone",))
+            return
         if msg[0] == "close":
-            error = None
-            try:
-                sink.close(ok=msg[1] and not failed)
-            except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
-                error = _portable(exc, job.dst, OutputError)
-            done.put(("closed", list(getattr(sink, "warnings", [])), error))
+            todo.put(msg)
             return
         _, slots, inline, seq, pts, tbs = msg
         images = np.stack([ring.frames[s] if s is not None else im for s, im in zip(slots, inline)])
-        done.put(("written", [s for s in slots if s is not None]))
-        if failed:
-            continue
         try:
-            sink.write(FrameBatch(images, tuple(seq), tuple(pts), tuple(tbs)))
-        except BaseException as exc:  # noqa: BLE001 - the parent raises it at its next write or close
-            failed = True
-            done.put(("error", _portable(exc, job.dst, OutputError)))
+            done.put(("written", [s for s in slots if s is not None]))
+        except OSError:
+            todo.put(("gone",))
+            return
+        todo.put(("write", images, tuple(seq), tuple(pts), tuple(tbs)))
 
 
 def _portable(exc: BaseException, path: str, kind: type) -> BaseException:

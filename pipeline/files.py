@@ -81,8 +81,11 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             s.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
         return stats
     finally:
-        for sink in sinks:
-            sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not
+        for sink in sinks:  # each one, whatever another raised
+            try:
+                sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not
+            except Exception:  # noqa: BLE001 - the run's own error (or result) is what is said
+                pass
         if own_pool and pool is not None:
             pool.close()
 
@@ -99,9 +102,12 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
     from .codec_process import CodecProcess
 
     codecs = []
-    max_batch = settings.batching.for_input(settings.model, live=False).max_batch  # the most a batch holds
     for i, (src, dst) in enumerate(pairs):
-        codecs.append(CodecProcess(src, dst, settings.decode, settings.encode, overwrite, token, max_batch, str(i)))
+        probe = open_source(src, threads=1, fps=settings.decode.fps, source_id=str(i), hardware="off")
+        pixels = probe.info.width * probe.info.height
+        max_batch = settings.batching.for_input(settings.model, live=False, pixels=pixels).max_batch
+        codecs.append(CodecProcess(src, dst, settings.decode, settings.encode, overwrite, token, max_batch, str(i),
+                                   probe=probe))
         sources.append(codecs[-1].source)
         sinks.append(codecs[-1].sink)
     for codec in codecs:  # they open side by side; the first that cannot is raised

@@ -174,3 +174,64 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def _python(code: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_first_output_that_exists_is_said_as_such_and_nothing_hangs(tmp_path):
+    """The child that cannot open its output leaves; the others are still closed (no partial,
+    no ring file) and the interpreter exits (it hung once, waiting on children)."""
+    a = make_video(tmp_path / "a.mp4", frames=12)
+    (tmp_path / "taken.mp4").write_bytes(b"mine")
+    code = f"""
+import os, sys
+sys.path.insert(0, "tests")
+from test_codec_process import ON
+from pipeline.errors import OutputError
+from pipeline.files import derain_file, derain_files
+for call in (lambda: derain_file({str(a)!r}, {str(tmp_path / "taken.mp4")!r}, ON),
+             lambda: derain_files([({str(a)!r}, {str(tmp_path / "taken.mp4")!r}), ({str(a)!r}, {str(tmp_path / "x.mp4")!r})], ON)):
+    try:
+        call()
+    except OutputError as exc:
+        print("OutputError:", exc)
+print([p for p in os.listdir("/dev/shm") if p.startswith(f"derain-{{os.getpid()}}-")])
+"""
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("OutputError:") and "taken.mp4" in line for line in lines[:2])
+    assert lines[2] == "[]"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "taken.mp4"]
+
+
+def test_a_parent_killed_before_its_child_opened_leaves_no_ring_file(tmp_path):
+    a = make_video(tmp_path / "a.mp4", frames=12)
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, "tests")
+from test_codec_process import ON
+from pipeline.codec_process import CodecProcess
+c = CodecProcess({str(a)!r}, {str(tmp_path / "out.mp4")!r}, ON.decode, ON.encode)
+print(c.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = _python(code)
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child)
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith("derain-") and str(child) not in p
+                and _owner_gone(p)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def _owner_gone(name: str) -> bool:
+    """A ring file (derain-PID-...) whose creating process no longer runs."""
+    try:
+        return not _alive(int(name.split("-")[1]))
+    except (IndexError, ValueError):
+        return False

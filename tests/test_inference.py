@@ -103,12 +103,16 @@ def test_onnxruntime_and_torch_runtimes_agree(tiny_weights, tmp_path, monkeypatc
     assert list((tmp_path / "cache").glob("*.onnx"))  # the export is cached for the next worker
 
 
-def test_a_batch_is_padded_to_a_power_of_two_with_its_last_frame():
-    """On CUDA every new batch shape costs a kernel search and a graph capture: sizes are bucketed."""
+def test_a_batch_is_padded_to_the_smallest_size_run_before_that_holds_it():
+    """On CUDA every new batch shape costs a kernel search and a graph capture: a partial batch
+    takes a size already run (never more than the largest batch seen, so never past max_batch)."""
     from pipeline.model.inference import _pad_batch
 
     frames = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3)
-    padded = _pad_batch(frames)
-    assert padded.shape == (4, 2, 2, 3) and np.array_equal(padded[:3], frames) and np.array_equal(padded[3], frames[2])
-    assert _pad_batch(frames[:2]) is not None and len(_pad_batch(frames[:2])) == 2
-    assert len(_pad_batch(np.zeros((5, 2, 2, 3), np.uint8))) == 8 and len(_pad_batch(frames[:1])) == 1
+    seen: set[int] = set()
+    assert _pad_batch(frames, seen) is frames and seen == {3}  # a first size is run as it is
+    padded = _pad_batch(frames[:2], seen)
+    assert padded.shape == (3, 2, 2, 3) and np.array_equal(padded[:2], frames[:2]) and np.array_equal(padded[2], frames[1])
+    five = np.zeros((5, 2, 2, 3), np.uint8)
+    assert len(_pad_batch(five, seen)) == 5 and seen == {3, 5}
+    assert len(_pad_batch(five[:4], seen)) == 5 and len(_pad_batch(frames[:1], seen)) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,12 +108,15 @@ def windows(x: torch.Tensor, core: slice, offsets: tuple[int, ...]) -> torch.Ten
     return x[torch.stack(cols, 1).flatten()].unflatten(0, (len(idx), len(cols))).flatten(1, 2)
 
 
-def _pad_batch(frames: np.ndarray) -> np.ndarray:
-    """A batch of B frames as the next power of two, the last frame repeated. On CUDA each new
-    batch shape costs cuDNN's kernel search (seconds at 1080p) and a graph capture; a file's
-    last partial batch, or cameras batched together 1, 2, 3... at a time, would each pay it."""
+def _pad_batch(frames: np.ndarray, seen: set[int]) -> np.ndarray:
+    """A batch of B frames padded (its last frame repeated) to the smallest batch size already
+    run at this frame size that holds it (`seen`, updated). On CUDA each new batch shape costs
+    cuDNN's kernel search (seconds at 1080p) and a graph capture: a file's last partial batch
+    then takes the shape of the full ones, and cameras batched 1, 2, 3... at a time add a shape
+    only when more frames than ever come at once. Never more than max_batch frames."""
     b = len(frames)
-    target = 1 << (b - 1).bit_length()
+    target = min((n for n in seen if n >= b), default=b)
+    seen.add(target)
     if target == b:
         return frames
     return np.concatenate([frames, np.repeat(frames[-1:], target - b, axis=0)])
@@ -136,7 +140,8 @@ class Derainer:
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
         self.upsample = upsample
         self.delay_ms = delay_ms
-        self.graphs: dict[tuple, tuple] | None = {} if cuda_graphs and device.type == "cuda" else None
+        self.graphs: OrderedDict[tuple, tuple] | None = OrderedDict() if cuda_graphs and device.type == "cuda" else None
+        self._batch_sizes: dict[tuple, set[int]] = {}  # per frame size, the batch sizes run (CUDA)
         frames = getattr(net, "frames", 1)
         # Where a frame's neighbours sit in time: both sides for files, the past only for live
         # cameras (no added delay). The temporal networks were trained on both (motion.py).
@@ -219,16 +224,18 @@ class Derainer:
             return DerainResult(frames[core], np.zeros(len(frames[core]), np.float32))
         n = len(frames)
         single = not self.offsets and context == (0, 0)
-        if self.device.type == "cuda" and single:
-            frames = _pad_batch(frames)
-        x = torch.from_numpy(frames)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        if self.graphs is not None and single and frames[..., 0].size <= GRAPH_MAX_PIXELS:
-            out, intensity = self._replay(x)
-        else:
-            out, intensity = self._derain(x, core if not single else None)
-        return DerainResult(out[:n].cpu().numpy(), intensity[:n].cpu().numpy())
+        if self.device.type != "cuda":
+            out, intensity = self._derain(torch.from_numpy(frames), core)
+            return DerainResult(out.numpy(), intensity.numpy())
+        if single:
+            frames = _pad_batch(frames, self._batch_sizes.setdefault(frames.shape[1:3], set()))
+        with torch.cuda.device(self.device):  # graphs capture on the current device's streams
+            x = torch.from_numpy(frames).pin_memory().to(self.device, non_blocking=True)
+            if self.graphs is not None and single and frames[..., 0].size <= GRAPH_MAX_PIXELS:
+                out, intensity = self._replay(x)
+            else:
+                out, intensity = self._derain(x, core if not single else None)
+            return DerainResult(out[:n].cpu().numpy(), intensity[:n].cpu().numpy())
 
     def _derain(self, x: torch.Tensor, core: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, 3) uint8 on the device -> derained (B', H, W, 3) uint8 and intensity, on the device."""
@@ -247,7 +254,9 @@ class Derainer:
         runs, which also let cuDNN pick its kernels); its outputs are read before the next call.
         A capture that fails turns graphs off for this model, said once."""
         graph = self.graphs.get(tuple(x.shape))
-        if graph is None:
+        if graph is not None:
+            self.graphs.move_to_end(tuple(x.shape))  # the least recently used goes first
+        else:
             try:
                 graph = self._capture(x)
             except RuntimeError as exc:
@@ -261,7 +270,7 @@ class Derainer:
 
     def _capture(self, x: torch.Tensor) -> tuple:
         if len(self.graphs) >= MAX_GRAPHS:
-            self.graphs.clear()
+            self.graphs.popitem(last=False)
         static_in = x.clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -270,7 +279,7 @@ class Derainer:
                 self._derain(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
             static_out = self._derain(static_in)
         self.graphs[tuple(x.shape)] = graph = (g, static_in, static_out)
         return graph
