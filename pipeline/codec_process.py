@@ -186,37 +186,51 @@ class CodecProcess:
                 Path(path).unlink(missing_ok=True)
             raise WorkerError(f"{self.src}: no room for its codec process's frame buffers in {folder} "
                               f"({(slots_in + slots_out) * int(np.prod(shape)) >> 20} MB: {exc.strerror})") from None
+        self.channels: list[Channel] = []
+        self.process = self.relay = None
+        try:
+            self._start(decode, encode, overwrite, token, slots_in, slots_out, shape, source_id)
+        except BaseException:  # no child: nothing of this one may stay (rings, pipes, a relay)
+            self._closed = True
+            for channel in self.channels:
+                channel.close()
+            self.shutdown()
+            raise
+        self._ready = False
+        self._closed = False
+        self._opening_error: BaseException | None = None  # what the child could not open (it has left)
+
+    def _start(self, decode, encode, overwrite, token, slots_in, slots_out, shape, source_id) -> None:
         ctx = mp.get_context("spawn")  # never fork a process that holds CUDA and threads
-        self.frames, self.free_in = Channel(ctx), Channel(ctx)  # decoded frames up, their slots back down
-        self.work, self.done = Channel(ctx), Channel(ctx)  # batches to encode down, written slots up
-        self.logs = Channel(ctx)  # the child's log records (a pipe: no semaphore a killed worker would leak)
+        for _ in range(5):
+            self.channels.append(Channel(ctx))
+        # decoded frames up and their slots back down; batches to encode down and written slots up;
+        # the child's log records (pipes: no semaphore that a killed worker would leak)
+        self.frames, self.free_in, self.work, self.done, self.logs = self.channels
         for slot in range(slots_in):
             self.free_in.put(slot)
         self.free_out = list(range(slots_out))
         job = _Job(self.src, self.dst, decode, encode, overwrite, token, self.ring_in.path, self.ring_out.path,
                    slots_in, slots_out, shape, os.getpid())
-        self.relay = threading.Thread(target=_relay, args=(self.logs,), daemon=True, name="codec-logs")
-        self.relay.start()
         self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
                                                              self.logs), name=f"derain-codec-{source_id}", daemon=True)
-        try:
-            self.process.start()
-        except BaseException:
-            self.shutdown()
-            raise
+        self.process.start()
+        self.relay = threading.Thread(target=_relay, args=(self.logs,), daemon=True, name="codec-logs")
+        self.relay.start()
         for channel in (self.frames, self.done, self.logs):
             channel.keep("recv")
         for channel in (self.free_in, self.work):
             channel.keep("send")
-        self._ready = False
-        self._closed = False
-        self._opening_error: BaseException | None = None  # what the child could not open (it has left)
 
     def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait until the child has opened its input and output; raise what it could not open."""
         if self._ready:
             return
-        kind, *rest = self._get(self.done, timeout_s, "opening")
+        try:
+            kind, *rest = self._get(self.done, timeout_s, "opening")
+        except WorkerError as exc:  # silent or dead: close() will not wait for it either
+            self._opening_error = exc
+            raise
         if kind == "error":
             self._opening_error = rest[0]
             raise rest[0]
@@ -257,16 +271,17 @@ class CodecProcess:
 
     def shutdown(self) -> None:
         """Wait for the child to leave (or end it), then free the rings."""
-        if self.process.pid is not None:
+        if self.process is not None and self.process.pid is not None:
             self.process.join(timeout=10)
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join(timeout=5)
-        self.relay.join(timeout=5)  # it ends at the log pipe's EOF, when the child has left
+        if self.relay is not None:
+            self.relay.join(timeout=5)  # it ends at the log pipe's EOF, when the child has left
         for ring in (self.ring_in, self.ring_out):
             Path(ring.path).unlink(missing_ok=True)
             ring.close()
-        for channel in (self.frames, self.free_in, self.work, self.done, self.logs):
+        for channel in self.channels:
             channel.close()
 
 
@@ -295,7 +310,12 @@ class _ChildSource:
         c = self.codec
         c.ready()
         while True:
-            kind, *rest = c._get(c.frames, None, "decoding")
+            try:
+                kind, *rest = c._get(c.frames, None, "decoding")
+            except WorkerError:
+                if c._closed:  # the run closed this lane's output while the reader still waited: over
+                    return
+                raise
             if kind == "end":
                 self.truncated = rest[0]
                 return
@@ -414,15 +434,23 @@ def _relay(logs: Channel) -> None:
                 continue
             _said.add(record.getMessage())
         logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
+        try:
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        except Exception:  # noqa: BLE001 - a failing handler must not stop the relay (the child would block)
+            pass
 
 
 # ---- the child ------------------------------------------------------------------------------------
 
 
 def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
+    for channel in (frames, done, logs):  # its own ends only: a parent gone is an EOF or a broken pipe
+        channel.keep("send")
+    for channel in (free_in, work):
+        channel.keep("recv")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent decides
+    signal.signal(signal.SIGTERM, lambda *_: _abandon(job))
     root = logging.getLogger()
     logs.put_nowait = logs.put  # what QueueHandler sends with
     root.handlers[:] = [logging.handlers.QueueHandler(logs)]
@@ -457,6 +485,15 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
         return
     threading.Thread(target=_decode, args=(job, source, ring_in, frames, free_in), daemon=True).start()
     _encode(job, sink, ring_out, work, done)
+
+
+def _abandon(job: _Job) -> None:
+    """SIGTERM (multiprocessing ends daemon children so when the parent exits without closing):
+    the output will never be published, so its partial file goes, and so does this process."""
+    from .sinks.files import partial_path, remove_partial
+
+    remove_partial(partial_path(job.dst, job.token))
+    os._exit(1)
 
 
 def _parent_gone(job: _Job) -> bool:

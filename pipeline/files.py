@@ -81,11 +81,16 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             s.warnings = [*getattr(source, "warnings", ()), *getattr(sink, "warnings", ())]
         return stats
     finally:
-        for sink in sinks:  # each one, whatever another raised
+        interrupted = None
+        for sink in sinks:  # each one, whatever another raised (a second Ctrl-C included)
             try:
                 sink.close(ok=False)  # a no-op once the run closed it; removes a partial file if it did not
             except Exception:  # noqa: BLE001 - the run's own error (or result) is what is said
                 pass
+            except BaseException as exc:  # noqa: BLE001 - raised once every output is closed
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if own_pool and pool is not None:
             pool.close()
 

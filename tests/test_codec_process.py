@@ -235,3 +235,27 @@ def _owner_gone(name: str) -> bool:
         return not _alive(int(name.split("-")[1]))
     except (IndexError, ValueError):
         return False
+
+
+def test_a_parent_that_dies_mid_message_leaves_no_orphan_and_no_partial_output(tmp_path):
+    """Each side holds only its own pipe ends: a half-sent message from a dead parent is an EOF
+    for the child (it was an orphan blocked in recv forever, its partial output kept)."""
+    a = make_video(tmp_path / "a.mp4", frames=12)
+    code = f"""
+import os, struct, sys
+sys.path.insert(0, "tests")
+from test_codec_process import ON
+from pipeline.codec_process import CodecProcess
+c = CodecProcess({str(a)!r}, {str(tmp_path / "out.mp4")!r}, ON.decode, ON.encode)
+c.ready()
+print(c.process.pid, flush=True)
+os.write(c.work._send.fileno(), struct.pack("!i", 10**6) + b"x" * 10)  # a message cut short
+os._exit(0)
+"""
+    done = _python(code)
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

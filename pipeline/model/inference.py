@@ -113,9 +113,9 @@ def _pad_batch(frames: np.ndarray, seen: set[int]) -> np.ndarray:
     run at this frame size that holds it (`seen`, updated). On CUDA each new batch shape costs
     cuDNN's kernel search (seconds at 1080p) and a graph capture: a file's last partial batch
     then takes the shape of the full ones, and cameras batched 1, 2, 3... at a time add a shape
-    only when more frames than ever come at once. Never more than max_batch frames."""
+    only when more frames than ever come at once. Never past max_batch, never twice the frames."""
     b = len(frames)
-    target = min((n for n in seen if n >= b), default=b)
+    target = min((n for n in seen if b <= n <= 2 * b), default=b)  # at most twice the work
     seen.add(target)
     if target == b:
         return frames
