@@ -7,11 +7,14 @@ process they queue on its GIL. Here each file gets a child process that runs the
 while the parent keeps the one model and batches every lane (`Runner`). DeepStream and
 Savant split the work the same way: codec elements apart from the one inference element.
 
-What crosses: decoded frames into the parent through a small ring of frame-sized slots in a
-memory-mapped file (/dev/shm where it has room), derained batches back through another;
-only slot numbers and timestamps go through the queues. Both sides wait with a timeout and
-look at the other: a child that dies is a `WorkerError` naming the file, and a child whose
-parent died closes its output not ok (the partial file is removed) and leaves.
+What crosses: decoded frames into the parent through a ring of frame-sized slots in a
+memory-mapped file (/dev/shm where it has room), derained batches back through another; only
+slot numbers and timestamps go through the pipes (`Channel`: one way each, each process
+holding only its own end, so a death on either side is an EOF or a broken pipe at once). A
+child that dies is a `WorkerError` naming the file and its partial output is removed; a
+child whose parent died (or that multiprocessing ends at the parent's exit) removes it and
+leaves. In the child a decoder thread fills the first ring, an intake thread empties the
+second into a short queue as batches arrive, and the main thread encodes from that queue.
 """
 from __future__ import annotations
 
