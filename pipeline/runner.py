@@ -288,8 +288,7 @@ class Runner:
             except queue_mod.Empty:
                 break
             batch = item[1]
-            if batch.images.shape[1:] == first.images.shape[1:] and len(batch) <= room and \
-                    all(item[0] is not t[0] for t in taken):
+            if batch.images.shape[1:] == first.images.shape[1:] and len(batch) <= room:
                 taken.append(item)
                 room -= len(batch)
             else:

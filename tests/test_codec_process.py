@@ -218,15 +218,19 @@ c = CodecProcess({str(a)!r}, {str(tmp_path / "out.mp4")!r}, ON.decode, ON.encode
 print(c.process.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    done = _python(code)
-    child = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 20
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _alive(child)
+    child = int(_python(code).stdout.split()[0])
+    assert _leaves(child)
     assert not [p for p in os.listdir("/dev/shm") if p.startswith("derain-") and str(child) not in p
                 and _owner_gone(p)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def _leaves(pid: int, within_s: float = 20) -> bool:
+    """Whether the process ends within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _alive(pid)
 
 
 def _owner_gone(name: str) -> bool:
@@ -252,10 +256,6 @@ print(c.process.pid, flush=True)
 os.write(c.work._send.fileno(), struct.pack("!i", 10**6) + b"x" * 10)  # a message cut short
 os._exit(0)
 """
-    done = _python(code)
-    child = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 20
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _alive(child)
+    child = int(_python(code).stdout.split()[0])
+    assert _leaves(child)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

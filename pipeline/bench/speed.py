@@ -102,7 +102,7 @@ def machine() -> str:
 def model_only(model: ModelSettings, sizes: Sequence[str] = ("640x360", "1280x720")) -> dict:
     """The model alone on synthetic frames: every size, batch, dtype and runtime that applies
     (or those `model` names). Needs neither PyAV nor Ray (a bare GPU box runs it)."""
-    from ..model.inference import GRAPH_MAX_PIXELS, Derainer, cpu_has_native_bf16
+    from ..model.inference import Derainer, cpu_has_native_bf16
     from ..model.weights import default_weights, load_weights
 
     rows = []
@@ -140,7 +140,7 @@ def model_only(model: ModelSettings, sizes: Sequence[str] = ("640x360", "1280x72
                                  "error": "out of GPU memory"})
                     torch.cuda.empty_cache()
                     continue
-                graphs = derainer.graphs is not None and frames[:b, ..., 0].size <= GRAPH_MAX_PIXELS
+                graphs = derainer.replays(frames[:b].shape)
                 row = {"size": size, "runtime": runtime, "dtype": dtype, "batch": b, "fps": round(fps, 3),
                        "ms_per_frame": round(1000 / fps, 2), "gmac_per_frame": round(macs / 1e9, 2),
                        "gmac_per_s": round(macs * fps / 1e9, 1), "device": str(derainer.device),

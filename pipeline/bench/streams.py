@@ -35,8 +35,8 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
         clip = write_clip(tmp / "clip.mp4", images)
         model_fps = None if profile == "identity" else _model_fps(settings, images, batch)
         identity = replace(settings, model=replace(settings.model, profile="identity", weights=None))
-        codec = _streams(identity, clip, streams, tmp / "codec")
-        end_to_end = codec if profile == "identity" else _streams(settings, clip, streams, tmp / "e2e",
+        codec = _streams(identity, clip, (w, h), streams, tmp / "codec")
+        end_to_end = codec if profile == "identity" else _streams(settings, clip, (w, h), streams, tmp / "e2e",
                                                                   sample_gpu=torch.cuda.is_available())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -63,7 +63,8 @@ def _model_fps(settings: RunSettings, images, batch: int) -> float:
     return round(time_model(derainer, images, batch), 3)
 
 
-def _streams(settings: RunSettings, clip: Path, streams: int, out: Path, sample_gpu: bool = False) -> dict:
+def _streams(settings: RunSettings, clip: Path, size: tuple[int, int], streams: int, out: Path,
+             sample_gpu: bool = False) -> dict:
     """Run `streams` copies of `clip` at once; frames/s in total (wall clock) and per stream."""
     out.mkdir()
     pairs = [(clip, out / f"s{i}.mp4") for i in range(streams)]
@@ -71,7 +72,7 @@ def _streams(settings: RunSettings, clip: Path, streams: int, out: Path, sample_
     done = threading.Event()
     pool = make_pool(settings.model, settings.workers)  # started (and the model loaded) before the clock
     try:
-        _warm_up(pool, clip, settings)
+        _warm_up(pool, settings, size)
         if sample_gpu:
             threading.Thread(target=_sample_gpu, args=(samples, done), daemon=True).start()
         start = time.monotonic()
@@ -87,17 +88,16 @@ def _streams(settings: RunSettings, clip: Path, streams: int, out: Path, sample_
     return result
 
 
-def _warm_up(pool, clip: Path, settings: RunSettings) -> None:
-    """One batch of each size the run will send (powers of two up to `batch`, as the model pads
-    them), so cuDNN's kernel search and the CUDA graphs' capture (seconds at 1080p, once per
-    process in a long run) are not timed: the figures are the steady state."""
-    from ..sources.files import open_source
-
-    info = open_source(clip, hardware="off").info
-    batch = settings.batching.for_input(settings.model, live=False, pixels=info.width * info.height).max_batch
+def _warm_up(pool, settings: RunSettings, size: tuple[int, int]) -> None:
+    """A batch of each power of two up to `batch` (the model pads a partial batch to a size run
+    before, within twice its frames), so cuDNN's kernel search and the CUDA graphs' capture
+    (seconds at 1080p, once per process in a long run) are not timed: the figures are the
+    steady state."""
+    w, h = size
+    batch = settings.batching.for_input(settings.model, live=False, pixels=w * h).max_batch
     sizes = sorted({1 << i for i in range(batch.bit_length()) if 1 << i <= batch} | {batch})
     for b in sizes:
-        pool.submit(("warm-up", b), np.zeros((b, info.height, info.width, 3), np.uint8))
+        pool.submit(("warm-up", b), np.zeros((b, h, w, 3), np.uint8))
     drain(pool)
 
 

@@ -231,11 +231,15 @@ class Derainer:
             frames = _pad_batch(frames, self._batch_sizes.setdefault(frames.shape[1:3], set()))
         with torch.cuda.device(self.device):  # graphs capture on the current device's streams
             x = torch.from_numpy(frames).pin_memory().to(self.device, non_blocking=True)
-            if self.graphs is not None and single and frames[..., 0].size <= GRAPH_MAX_PIXELS:
+            if single and self.replays(frames.shape):
                 out, intensity = self._replay(x)
             else:
                 out, intensity = self._derain(x, core if not single else None)
             return DerainResult(out[:n].cpu().numpy(), intensity[:n].cpu().numpy())
+
+    def replays(self, batch_shape: tuple) -> bool:
+        """Whether a (B, H, W, 3) batch without context frames runs as a CUDA graph."""
+        return self.graphs is not None and batch_shape[0] * batch_shape[1] * batch_shape[2] <= GRAPH_MAX_PIXELS
 
     def _derain(self, x: torch.Tensor, core: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, 3) uint8 on the device -> derained (B', H, W, 3) uint8 and intensity, on the device."""
