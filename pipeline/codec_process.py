@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .colour import I420
 from .errors import DerainError, InputError, OutputError, WorkerError
 from .frames import Frame, FrameBatch
 from .settings import DecodeSettings, EncodeSettings
@@ -56,8 +57,9 @@ class _Job:
     ring_out: str
     slots_in: int
     slots_out: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     parent: int
+    layout: str
 
 
 class Channel:
@@ -109,7 +111,7 @@ class Channel:
 class Ring:
     """`slots` frame-sized arrays over one memory-mapped file both processes open."""
 
-    def __init__(self, path: str, slots: int, shape: tuple[int, int, int], create: bool = False):
+    def __init__(self, path: str, slots: int, shape: tuple[int, ...], create: bool = False):
         self.path, self.slots, self.shape = path, slots, shape
         size = max(1, slots * int(np.prod(shape)))
         fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
@@ -165,7 +167,7 @@ class CodecProcess:
 
     def __init__(self, src: str | Path, dst: str | Path, decode: DecodeSettings, encode: EncodeSettings,
                  overwrite: bool = False, token: str | None = None, max_batch: int = 8, source_id: str = "0",
-                 probe=None):
+                 probe=None, layout: str = "rgb"):
         from .sinks.files import temp_token
         from .sources.files import open_source
 
@@ -176,7 +178,9 @@ class CodecProcess:
         self.src, self.dst, self.info = str(src), str(dst), probe.info
         self.source = _ChildSource(self, probe.warnings, source_id)
         self.sink = _ChildSink(self)
-        shape = (self.info.height, self.info.width, 3)
+        self.layout = layout  # "rgb", or yuv420p planes (pipeline.colour): half the bytes, no conversion here
+        shape = ((self.info.height * 3 // 2, self.info.width) if layout == I420 else
+                 (self.info.height, self.info.width, 3))
         slots_in, slots_out = ring_slots(max_batch, int(np.prod(shape)))
         folder = ring_folder((slots_in + slots_out) * int(np.prod(shape)))
         stem = os.path.join(folder, f"derain-{os.getpid()}-{secrets.token_hex(4)}")
@@ -214,7 +218,7 @@ class CodecProcess:
             self.free_in.put(slot)
         self.free_out = list(range(slots_out))
         job = _Job(self.src, self.dst, decode, encode, overwrite, token, self.ring_in.path, self.ring_out.path,
-                   slots_in, slots_out, shape, os.getpid())
+                   slots_in, slots_out, shape, os.getpid(), self.layout)
         self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
                                                              self.logs), name=f"derain-codec-{source_id}", daemon=True)
         self.process.start()
@@ -470,7 +474,7 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
         quiet.disabled = True  # the parent's probe said the input's warnings already
         try:
             source = open_source(job.src, threads=job.decode.threads, fps=job.decode.fps,
-                                 hardware=job.decode.hardware)
+                                 hardware=job.decode.hardware, layout=job.layout)
         finally:
             quiet.disabled = False
     except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it

@@ -12,10 +12,11 @@ from typing import Sequence
 
 from .errors import OutputError
 from .runner import Input, Runner
-from .settings import RunSettings, codec_processes
+from .colour import I420, fits_i420
+from .settings import RunSettings, codec_processes, on_cuda
 from .stats import LaneStats
-from .sinks.files import open_sink
-from .sources.files import open_source
+from .sinks.files import VIDEO_SUFFIXES, open_sink
+from .sources.files import SourceInfo, open_source
 from .workers import make_pool
 
 
@@ -63,7 +64,7 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
     sources, sinks = [], []
     own_pool = pool is None
     try:
-        _open(pairs, settings, overwrite, token, sources, sinks)
+        _open(pairs, settings, overwrite, token, sources, sinks, rgb_needed=chain is not None or bool(consumers))
         pixels = max(s.info.width * s.info.height for s in sources)
         batching = replace(settings.batching.for_input(settings.model, live=False, pixels=pixels), policy="block")
         if own_pool:
@@ -95,28 +96,46 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             pool.close()
 
 
-def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sources: list, sinks: list) -> None:
+def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sources: list, sinks: list,
+          rgb_needed: bool = False) -> None:
     """Each pair's source and sink, in this process or (`workers.codec_processes`) in a codec
-    process of its own; appended as they open, so the caller closes what did."""
+    process of its own; appended as they open, so the caller closes what did. `rgb_needed`:
+    plugins or consumers read the frames (else they may stay yuv420p, `frame_layout`)."""
+    d = settings.decode
     if not codec_processes(settings.model, settings.workers):
         for src, dst in pairs:
-            sources.append(open_source(src, threads=settings.decode.threads, fps=settings.decode.fps,
-                                       hardware=settings.decode.hardware))
-            sinks.append(open_sink(dst, sources[-1].info, settings.encode, overwrite=overwrite, token=token))
+            source = open_source(src, threads=d.threads, fps=d.fps, hardware=d.hardware)
+            sources.append(source)
+            if frame_layout(settings, source.info, dst, rgb_needed) == I420:  # a video file's frames
+                source.layout = I420
+            sinks.append(open_sink(dst, source.info, settings.encode, overwrite=overwrite, token=token))
         return
     from .codec_process import CodecProcess
 
     codecs = []
     for i, (src, dst) in enumerate(pairs):
-        probe = open_source(src, threads=1, fps=settings.decode.fps, source_id=str(i), hardware="off")
+        probe = open_source(src, threads=1, fps=d.fps, source_id=str(i), hardware="off")
         pixels = probe.info.width * probe.info.height
         max_batch = settings.batching.for_input(settings.model, live=False, pixels=pixels).max_batch
-        codecs.append(CodecProcess(src, dst, settings.decode, settings.encode, overwrite, token, max_batch, str(i),
-                                   probe=probe))
+        codecs.append(CodecProcess(src, dst, d, settings.encode, overwrite, token, max_batch, str(i), probe=probe,
+                                   layout=frame_layout(settings, probe.info, dst, rgb_needed)))
         sources.append(codecs[-1].source)
         sinks.append(codecs[-1].sink)
     for codec in codecs:  # they open side by side; the first that cannot is raised
         codec.ready()
+
+
+def frame_layout(settings: RunSettings, info: SourceInfo, dst: str | Path, rgb_needed: bool = False) -> str:
+    """How a file's frames travel (`decode.yuv`): as yuv420p planes, converted on the model's
+    device (pipeline.colour), where only the model and a video encoder see them, the input and
+    the output are 8-bit 4:2:0 in limited range and the size is even; RGB everywhere else."""
+    want = on_cuda(settings.model) if settings.decode.yuv == "auto" else bool(settings.decode.yuv)
+    if not want or rgb_needed:
+        return "rgb"
+    planes = (info.pix_fmt == I420 and settings.encode.pix_fmt == I420 and fits_i420(info.width, info.height)
+              and info.colour[1] != 2  # full (JPEG) range: the matrix here is limited range
+              and Path(dst).suffix.lower() in VIDEO_SUFFIXES)
+    return I420 if planes else "rgb"
 
 
 def _check_paths(src: Path, dst: Path) -> None:

@@ -11,13 +11,16 @@ from fractions import Fraction
 
 import numpy as np
 
+from .colour import planes_shape
+
 
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame.
 
     Attributes:
-        image: (H, W, 3) uint8 RGB.
+        image: (H, W, 3) uint8 RGB, or (H * 3 / 2, W) uint8 yuv420p planes where only the model
+            and a video encoder see the frames (`pipeline.colour`, `decode.yuv`).
         seq: 0-based position in its source (after any drops, gaps show them).
         pts: presentation timestamp in `time_base` units (None when the source gave none).
         time_base: seconds per pts tick.
@@ -33,8 +36,10 @@ class Frame:
     arrival: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
-            raise ValueError(f"Frame.image: expected (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+        rgb = self.image.ndim == 3 and self.image.shape[2] == 3
+        if self.image.dtype != np.uint8 or not (rgb or planes_shape(self.image.shape)):
+            raise ValueError(f"Frame.image: expected (H, W, 3) or yuv420p (H*3/2, W) uint8, "
+                             f"got {self.image.shape} {self.image.dtype}")
 
     @property
     def seconds(self) -> float | None:
@@ -46,7 +51,8 @@ class FrameBatch:
     """Consecutive frames of one source, as one array.
 
     Attributes:
-        images: (B, H, W, 3) uint8: rainy frames before the worker, derained after it.
+        images: (B, H, W, 3) uint8 (or (B, H*3/2, W) yuv420p, as Frame.image): rainy frames
+            before the worker, derained after it.
         seq, pts, time_base, arrival: per frame, length B.
         source_id: the source they all came from.
         rainy: (B, H, W, 3) uint8 originals, set once the batch is derained.
@@ -70,8 +76,9 @@ class FrameBatch:
 
     def __post_init__(self) -> None:
         b = len(self.seq)
-        if self.images.ndim != 4 or self.images.shape[0] != b or self.images.shape[3] != 3:
-            raise ValueError(f"FrameBatch.images: expected ({b}, H, W, 3), got {self.images.shape}")
+        rgb = self.images.ndim == 4 and self.images.shape[3] == 3
+        if not (rgb or self.images.ndim == 3 and planes_shape(self.images.shape[1:])) or self.images.shape[0] != b:
+            raise ValueError(f"FrameBatch.images: expected ({b}, H, W, 3) or ({b}, H*3/2, W), got {self.images.shape}")
         for name in ("pts", "time_base"):
             if len(getattr(self, name)) != b:
                 raise ValueError(f"FrameBatch.{name}: expected {b} entries, got {len(getattr(self, name))}")

@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from .batching import Batcher
+from .colour import matrix_of
 from .errors import PluginError
 from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
@@ -262,23 +263,26 @@ class Runner:
             except queue_mod.Empty:
                 return
             wait = None
-            ready += self._mergeable(ready[0][1])
+            ready += self._mergeable(ready[0][1], _matrix(ready[0][0]))
             keys = []
             for lane, batch, _ in ready:
                 keys.append((self._run_id, lane.index, lane.next_key))
                 lane.next_key += 1
                 lane.inflight[keys[-1]] = batch
+            matrix = _matrix(ready[0][0])
             if len(ready) == 1:
-                self.pool.submit(keys[0], *ready[0][1].model_input())
+                self.pool.submit(keys[0], *ready[0][1].model_input(), matrix=matrix)
             else:  # one model call for several lanes' batches (as DeepStream's nvstreammux)
                 images = np.concatenate([batch.images for _, batch, _ in ready])
-                self.pool.submit((self._run_id, MERGED, tuple(keys), tuple(len(b) for _, b, _ in ready)), images)
+                self.pool.submit((self._run_id, MERGED, tuple(keys), tuple(len(b) for _, b, _ in ready)), images,
+                                 matrix=matrix)
             for _, _, sent in ready:
                 sent.set()
 
-    def _mergeable(self, first: FrameBatch) -> list:
+    def _mergeable(self, first: FrameBatch, matrix: str) -> list:
         """Other lanes' batches waiting now that can share `first`'s model call: single-frame
-        networks only (no context frames), the same frame size, max_batch frames in all."""
+        networks only (no context frames), the same frame size and layout (and colour matrix),
+        max_batch frames in all."""
         if first.before is not None or first.after is not None or self._halo != (0, 0):
             return []
         taken, room, skipped = [], self.max_batch - len(first), []
@@ -288,7 +292,7 @@ class Runner:
             except queue_mod.Empty:
                 break
             batch = item[1]
-            if batch.images.shape[1:] == first.images.shape[1:] and len(batch) <= room:
+            if batch.images.shape[1:] == first.images.shape[1:] and len(batch) <= room and _matrix(item[0]) == matrix:
                 taken.append(item)
                 room -= len(batch)
             else:
@@ -438,6 +442,12 @@ class Runner:
         from tqdm import tqdm
 
         return tqdm(total=self.lanes[0].input.frames, unit="frame", desc="derain", dynamic_ncols=True)
+
+
+def _matrix(lane: _Lane) -> str:
+    """The colour matrix of a lane's input: how the model reads its frames where they come as
+    yuv420p planes (pipeline.colour)."""
+    return matrix_of(getattr(getattr(lane.source, "info", None), "colour", (2,))[0])
 
 
 def _plugin_errors(chain) -> int:

@@ -151,6 +151,10 @@ class DecodeSettings:
     threads: int = 1  # decoder threads; explicit so the model keeps its cores
     fps: float = 25.0  # frame rate given to a folder of images
     hardware: Literal["auto", "cuda", "off"] = "off"  # NVDEC (cuda, or auto: on an NVIDIA machine); off: it was slower than the CPU decoder and converts chroma differently (docs/BENCHMARKS.md)
+    # frames stay yuv420p from decoder to encoder, converted to RGB and back on the model's device
+    # (pipeline.colour): where the input and output are 8-bit 4:2:0 video of even size and no plugin
+    # or consumer reads the frames; auto: where the model runs on a GPU
+    yuv: bool | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)

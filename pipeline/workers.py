@@ -52,8 +52,9 @@ class DerainWorker:
 
         self.derainer = Derainer.load(**model, threads=threads or None)
 
-    def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
-        result = self.derainer(images, context)
+    def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0),
+            matrix: str = "bt601") -> tuple[np.ndarray, np.ndarray]:
+        result = self.derainer(images, context, matrix)
         return result.frames, result.rain_intensity
 
     def pid(self) -> int:
@@ -333,7 +334,7 @@ class RayPool:
         # workers cannot be placed.
         self.actors = start_actors(ray, self._actor_cls, plan, lambda p: (asdict(model), p.threads),
                                    "derain workers", workers.start_timeout_s)
-        self.inflight: dict[Any, tuple[Any, Any, int, int]] = {}  # ref -> (key, images ref, actor, tries)
+        self.inflight: dict[Any, tuple] = {}  # ref -> (key, images ref, (context, matrix), actor, tries)
         self.load = [0] * len(self.actors)
         self.restarts = 0
 
@@ -344,12 +345,14 @@ class RayPool:
     def capacity(self) -> int:
         return self.size * self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray | Any, context: tuple[int, int] = (0, 0), tries: int = 0) -> None:
-        """Derain `images` but the `context` frames at either end (FrameBatch.model_input)."""
+    def submit(self, key: Any, images: np.ndarray | Any, context: tuple[int, int] = (0, 0),
+               matrix: str = "bt601", tries: int = 0) -> None:
+        """Derain `images` but the `context` frames at either end (FrameBatch.model_input);
+        yuv420p frames with the colour `matrix` (pipeline.colour)."""
         ref = images if isinstance(images, self.ray.ObjectRef) else self.ray.put(images)
         idx = min(range(self.size), key=self.load.__getitem__)
         self.load[idx] += 1
-        self.inflight[self.actors[idx].run.remote(ref, context)] = (key, ref, context, idx, tries)
+        self.inflight[self.actors[idx].run.remote(ref, context, matrix)] = (key, ref, (context, matrix), idx, tries)
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
@@ -357,32 +360,32 @@ class RayPool:
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            key, images, context, idx, tries = self.inflight.pop(ref)
+            key, images, args, idx, tries = self.inflight.pop(ref)
             self.load[idx] -= 1
             try:
                 frames, intensity = self.ray.get(ref)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as exc:
-                self._resubmit(key, images, context, idx, tries, exc)
+                self._resubmit(key, images, args, idx, tries, exc)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 raise WorkerError(f"worker failed on batch {key}: {exc.cause!r}") from None
             out.append((key, frames, intensity))
         return out
 
-    def _resubmit(self, key, images, context: tuple[int, int], idx: int, tries: int, exc: Exception) -> None:
+    def _resubmit(self, key, images, args: tuple, idx: int, tries: int, exc: Exception) -> None:
         self.restarts += 1
         if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
             # Still restarting (a batch sent while the dead actor comes back): not a new death.
             # Wait until it answers, so a slow restart on a busy machine does not use up the tries.
             ready, _ = self.ray.wait([self.actors[idx].pid.remote()], timeout=self.settings.start_timeout_s)
             if ready:
-                self.submit(key, images, context, tries)
+                self.submit(key, images, *args, tries)
                 return
         if tries + 1 >= self.settings.max_tries:
             raise WorkerError(f"batch {key}: its worker died {tries + 1} times ({type(exc).__name__})")
         log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
                     idx, key, type(exc).__name__)
-        self.submit(key, images, context, tries + 1)
+        self.submit(key, images, *args, tries + 1)
 
     def pids(self) -> list[int]:
         return self.ray.get([a.pid.remote() for a in self.actors])
@@ -394,7 +397,9 @@ class RayPool:
 
 
 class LocalPool:
-    """The same interface in-process: one thread running the model (no Ray start-up)."""
+    """The same interface in-process: one thread queues batches on the model (no Ray start-up),
+    a second waits for their results, so on a GPU the next batch is copied in and queued while
+    the last one runs and is copied out (`Derainer.start`)."""
 
     def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
         # A GPU worker's CPU side is copies: its torch threads would only spin and take the cores
@@ -403,6 +408,7 @@ class LocalPool:
         self.settings = workers
         self.halo = self.worker.derainer.halo
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")
+        self.waiter = ThreadPoolExecutor(1, thread_name_prefix="derain-out")
         self.inflight: dict[Future, Any] = {}
         self.restarts = 0
         self.size = 1
@@ -410,15 +416,39 @@ class LocalPool:
     def capacity(self) -> int:
         return self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> None:
-        self.inflight[self.executor.submit(self.worker.run, images, context)] = key
+    def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> Future:
+        """A future of (frames, intensity): queued in order, finished in order."""
+        result: Future = Future()
+
+        def start() -> None:
+            if not result.set_running_or_notify_cancel():
+                return
+            try:
+                self.waiter.submit(finish, self.worker.derainer.start(images, context, matrix))
+            except BaseException as exc:  # noqa: BLE001 - the caller's poll raises it
+                result.set_exception(exc)
+
+        def finish(pending) -> None:
+            try:
+                done = pending.result()
+                result.set_result((done.frames, done.rain_intensity))
+            except BaseException as exc:  # noqa: BLE001 - the caller's poll raises it
+                result.set_exception(exc)
+
+        self.executor.submit(start)
+        return result
+
+    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> None:
+        self.inflight[self.run(images, context, matrix)] = key
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
             return []
         done, _ = wait(list(self.inflight), timeout=timeout, return_when=FIRST_COMPLETED)
         out = []
-        for fut in done:
+        for fut in [f for f in self.inflight if f in done]:  # in the order submitted
+            if fut.exception() is not None and out:
+                return out  # the results before a failed batch first; the next poll raises
             key = self.inflight.pop(fut)
             try:
                 frames, intensity = fut.result()
@@ -429,6 +459,9 @@ class LocalPool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.waiter.shutdown(wait=True, cancel_futures=True)
+        for fut in self.inflight:  # never started: nobody is left to finish them
+            fut.cancel()
 
     def view(self) -> "PoolView":
         """A pool of its own for one of several runs at once (threads), all on this one model."""
@@ -448,8 +481,8 @@ class PoolView:
     def capacity(self) -> int:
         return self.settings.inflight - len(self.inflight)
 
-    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0)) -> None:
-        self.inflight[self.pool.executor.submit(self.pool.worker.run, images, context)] = key
+    def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> None:
+        self.inflight[self.pool.run(images, context, matrix)] = key
 
     poll = LocalPool.poll
 

@@ -37,13 +37,10 @@ stream 1 identity
 stream 4 identity
 stream 1 full
 stream 4 full
-# A/B: the codecs in the process that holds the model (the loop before codec processes), and
-# batches of 8 (auto gives 1 from 1080p up on CUDA)
-sed 's/^workers: {backend: local}$/workers: {backend: local, codec_processes: false}/' "$CONFIG" > "$OUT/in-process.yaml"
-CONFIG=$OUT/in-process.yaml stream 4 identity
-CONFIG=$OUT/in-process.yaml stream 1 full
-printf 'batching: {max_batch: 8}\n' | cat "$CONFIG" - > "$OUT/batch8.yaml"
-CONFIG=$OUT/batch8.yaml stream 1 full
-CONFIG=$OUT/batch8.yaml stream 4 full
+# A/B: frames as RGB (decode.yuv off: the rgb24 conversions on the CPU, as before 2026-11-27;
+# auto keeps them yuv420p on a GPU, converted there)
+sed 's/^decode: {threads: 2, hardware: "off"}$/decode: {threads: 2, hardware: "off", yuv: false}/' "$CONFIG" > "$OUT/rgb.yaml"
+CONFIG=$OUT/rgb.yaml stream 1 full
+CONFIG=$OUT/rgb.yaml stream 4 full
 kill "$util" 2>/dev/null
 echo "== $(wc -l < "$jsonl") results in $jsonl"

@@ -2,7 +2,10 @@
 
 1. CUDA graphs give exactly the eager output (full and fast profiles; a first call that
    captures, a second that replays on other frames, a batch of another shape).
-2. NVDEC (decode.hardware: cuda) decodes a file through the pipeline, every frame, with codec
+2. Queued batches (`Derainer.start`, as the local pool runs them: the next one queued before the
+   last one's result is read) give the same frames as one at a time, and how much faster they run.
+3. yuv420p planes (decode.yuv) through graphs give the RGB path's frames, converted alike.
+4. NVDEC (decode.hardware: cuda, only when named: `gpu-check.py nvdec`) decodes a file through the pipeline, every frame, with codec
    processes, and the frames match the CPU decoder's within a few levels.
 """
 from __future__ import annotations
@@ -34,6 +37,57 @@ def graphs() -> None:
         print(json.dumps({"check": "cuda_graphs", "profile": profile, "graphs_on": graphed.graphs is not None,
                           "captured": len(graphed.graphs or {}), "max_level_diff": worst, "ok": worst <= 1}),
               flush=True)
+
+
+def queued() -> None:
+    from pipeline.bench.speed import synthetic_frames
+    from pipeline.model.inference import Derainer
+
+    d = Derainer.load("full", device="cuda", dtype="fp16")
+    eager = Derainer.load("full", device="cuda", dtype="fp16", cuda_graphs=False)
+    batches = [synthetic_frames(1, 1920, 1080, seed) for seed in range(4)] + [synthetic_frames(2, 481, 321, 9)]
+    pending = [d.start(b) for b in batches]
+    worst = max(int(np.abs(p.result().frames.astype(int) - eager(b).frames).max()) for p, b in zip(pending, batches))
+    frames = [synthetic_frames(1, 1920, 1080, seed) for seed in range(30)]
+    timing = {}
+    for mode in ("one_at_a_time", "queued"):
+        for _ in range(2):  # the second pass is timed
+            start = time.monotonic()
+            if mode == "one_at_a_time":
+                for f in frames:
+                    d(f)
+            else:
+                last = None
+                for f in frames:
+                    nxt = d.start(f)
+                    if last is not None:
+                        last.result()
+                    last = nxt
+                last.result()
+            timing[mode] = round(len(frames) / (time.monotonic() - start), 1)
+    print(json.dumps({"check": "queued", "max_level_diff": worst, "fps_1080p": timing, "ok": worst <= 1}), flush=True)
+
+
+def planes() -> None:
+    import torch
+
+    from pipeline.bench.speed import synthetic_frames
+    from pipeline.colour import i420_from_rgb, rgb_from_i420
+    from pipeline.model.inference import Derainer
+
+    d = Derainer.load("full", device="cuda", dtype="fp16")
+    rgb = torch.from_numpy(synthetic_frames(2, 1920, 1080, 5)).permute(0, 3, 1, 2).float() / 255
+    worst = 0
+    for matrix in ("bt601", "bt709"):
+        yuv = i420_from_rgb(rgb, matrix).numpy()
+        as_rgb = (rgb_from_i420(torch.from_numpy(yuv), matrix, torch.float32) * 255).round().to(torch.uint8)
+        via_rgb = d(as_rgb.permute(0, 2, 3, 1).contiguous().numpy()).frames
+        expect = i420_from_rgb(torch.from_numpy(via_rgb).permute(0, 3, 1, 2).float() / 255, matrix).numpy()
+        for _ in range(2):  # capture, then replay
+            got = d(yuv, matrix=matrix).frames
+            worst = max(worst, int(np.abs(got.astype(int) - expect).max()))
+    print(json.dumps({"check": "planes", "max_level_diff": worst, "graphs": len(d.graphs or {}), "ok": worst <= 3}),
+          flush=True)
 
 
 def nvdec() -> None:
@@ -89,7 +143,8 @@ def nvdec() -> None:
 
 
 if __name__ == "__main__":
-    for check in [c for c in (graphs, nvdec) if len(sys.argv) < 2 or c.__name__ in sys.argv[1:]]:
+    chosen = sys.argv[1:] or ["graphs", "queued", "planes"]
+    for check in [c for c in (graphs, queued, planes, nvdec) if c.__name__ in chosen]:
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - one line, and the next check still runs

@@ -23,11 +23,14 @@ def rainy_frame(i: int, w: int, h: int, seed: int = 0) -> np.ndarray:
 
 def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 64), fps: int = 24,
                codec: str = "libx264", audio: bool = False, vfr: bool = False, rotation: int = 0,
-               metadata: dict | None = None, pix_fmt: str = "yuv420p", extra_video: bool = False) -> Path:
+               metadata: dict | None = None, pix_fmt: str = "yuv420p", extra_video: bool = False,
+               bt709: bool = False, image=None) -> Path:
     """Write a clip; with `vfr` the frame durations alternate 1/2 and 3/2 of a frame.
 
     `pix_fmt` picks the stored format (odd sizes in 4:2:0 need a codec that takes them, such
-    as ffv1); `extra_video` adds a second, smaller video stream (a picture-in-picture camera).
+    as ffv1); `extra_video` adds a second, smaller video stream (a picture-in-picture camera);
+    `bt709` converts with that matrix and tags the stream so (as HD cameras do); `image(i, w, h)`
+    draws frame i (default `rainy_frame`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +43,9 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
         v = c.add_stream(codec, rate=fps)
         v.width, v.height, v.pix_fmt = w, h, pix_fmt
         v.codec_context.time_base = tb
+        if bt709:
+            cc = v.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = 1
         if rotation:
             v.set_display_rotation(rotation)
         v2 = None
@@ -53,8 +59,10 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (96, 
             a.layout = "stereo"
         pts = 0
         for i in range(frames):
-            f = av.VideoFrame.from_ndarray(rainy_frame(i, w, h), format="rgb24")
+            f = av.VideoFrame.from_ndarray((image or rainy_frame)(i, w, h), format="rgb24")
             f.pts, f.time_base = pts, tb
+            if bt709:
+                f.colorspace = 1
             pts += (step // 2 if i % 2 else step * 3 // 2) if vfr else step
             c.mux(v.encode(f))
             if v2 is not None:

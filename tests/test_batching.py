@@ -93,8 +93,11 @@ def test_worker_returning_the_wrong_count_is_an_error():
 
 
 def test_frame_checks_its_image():
-    with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8"):
-        Frame(np.zeros((4, 4), np.uint8), 0, 0, None)
+    with pytest.raises(ValueError, match=r"expected \(H, W, 3\) or yuv420p \(H\*3/2, W\) uint8"):
+        Frame(np.zeros((4, 4), np.uint8), 0, 0, None)  # not the planes of an even-sized frame either
+    with pytest.raises(ValueError, match="expected"):
+        Frame(np.zeros((4, 4, 3), np.float32), 0, 0, None)
+    assert Frame(np.zeros((6, 4), np.uint8), 0, 0, None).image.shape == (6, 4)  # 4x4 as yuv420p planes
 
 
 class _Slow:
@@ -134,9 +137,9 @@ def test_lanes_waiting_together_share_one_model_call_and_each_gets_its_own_frame
     class Counting(LocalPool):
         calls: list[int] = []
 
-        def submit(self, key, images, context=(0, 0)):
+        def submit(self, key, images, context=(0, 0), matrix="bt601"):
             self.calls.append((len(images), len(key[2]) if key[1] == MERGED else 1))
-            super().submit(key, images, context)
+            super().submit(key, images, context, matrix)
 
     pool = Counting(ModelSettings(profile="identity", delay_ms=10), WorkerSettings(backend="local", inflight=1))
     sinks = [_Collect() for _ in range(3)]
@@ -155,3 +158,55 @@ def test_lanes_waiting_together_share_one_model_call_and_each_gets_its_own_frame
         assert [s for b in sink.batches for s in b.seq] == list(range(30))
         assert [int(f[0, 0, 0]) for f in frames] == [40 * i + k for k in range(30)]
         assert metrics.lanes[f"cam{i}"].frames_out == 30
+
+
+def test_local_pool_queues_the_next_batch_while_the_last_is_waited_for():
+    """On a GPU `Derainer.start` only queues a batch: the pool's model thread must start the next
+    batch before the previous one's result is waited for (else the GPU idles during every copy),
+    keep the order, and fail a batch that raised alone, naming it."""
+    import threading
+
+    from pipeline.errors import WorkerError
+    from pipeline.model.inference import DerainResult
+    from pipeline.settings import ModelSettings, WorkerSettings
+    from pipeline.workers import LocalPool
+
+    started = []
+    second_started = threading.Event()
+
+    class Pending:
+        def __init__(self, images):
+            self.images = images
+
+        def result(self):
+            if int(self.images[0, 0, 0, 0]) == 0:  # the first batch finishes only once the second started
+                assert second_started.wait(5), "the second batch was not started while the first ran"
+            if int(self.images[0, 0, 0, 0]) == 2:
+                raise RuntimeError("CUDA error: an illegal memory access")
+            return DerainResult(self.images + 1, np.zeros(len(self.images), np.float32))
+
+    class Queueing:
+        halo = (0, 0)
+
+        def start(self, images, context=(0, 0), matrix="bt601"):
+            started.append(int(images[0, 0, 0, 0]))
+            if len(started) == 2:
+                second_started.set()
+            return Pending(images)
+
+    pool = LocalPool(ModelSettings(profile="identity"), WorkerSettings(backend="local", inflight=4))
+    pool.worker.derainer = Queueing()
+    try:
+        for i in range(4):
+            pool.submit(i, np.full((1, 4, 4, 3), i, np.uint8))
+        results, error = {}, None
+        while pool.inflight:
+            try:
+                results.update({key: int(frames[0, 0, 0, 0]) for key, frames, _ in pool.poll(1)})
+            except WorkerError as exc:
+                error = str(exc)
+    finally:
+        pool.close()
+    assert started == [0, 1, 2, 3]
+    assert results == {0: 1, 1: 2, 3: 4}
+    assert error is not None and "batch 2" in error and "illegal memory access" in error

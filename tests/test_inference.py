@@ -56,7 +56,7 @@ def test_identity_returns_frames_unchanged():
 
 
 def test_wrong_batch_layout_is_an_error():
-    with pytest.raises(InputError, match=r"expected a \(B, H, W, 3\) uint8 batch"):
+    with pytest.raises(InputError, match=r"expected a \(B, H, W, 3\) or yuv420p \(B, H\*3/2, W\) uint8 batch"):
         Derainer.load("identity")(np.zeros((8, 8, 3), np.uint8))
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import derain_files
+from ..colour import I420
+from ..files import derain_files, frame_layout
 from ..settings import RunSettings, codec_processes
+from ..sources.files import open_source
 from ..workers import drain, make_pool
 from .speed import DEFAULT_FRAMES, machine, synthetic_frames, time_model, write_clip
 
@@ -33,6 +35,7 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
     tmp = Path(tempfile.mkdtemp(prefix="derain-bench-streams-"))
     try:
         clip = write_clip(tmp / "clip.mp4", images)
+        yuv = frame_layout(settings, open_source(clip).info, tmp / "out.mp4") == I420  # decode.yuv
         model_fps = None if profile == "identity" else _model_fps(settings, images, batch)
         identity = replace(settings, model=replace(settings.model, profile="identity", weights=None))
         codec = _streams(identity, clip, (w, h), streams, tmp / "codec")
@@ -44,6 +47,7 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
     result = {"mode": "streams", "profile": profile, "size": size, "streams": streams, "frames_per_stream": len(images),
               "batch": batch, "backend": settings.workers.backend, "machine": machine(),
               "codec_processes": codec_processes(settings.model, settings.workers),
+              "yuv": yuv,
               "model_fps": model_fps, "codec_fps": codec["total_fps"], "total_fps": end_to_end["total_fps"],
               "per_stream_fps": end_to_end["per_stream_fps"],
               "ratio": round(end_to_end["total_fps"] / limit, 3), "gpu_utilisation": end_to_end.get("gpu")}
@@ -72,7 +76,7 @@ def _streams(settings: RunSettings, clip: Path, size: tuple[int, int], streams: 
     done = threading.Event()
     pool = make_pool(settings.model, settings.workers)  # started (and the model loaded) before the clock
     try:
-        _warm_up(pool, settings, size)
+        _warm_up(pool, settings, size, frame_layout(settings, open_source(clip).info, pairs[0][1]))
         if sample_gpu:
             threading.Thread(target=_sample_gpu, args=(samples, done), daemon=True).start()
         start = time.monotonic()
@@ -88,7 +92,7 @@ def _streams(settings: RunSettings, clip: Path, size: tuple[int, int], streams: 
     return result
 
 
-def _warm_up(pool, settings: RunSettings, size: tuple[int, int]) -> None:
+def _warm_up(pool, settings: RunSettings, size: tuple[int, int], layout: str = "rgb") -> None:
     """A batch of each power of two up to `batch` (the model pads a partial batch to a size run
     before, within twice its frames), so cuDNN's kernel search and the CUDA graphs' capture
     (seconds at 1080p, once per process in a long run) are not timed: the figures are the
@@ -96,8 +100,9 @@ def _warm_up(pool, settings: RunSettings, size: tuple[int, int]) -> None:
     w, h = size
     batch = settings.batching.for_input(settings.model, live=False, pixels=w * h).max_batch
     sizes = sorted({1 << i for i in range(batch.bit_length()) if 1 << i <= batch} | {batch})
+    frame = (h * 3 // 2, w) if layout == I420 else (h, w, 3)  # the frames as the run hands them over
     for b in sizes:
-        pool.submit(("warm-up", b), np.zeros((b, h, w, 3), np.uint8))
+        pool.submit(("warm-up", b), np.zeros((b, *frame), np.uint8))
     drain(pool)
 
 

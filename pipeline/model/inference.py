@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..colour import MATRICES, i420_from_rgb, planes_shape, rgb_from_i420
 from ..errors import InputError, WeightsError
 from .ecnet_arch import ResidualBlock
 from .scale import predict
@@ -128,6 +129,19 @@ class DerainResult:
     rain_intensity: np.ndarray  # (B,) float32, mean |R| per frame in [0, 1] units
 
 
+class Pending:
+    """A batch queued on the GPU (or already done elsewhere): `result()` waits for its copy out."""
+
+    def __init__(self, result: DerainResult, done: "torch.cuda.Event | None" = None):
+        self._result, self._done = result, done
+
+    def result(self) -> DerainResult:
+        if self._done is not None:
+            self._done.synchronize()
+            self._done = None
+        return self._result
+
+
 class Derainer:
     """A loaded model. Call it on a (B, H, W, 3) uint8 batch; it returns a `DerainResult`.
 
@@ -208,71 +222,104 @@ class Derainer:
             lo, hi = max(0, i - before), min(len(frames), i + chunk + after)
             yield self(np.stack(frames[lo:hi]), (i - lo, hi - min(len(frames), i + chunk)))
 
-    @torch.inference_mode()
-    def __call__(self, frames: np.ndarray, context: tuple[int, int] = (0, 0)) -> DerainResult:
+    def __call__(self, frames: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> DerainResult:
         """Derain `frames` (B, H, W, 3) uint8, consecutive in time, except the first `context[0]` and
         the last `context[1]`, which only serve as neighbours (a temporal network's window reaches
         them; a batch carries them so its boundary changes nothing). Where the window reaches past
         the array, the nearest frame stands in: pass context only where the file or stream has
-        those frames."""
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise InputError(f"expected a (B, H, W, 3) uint8 batch, got {frames.shape} {frames.dtype}")
+        those frames.
+
+        Frames may also come as yuv420p planes, (B, H*3/2, W) (`pipeline.colour`): they are
+        converted to RGB and back on the model's device, with `matrix` (the input's)."""
+        return self.start(frames, context, matrix).result()
+
+    @torch.inference_mode()
+    def start(self, frames: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> "Pending":
+        """`self(frames, context)` in two halves: on CUDA this queues the copy in, the network and
+        the copy out on the GPU and returns at once, so the caller can prepare and queue the next
+        batch while this one runs (the GPU never waits for the host); `.result()` waits for it.
+        Elsewhere the work is done here."""
+        rgb = frames.ndim == 4 and frames.shape[-1] == 3
+        if frames.dtype != np.uint8 or not (rgb or frames.ndim == 3 and planes_shape(frames.shape[1:])):
+            raise InputError(f"expected a (B, H, W, 3) or yuv420p (B, H*3/2, W) uint8 batch, "
+                             f"got {frames.shape} {frames.dtype}")
+        if matrix not in MATRICES:
+            raise InputError(f"unknown colour matrix {matrix!r}; known: {', '.join(MATRICES)}")
         core = slice(context[0], len(frames) - context[1])
         if self.net is None:
             if self.delay_ms:
                 time.sleep(self.delay_ms * len(frames[core]) / 1000)
-            return DerainResult(frames[core], np.zeros(len(frames[core]), np.float32))
+            return Pending(DerainResult(frames[core], np.zeros(len(frames[core]), np.float32)))
+        if self.device.type != "cuda":
+            out, intensity = self._derain(torch.from_numpy(frames), core, matrix)
+            return Pending(DerainResult(out.numpy(), intensity.numpy()))
         n = len(frames)
         single = not self.offsets and context == (0, 0)
-        if self.device.type != "cuda":
-            out, intensity = self._derain(torch.from_numpy(frames), core)
-            return DerainResult(out.numpy(), intensity.numpy())
         if single:
             frames = _pad_batch(frames, self._batch_sizes.setdefault(frames.shape[1:3], set()))
         with torch.cuda.device(self.device):  # graphs capture on the current device's streams
             x = torch.from_numpy(frames).pin_memory().to(self.device, non_blocking=True)
             if single and self.replays(frames.shape):
-                out, intensity = self._replay(x)
+                out, intensity = self._replay(x, matrix)
             else:
-                out, intensity = self._derain(x, core if not single else None)
-            return DerainResult(out[:n].cpu().numpy(), intensity[:n].cpu().numpy())
+                out, intensity = self._derain(x, core if not single else None, matrix)
+            # Copied out in stream order (before the next batch can overwrite a graph's output),
+            # into pinned memory that the caching host allocator reuses once the result is dropped.
+            out, intensity = out[:n], intensity[:n]
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True).copy_(out, non_blocking=True)
+            host_intensity = torch.empty(intensity.shape, dtype=intensity.dtype, pin_memory=True).copy_(intensity, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return Pending(DerainResult(host.numpy(), host_intensity.numpy()), done)
 
     def replays(self, batch_shape: tuple) -> bool:
-        """Whether a (B, H, W, 3) batch without context frames runs as a CUDA graph."""
-        return self.graphs is not None and batch_shape[0] * batch_shape[1] * batch_shape[2] <= GRAPH_MAX_PIXELS
+        """Whether a batch (RGB or yuv420p) without context frames runs as a CUDA graph."""
+        b, rows, w = batch_shape[:3]
+        pixels = b * w * (rows if len(batch_shape) == 4 else rows * 2 // 3)
+        return self.graphs is not None and pixels <= GRAPH_MAX_PIXELS
 
-    def _derain(self, x: torch.Tensor, core: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, H, W, 3) uint8 on the device -> derained (B', H, W, 3) uint8 and intensity, on the device."""
+    def _derain(self, x: torch.Tensor, core: slice | None = None,
+                matrix: str = "bt601") -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, W, 3) uint8 (or yuv420p (B, H*3/2, W)) on the device -> derained frames of the
+        same layout (B' of them) and their intensity, on the device."""
         core = slice(0, len(x)) if core is None else core  # the whole batch: no index tensor (graphs)
-        # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy.
         # A network run at reduced scale never sees the full-size image, so it stays fp32
         # (precise guide and subtraction) at no extra cost.
-        x = x.permute(0, 3, 1, 2).to(self.dtype if self.scale == 1.0 else torch.float32).div_(255)
+        dtype = self.dtype if self.scale == 1.0 else torch.float32
+        planes = x.ndim == 3
+        if planes:
+            x = rgb_from_i420(x, matrix, dtype)
+        else:  # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy
+            x = x.permute(0, 3, 1, 2).to(dtype).div_(255)
         x = windows(x, core, self.offsets)
         rain = predict(self.net, x, self.scale, self.upsample, self.dtype).rain
-        out = (x[:, :3] - rain).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return out.permute(0, 2, 3, 1).contiguous(), rain.abs().float().mean((1, 2, 3))
+        out = (x[:, :3] - rain).clamp_(0, 1)
+        intensity = rain.abs().float().mean((1, 2, 3))
+        if planes:
+            return i420_from_rgb(out, matrix), intensity
+        return out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous(), intensity
 
-    def _replay(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _replay(self, x: torch.Tensor, matrix: str) -> tuple[torch.Tensor, torch.Tensor]:
         """`_derain` as a CUDA graph of this batch shape, captured the first time (after warm-up
         runs, which also let cuDNN pick its kernels); its outputs are read before the next call.
         A capture that fails turns graphs off for this model, said once."""
-        graph = self.graphs.get(tuple(x.shape))
+        key = (*x.shape, matrix)
+        graph = self.graphs.get(key)
         if graph is not None:
-            self.graphs.move_to_end(tuple(x.shape))  # the least recently used goes first
+            self.graphs.move_to_end(key)  # the least recently used goes first
         else:
             try:
-                graph = self._capture(x)
+                graph = self._capture(x, matrix)
             except RuntimeError as exc:
                 log.warning("CUDA graphs off for this model: capture failed (%s)", str(exc).splitlines()[0])
                 self.graphs = None
-                return self._derain(x)
+                return self._derain(x, None, matrix)
         g, static_in, static_out = graph
         static_in.copy_(x)
         g.replay()
         return static_out
 
-    def _capture(self, x: torch.Tensor) -> tuple:
+    def _capture(self, x: torch.Tensor, matrix: str) -> tuple:
         if len(self.graphs) >= MAX_GRAPHS:
             self.graphs.popitem(last=False)
         static_in = x.clone()
@@ -280,11 +327,11 @@ class Derainer:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(3):
-                self._derain(static_in)
+                self._derain(static_in, None, matrix)
         torch.cuda.current_stream(self.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, capture_error_mode="thread_local"):
-            static_out = self._derain(static_in)
-        self.graphs[tuple(x.shape)] = graph = (g, static_in, static_out)
+            static_out = self._derain(static_in, None, matrix)
+        self.graphs[(*x.shape, matrix)] = graph = (g, static_in, static_out)
         return graph
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..colour import I420, is_i420
 from ..errors import DerainError, OutputError
 from ..frames import FrameBatch
 from ..images import write_rgb
@@ -198,6 +199,8 @@ class Encoder:
         self.video.codec_context.time_base = info.time_base
         self.video.time_base = info.time_base
         self.video.codec_context.thread_count = enc.threads
+        cc = self.video.codec_context  # the input's colour tags, so players read the colours as they were
+        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = info.colour
         if enc.keyframe_s:
             self.video.codec_context.gop_size = max(1, round(float(rate) * enc.keyframe_s))
         if enc.bitrate:
@@ -261,9 +264,15 @@ class Encoder:
             raise _fail(self.path, exc) from None
 
     def _write(self, batch: FrameBatch) -> None:
+        planes = is_i420(batch.images)  # yuv420p already (pipeline.colour): no conversion here
         for image, pts, tb in zip(batch.images, batch.pts, batch.time_base):
-            image = image[:self.height, :self.width]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if planes:
+                frame = av.VideoFrame.from_ndarray(image, format=I420)
+            else:
+                image = image[:self.height, :self.width]
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            # swscale converts RGB with the frame's matrix: the input's, which the stream is tagged with
+            frame.colorspace = self.info.colour[0]
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
             frame.pts, frame.time_base = pts, tb or self.info.time_base

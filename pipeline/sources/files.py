@@ -43,6 +43,9 @@ class SourceInfo:
     names: list[str] = field(default_factory=list)  # image-folder file names, in order
     duration: float | None = None  # seconds of video the container announces (may be absent)
     pix_fmt: str | None = None  # the decoder's pixel format (yuv420p10le, ...)
+    # FFmpeg's colour tags of the first frame (AVColorSpace, AVColorRange, AVColorPrimaries,
+    # AVColorTransferCharacteristic): the encoder converts with the same matrix and keeps them
+    colour: tuple[int, int, int, int] = (2, 0, 2, 2)
 
 
 MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
@@ -57,8 +60,10 @@ class VideoFileSource:
             starves the model of them.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0", hardware: str = "off"):
+    def __init__(self, path: str | Path, threads: int = 1, source_id: str = "0", hardware: str = "off",
+                 layout: str = "rgb"):
         self.path, self.threads, self.source_id, self.hardware = Path(path), threads, source_id, hardware
+        self.layout = layout  # "rgb", or "yuv420p": the frames as planes (pipeline.colour)
         self._stop = threading.Event()
         self.truncated = False
         self.warnings: list[str] = []  # said once, at open: what the output cannot keep
@@ -93,10 +98,11 @@ class VideoFileSource:
             if s.width == 0 or s.height == 0:
                 raise InputError(f"{self.path}: video stream has no size (unsupported codec?)")
             _check_size(self.path, s.width, s.height)
-            rotation = 0.0
+            rotation, colour = 0.0, SourceInfo.colour
             try:
                 for frame in c.decode(s):
                     rotation = float(frame.rotation or 0)
+                    colour = colour_tags(frame)
                     break
             except av.FFmpegError:
                 pass
@@ -106,6 +112,7 @@ class VideoFileSource:
                 container_metadata=dict(c.metadata), stream_metadata=dict(s.metadata),
                 has_audio=bool(c.streams.audio), path=self.path, duration=_declared_seconds(c, s),
                 pix_fmt=s.codec_context.format.name if s.codec_context.format else None,
+                colour=colour,
             )
             self._say_what_is_not_kept(c, s, info)
             return info
@@ -129,7 +136,7 @@ class VideoFileSource:
     def __iter__(self) -> Iterator[Frame]:
         hwaccel = HWAccel("cuda", allow_software_fallback=True) if hardware.wanted(self.hardware) else None
         with self._open(hwaccel) as container:
-            decoder = Decoder(container, self.source_id, self.threads)
+            decoder = Decoder(container, self.source_id, self.threads, self.layout)
             for frame in decoder:
                 if self._stop.is_set():
                     return
@@ -164,10 +171,12 @@ class Decoder:
     Frames. A missing pts continues the clock; `container.decode()` sends the final flush
     packet, so frame-threaded decoders hand over their last frames too. A corrupt or cut
     tail (or a live connection's read timeout) ends the frames without raising: `error` says
-    why, and every frame before it was given. Files and live connections both decode here."""
+    why, and every frame before it was given. Files and live connections both decode here.
+    `layout` "yuv420p" gives the planes (no swscale where the decoder's output is yuv420p)."""
 
-    def __init__(self, container, source_id: str, threads: int = 1):
+    def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb"):
         self.container, self.source_id, self.threads = container, source_id, threads
+        self.format = "rgb24" if layout == "rgb" else layout
         self.count = 0
         self.first_pts: int | None = None
         self.last_pts: int | None = None
@@ -188,11 +197,18 @@ class Decoder:
                 self.last_pts = pts
                 if self.first_pts is None:
                     self.first_pts = pts
-                yield Frame(frame.to_ndarray(format="rgb24"), self.count, pts, frame.time_base or tb,
+                yield Frame(frame.to_ndarray(format=self.format), self.count, pts, frame.time_base or tb,
                             self.source_id, time.monotonic())
                 self.count += 1
         except av.FFmpegError as exc:
             self.error = exc
+
+
+def colour_tags(frame_or_codec) -> tuple[int, int, int, int]:
+    """FFmpeg's colour tags of a decoded frame (or an opened decoder): the matrix, the range,
+    the primaries and the transfer, as `SourceInfo.colour` keeps them."""
+    f = frame_or_codec
+    return tuple(int(v or 0) for v in (f.colorspace, f.color_range, f.color_primaries, f.color_trc))
 
 
 def _check_size(path, width: int, height: int) -> None:
@@ -261,13 +277,14 @@ class ImageFolderSource:
 
 
 def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0",
-                hardware: str = "off"):
+                hardware: str = "off", layout: str = "rgb"):
     """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`);
-    `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers)."""
+    `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers); `layout` "yuv420p"
+    for a video file's frames as planes (`pipeline.colour`)."""
     path = Path(uri)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, source_id=source_id)
-    return VideoFileSource(path, threads=threads, source_id=source_id, hardware=hardware)
+    return VideoFileSource(path, threads=threads, source_id=source_id, hardware=hardware, layout=layout)
 
 
 def start_reader(source, queue: FrameQueue, errors: list) -> threading.Thread:

@@ -30,7 +30,7 @@ from ..errors import InputError, SourceConnectionError
 from ..frames import Frame
 from ..redact import redact
 from ..settings import LiveSettings
-from .files import Decoder, SourceInfo, VideoFileSource
+from .files import Decoder, SourceInfo, VideoFileSource, colour_tags
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ class LiveSource:
         s = self._first.streams.video[0]
         rate = s.average_rate or s.guessed_rate
         self.info = SourceInfo(uri=self.shown, width=s.codec_context.width, height=s.codec_context.height,
-                               time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25))
+                               time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25),
+                               colour=colour_tags(s.codec_context))
         self.clock = LiveClock(self.info.rate)
 
     def stop(self) -> None:
