@@ -35,15 +35,23 @@ class WorkerSettings:
     backend: Literal["ray", "local"] = "ray"
     count: int = 0  # 0: one per GPU, else one CPU worker per node (holding its cores)
     threads: int = 0  # torch threads per CPU worker; 0: the cores Ray gives it
-    inflight: int = 2  # batches queued per worker so it never waits for the driver
+    inflight: int | Literal["auto"] = "auto"  # batches queued per worker so it never waits for the driver; auto: 4 for a local GPU worker, else 2
     max_tries: int = 3  # a batch whose worker died this many times fails the job
     address: str | None = None  # Ray cluster: None (a local Ray, or $RAY_ADDRESS), "auto", "HOST:6379"
     start_timeout_s: float = 60.0  # workers a busy cluster has not started by then are given up; 0: wait
     codec_processes: bool | Literal["auto"] = "auto"  # decode and encode each file in a process of its own; auto: where the model runs on a GPU
 
+    def depth(self, local_gpu: bool = False) -> int:
+        """Batches a worker holds queued or running. A local GPU worker queues them on the device
+        (Derainer.start), and a deeper queue carries it through the host's hiccups (a GIL switch
+        can take 5 ms, a 1080p frame 14 ms of an H200)."""
+        if self.inflight == "auto":
+            return 4 if local_gpu else 2
+        return self.inflight
+
     def problems(self) -> list[str]:
         out = []
-        if self.count < 0 or self.inflight < 1 or self.max_tries < 1:
+        if self.count < 0 or self.inflight != "auto" and self.inflight < 1 or self.max_tries < 1:
             out.append("count must be >= 0, inflight >= 1 and max_tries >= 1 "
                        f"(got {self.count}, {self.inflight}, {self.max_tries})")
         if not self.start_timeout_s >= 0:

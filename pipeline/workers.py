@@ -343,7 +343,7 @@ class RayPool:
         return len(self.actors)
 
     def capacity(self) -> int:
-        return self.size * self.settings.inflight - len(self.inflight)
+        return self.size * self.settings.depth() - len(self.inflight)
 
     def submit(self, key: Any, images: np.ndarray | Any, context: tuple[int, int] = (0, 0),
                matrix: str = "bt601", tries: int = 0) -> None:
@@ -404,8 +404,10 @@ class LocalPool:
     def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
         # A GPU worker's CPU side is copies: its torch threads would only spin and take the cores
         # the codecs need (a Ray GPU worker gets 1 thread by its placement, the same).
-        self.worker = DerainWorker(asdict(model), workers.threads or (1 if on_cuda(model) else 0))
+        gpu = on_cuda(model)
+        self.worker = DerainWorker(asdict(model), workers.threads or (1 if gpu else 0))
         self.settings = workers
+        self.depth = workers.depth(local_gpu=gpu)
         self.halo = self.worker.derainer.halo
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")
         self.waiter = ThreadPoolExecutor(1, thread_name_prefix="derain-out")
@@ -414,7 +416,7 @@ class LocalPool:
         self.size = 1
 
     def capacity(self) -> int:
-        return self.settings.inflight - len(self.inflight)
+        return self.depth - len(self.inflight)
 
     def run(self, images: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> Future:
         """A future of (frames, intensity): queued in order, finished in order."""
@@ -479,7 +481,7 @@ class PoolView:
         self.restarts, self.size = 0, 1
 
     def capacity(self) -> int:
-        return self.settings.inflight - len(self.inflight)
+        return self.pool.depth - len(self.inflight)
 
     def submit(self, key: Any, images: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> None:
         self.inflight[self.pool.run(images, context, matrix)] = key
