@@ -76,20 +76,32 @@ def output_for(src: Path, in_root: Path, out_root: Path, suffix: str) -> Path:
 
 class FileWorker:
     """A Ray actor: one loaded model, whole files in and out; with `max_concurrency` above 1, as
-    many files side by side (each call in a thread of its own, through its own view of the pool)."""
+    many files side by side (each call in a thread of its own, through its own view of the pool).
 
-    def __init__(self, settings: dict, threads: int):
+    Given `model_workers` (a shared model, `archive.shared_model`), it loads no model: its files'
+    batches go to those actors (one per GPU, wherever they run), and only the codecs run here."""
+
+    def __init__(self, settings: dict, threads: int, model_workers: list | None = None):
         from .config import from_dict
         from .workers import LocalPool
 
         self.settings = from_dict(RunSettings, settings)
-        self.pool = LocalPool(self.settings.model, replace(self.settings.workers, threads=threads))
+        self.model_workers = model_workers
+        self.pool = None if model_workers else LocalPool(self.settings.model,
+                                                         replace(self.settings.workers, threads=threads))
+
+    def _pool(self):
+        from .workers import RayPool
+
+        if self.model_workers:
+            return RayPool.attach(self.model_workers, self.settings.model, self.settings.workers)
+        return self.pool.view()
 
     def process(self, src: str, dst: str, overwrite: bool, token: str | None = None) -> dict:
         from .files import derain_file
 
         start, started = time.monotonic(), round(time.time(), 3)
-        pool = self.pool.view()
+        pool = self._pool()
         try:
             stats = derain_file(src, dst, self.settings, pool=pool, overwrite=overwrite, token=token)
         except DerainError as exc:
@@ -98,23 +110,52 @@ class FileWorker:
         except Exception as exc:  # a codec or muxer failure on one file must not stop the archive
             return {"status": "failed", "error": f"{src}: {type(exc).__name__}: {exc}", "started": started,
                     "seconds": round(time.monotonic() - start, 3)}
+        else:
+            shared = {"model_workers": pool.pids()} if self.model_workers else {}
         finally:
             pool.close()
-        return {"status": "done", "frames": stats.frames_out, "started": started, "seconds": round(stats.seconds, 3),
+        return {**shared, "status": "done", "frames": stats.frames_out, "started": started, "seconds": round(stats.seconds, 3),
                 "fps": round(stats.fps, 3), "truncated": stats.truncated,
-                "warnings": list(getattr(stats, "warnings", []))}
+                "warnings": list(getattr(stats, "warnings", [])), "worker": os.getpid()}
 
     def pid(self) -> int:
         return os.getpid()
 
 
-def _worker_layout(settings: RunSettings, ray, files: int) -> list:
+def _worker_layout(settings: RunSettings, ray, files: int, device: str | None = None) -> list:
     """Each file worker's resources, sized to the nodes: one per GPU, else one per node holding
     its cores (see pipeline.workers.plan_workers); a request no node can hold is an error."""
     a = settings.archive
-    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), settings.model.device, a.workers,
-                        a.threads_per_worker, limit=files,
+    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), device or settings.model.device,
+                        a.workers, a.threads_per_worker, limit=files,
                         knobs="archive.workers (--file-workers) or archive.threads_per_worker")
+
+
+def _shared_model(settings: RunSettings, nodes) -> bool:
+    """`archive.shared_model`; auto: where the cluster has GPU nodes and nodes without a GPU (whose
+    cores would otherwise idle), and the model may use the GPUs."""
+    shared = settings.archive.shared_model
+    if shared != "auto":
+        return bool(shared)
+    gpus = [n.total.get("GPU", 0) >= 1 for n in nodes]
+    return any(gpus) and not all(gpus) and settings.model.device != "cpu"
+
+
+def _start_shared_model(settings: RunSettings, ray) -> tuple:
+    """The model workers (one per GPU, as `derain run` starts them) and the file workers' settings:
+    with the model on a GPU, their codecs run as next to one (codec processes, yuv420p frames)."""
+    from .workers import RayPool
+
+    nodes = usable_nodes(ray, settings.workers.start_timeout_s)
+    gpu = any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
+    model_pool = RayPool(settings.model, settings.workers)
+    w, d = settings.workers, settings.decode
+    codec_side = replace(settings, workers=replace(w, codec_processes=gpu if w.codec_processes == "auto"
+                                                   else w.codec_processes),
+                         decode=replace(d, yuv=gpu if d.yuv == "auto" else d.yuv))
+    log.info("shared model: %d model worker%s%s; the file workers decode and encode", len(model_pool.actors),
+             "s" if len(model_pool.actors) > 1 else "", " on GPUs" if gpu else "")
+    return model_pool, codec_side, gpu
 
 
 def _write_report(path: Path, records: list[dict]) -> dict:
@@ -172,11 +213,27 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
              progress: bool, ray) -> None:
-    layout = _worker_layout(settings, ray, len(todo))
-    streams = settings.archive.streams(gpu=any(p.num_gpus for p in layout))
+    model_pool = None
+    if _shared_model(settings, usable_nodes(ray, settings.workers.start_timeout_s)):
+        model_pool, file_settings, gpu = _start_shared_model(settings, ray)
+        layout = _worker_layout(settings, ray, len(todo), device="cpu")  # the cores the model workers left
+        args = lambda p: (asdict(file_settings), p.threads, model_pool.actors)  # noqa: E731
+    else:
+        layout = _worker_layout(settings, ray, len(todo))
+        gpu = any(p.num_gpus for p in layout)
+        args = lambda p: (asdict(settings), p.threads)  # noqa: E731
+    try:
+        _run_files(todo, records, settings, report, overwrite, progress, ray, layout, settings.archive.streams(gpu),
+                   args)
+    finally:
+        if model_pool is not None:
+            model_pool.close()
+
+
+def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
+               progress: bool, ray, layout: list, streams: int, args) -> None:
     actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=streams)(FileWorker)
-    actors = start_actors(ray, actor_cls, layout, lambda p: (asdict(settings), p.threads), "file workers",
-                          settings.workers.start_timeout_s)
+    actors = start_actors(ray, actor_cls, layout, args, "file workers", settings.workers.start_timeout_s)
     n = len(actors)
     queue = list(todo)
     running: dict = {}  # ref -> (record, actor index, tries, temporary-name token)

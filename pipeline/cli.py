@@ -116,7 +116,8 @@ def cmd_archive(args) -> int:
     from .archive import run_archive
 
     report = run_archive(args.input, args.output, _settings(args, **{
-        "archive.workers": args.file_workers, "archive.streams_per_worker": args.streams_per_worker}),
+        "archive.workers": args.file_workers, "archive.streams_per_worker": args.streams_per_worker,
+        "archive.shared_model": True if args.shared_model else None}),
         report_path=args.report, overwrite=args.overwrite,
         progress=not args.json)
     print(json.dumps(report["summary"]) if args.json else
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-workers", type=int, help="file workers, each with its model (default: by cores/GPUs)")
     p.add_argument("--streams-per-worker", type=int,
                    help="files a worker derains side by side through its one model (default: 4 with a GPU, else 1)")
+    p.add_argument("--shared-model", action="store_true",
+                   help="file workers keep no model and send their frames to one model worker per GPU, so "
+                        "nodes without a GPU decode and encode for it (default: where the cluster has both)")
     p.add_argument("--report", help="report path (default: OUTPUT/derain-report.json)")
     p.set_defaults(func=cmd_archive)
 

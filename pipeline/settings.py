@@ -174,6 +174,10 @@ class ArchiveSettings:
     threads_per_worker: int = 0  # torch threads per file worker; 0: cores // workers
     retries: int = 2  # a file whose worker died is retried this many times
     streams_per_worker: int | Literal["auto"] = "auto"  # files a worker derains side by side through its one model; auto: 4 with a GPU, else 1
+    # file workers keep no model of their own and send their batches to one model worker per GPU,
+    # so nodes without a GPU decode and encode for it; auto: where the cluster has GPU nodes and
+    # nodes without one
+    shared_model: bool | Literal["auto"] = "auto"
 
     def problems(self) -> list[str]:
         out = [] if self.workers >= 0 and self.retries >= 0 else ["workers and retries must be >= 0"]

@@ -337,6 +337,18 @@ class RayPool:
         self.inflight: dict[Any, tuple] = {}  # ref -> (key, images ref, (context, matrix), actor, tries)
         self.load = [0] * len(self.actors)
         self.restarts = 0
+        self.owned = True
+
+    @classmethod
+    def attach(cls, actors: list, model: ModelSettings, workers: WorkerSettings = WorkerSettings()) -> "RayPool":
+        """A pool over model workers another process started (an archive's file worker sending
+        to the GPUs' model workers): its own batches in flight; `close` leaves the actors."""
+        import ray
+
+        pool = cls.__new__(cls)
+        pool.ray, pool.settings, pool.halo, pool.actors = ray, workers, model_halo(model), list(actors)
+        pool.inflight, pool.load, pool.restarts, pool.owned = {}, [0] * len(actors), 0, False
+        return pool
 
     @property
     def size(self) -> int:
@@ -391,8 +403,9 @@ class RayPool:
         return self.ray.get([a.pid.remote() for a in self.actors])
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        if self.owned:
+            for actor in self.actors:
+                self.ray.kill(actor)
         self.actors, self.inflight = [], {}
 
 

@@ -148,3 +148,40 @@ def test_one_worker_derains_several_files_side_by_side_through_one_model(tmp_pat
     assert any(b0 < a1 for (_, a1), (b0, _) in zip(spans, spans[1:])), spans  # two ran at once
     assert not list(out.rglob("*.partial*"))
     assert set(os.listdir("/dev/shm")) <= shm  # no ring or semaphore left by the killed worker's children
+
+
+def test_file_workers_send_their_frames_to_a_shared_model_worker(tmp_path, capsys, ray_session):
+    """archive.shared_model (--shared-model; auto where a cluster has GPU nodes and nodes without):
+    the file workers load no model, decode and encode (here as yuv420p planes, as next to a GPU),
+    and send their batches to the one model worker; a broken file still fails alone."""
+    import av
+    import numpy as np
+
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        make_video(src / f"{name}.mp4", frames=20, audio=name == "a")
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video")
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text("model: {profile: full, dtype: fp32}\nworkers: {count: 1, threads: 1, codec_processes: true}\n"
+                   "decode: {yuv: true}\n")
+    out = tmp_path / "out"
+    code = main(["archive", str(src), str(out), "--config", str(cfg), "--shared-model", "--streams-per-worker", "2",
+                 "--json"])
+    capsys.readouterr()
+    report = json.loads((out / "derain-report.json").read_text())
+    by_name = {Path(r["input"]).name: r for r in report["files"]}
+    assert code == 1 and by_name["broken.mp4"]["status"] == "failed" and "broken.mp4" in by_name["broken.mp4"]["error"]
+    done = [r for r in report["files"] if r["status"] == "done"]
+    assert len(done) == 3 and all(r["frames"] == 20 for r in done)
+    models = {tuple(r["model_workers"]) for r in done}
+    assert len(models) == 1 and len(next(iter(models))) == 1  # one model worker served every file
+    assert all(r["worker"] not in r["model_workers"] for r in done)  # and it is not the file worker
+    for r in done:
+        assert frame_pts(r["output"]) == frame_pts(r["input"])
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+
+    assert np.abs(frames(by_name["a.mp4"]["output"]) - frames(by_name["a.mp4"]["input"])).mean() > 1  # derained
+    assert not list(out.rglob("*.partial*"))

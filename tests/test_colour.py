@@ -15,8 +15,8 @@ from pipeline.config import load_settings
 from pipeline.files import derain_file, frame_layout
 from pipeline.settings import RunSettings
 from pipeline.sources.files import open_source
-from tests.media import make_video
-from tests.probe import ffprobe, frame_pts, video_stream
+from media import make_video
+from probe import ffprobe, frame_pts, video_stream
 
 
 def _smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
