@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import trace
 from .colour import I420
 from .errors import DerainError, InputError, OutputError, WorkerError
 from .frames import Frame, FrameBatch
@@ -60,6 +61,7 @@ class _Job:
     shape: tuple[int, ...]
     parent: int
     layout: str
+    source_id: str
 
 
 class Channel:
@@ -218,7 +220,7 @@ class CodecProcess:
             self.free_in.put(slot)
         self.free_out = list(range(slots_out))
         job = _Job(self.src, self.dst, decode, encode, overwrite, token, self.ring_in.path, self.ring_out.path,
-                   slots_in, slots_out, shape, os.getpid(), self.layout)
+                   slots_in, slots_out, shape, os.getpid(), self.layout, source_id)
         self.process = ctx.Process(target=_child_main, args=(job, self.frames, self.free_in, self.work, self.done,
                                                              self.logs), name=f"derain-codec-{source_id}", daemon=True)
         self.process.start()
@@ -332,6 +334,7 @@ class _ChildSource:
             image = inline if inline is not None else c.ring_in.frames[slot].copy()
             if inline is None:
                 c.send(c.free_in, None if self._stop.is_set() else slot)
+            trace.mark("read", self.source_id, (seq,))
             yield Frame(image, seq, pts, tb, self.source_id, arrival)
 
 
@@ -474,7 +477,7 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
         quiet.disabled = True  # the parent's probe said the input's warnings already
         try:
             source = open_source(job.src, threads=job.decode.threads, fps=job.decode.fps,
-                                 hardware=job.decode.hardware, layout=job.layout)
+                                 hardware=job.decode.hardware, layout=job.layout, source_id=job.source_id)
         finally:
             quiet.disabled = False
     except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
@@ -561,11 +564,12 @@ def _encode(job: _Job, sink, ring: Ring, work, done) -> None:
             except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it
                 error = _portable(exc, job.dst, OutputError)
             _say(done, ("closed", list(getattr(sink, "warnings", [])), error))
+            trace.flush()
             return
         if failed:
             continue
         try:
-            sink.write(FrameBatch(*rest))
+            sink.write(FrameBatch(*rest, source_id=job.source_id))
         except BaseException as exc:  # noqa: BLE001 - the parent raises it at its next write or close
             failed = True
             _say(done, ("error", _portable(exc, job.dst, OutputError)))

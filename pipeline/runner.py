@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from . import trace
 from .batching import Batcher
 from .colour import matrix_of
 from .errors import PluginError
@@ -266,6 +267,7 @@ class Runner:
             ready += self._mergeable(ready[0][1], _matrix(ready[0][0]))
             keys = []
             for lane, batch, _ in ready:
+                trace.mark("submitted", batch.source_id, batch.seq)
                 keys.append((self._run_id, lane.index, lane.next_key))
                 lane.next_key += 1
                 lane.inflight[keys[-1]] = batch
@@ -313,7 +315,9 @@ class Runner:
             if not (isinstance(key, tuple) and key[0] == self._run_id):
                 continue  # an earlier run's batch, left in a reused pool when that run failed
             lane = self.lanes[key[1]]
-            lane.results[key[2]] = lane.inflight.pop(key).derained(frames, intensity)
+            batch = lane.inflight.pop(key)
+            trace.mark("derained", batch.source_id, batch.seq)
+            lane.results[key[2]] = batch.derained(frames, intensity)
             while lane.next_out in lane.results:
                 self._emit(lane, lane.results.pop(lane.next_out))
                 lane.next_out += 1
@@ -339,6 +343,7 @@ class Runner:
                 self._write(lane, chain.feed(batch))
             except PluginError as exc:
                 self._plugins_failed(lane, exc)
+        trace.mark("written", batch.source_id, batch.seq)
         with self.metrics.lock:
             lane.stats.output(batch.arrival, time.monotonic())
 

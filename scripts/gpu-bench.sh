@@ -42,5 +42,12 @@ stream 4 full
 sed 's/^decode: {threads: 2, hardware: "off"}$/decode: {threads: 2, hardware: "off", yuv: false}/' "$CONFIG" > "$OUT/rgb.yaml"
 CONFIG=$OUT/rgb.yaml stream 1 full
 CONFIG=$OUT/rgb.yaml stream 4 full
+# Where one stream's frames wait (pipeline/trace.py): a traced run of a 1080p clip, full profile
+"$PY" -c "import sys; sys.path.insert(0, '.'); from pipeline.bench.speed import synthetic_frames, write_clip; \
+w, h = map(int, '$SIZE'.split('x')); write_clip('$OUT/clip.mp4', synthetic_frames($FRAMES, w, h))"
+DERAIN_TRACE=$OUT/trace timeout 120 "$PY" -m pipeline.cli run "$OUT/clip.mp4" -o "$OUT/traced.mp4" --overwrite \
+  --config "$CONFIG" --profile full --json 2>>"$OUT/gpu-bench.txt" | tail -n 1 >> "$OUT/gpu-bench.txt"
+"$PY" scripts/trace-report.py "$OUT/trace" | tee -a "$OUT/gpu-bench.txt" | tail -n 1 >> "$jsonl"
+rm -f "$OUT/clip.mp4" "$OUT/traced.mp4"
 kill "$util" 2>/dev/null
 echo "== $(wc -l < "$jsonl") results in $jsonl"

@@ -30,3 +30,29 @@ def test_streams_bench_runs_two_streams_through_one_worker_and_reports_totals():
     assert result["codec_fps"] > 0 and result["total_fps"] > 0 and len(result["per_stream_fps"]) == 2
     assert all(f > 0 for f in result["per_stream_fps"])
     assert result["ratio"] == round(result["total_fps"] / result["codec_fps"], 3)
+
+
+def test_a_traced_run_says_where_frames_wait(tmp_path):
+    """DERAIN_TRACE: the run and its codec process each write their frames' stage times, and
+    scripts/trace-report.py gives every stage's rate and the time between stages."""
+    import json
+    import os
+
+    from media import make_video
+
+    clip = make_video(tmp_path / "in.mp4", frames=20)
+    cfg = tmp_path / "traced.yaml"
+    cfg.write_text("workers: {backend: local, codec_processes: true}\nmodel: {profile: identity}\n")
+    env = {**os.environ, "DERAIN_TRACE": str(tmp_path / "trace")}
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"),
+                    "--config", str(cfg), "--json"], check=True, env=env, capture_output=True, timeout=120)
+    assert len(list((tmp_path / "trace").glob("trace-*.jsonl"))) == 2  # the run and its codec process
+    from pathlib import Path
+
+    report_script = Path(__file__).resolve().parents[1] / "scripts" / "trace-report.py"
+    out = subprocess.run([sys.executable, str(report_script), str(tmp_path / "trace")], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["frames"] == 20
+    assert set(report["rates"]) == {"decoded", "read", "submitted", "derained", "written", "encoded"}
+    assert all(g["median_ms"] >= 0 for g in report["gaps"].values()) and len(report["gaps"]) == 5

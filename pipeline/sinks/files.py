@@ -24,7 +24,7 @@ from ..colour import I420, is_i420
 from ..errors import DerainError, OutputError
 from ..frames import FrameBatch
 from ..images import write_rgb
-from .. import hardware
+from .. import hardware, trace
 from ..settings import EncodeSettings
 from ..sources.files import SourceInfo
 
@@ -262,6 +262,7 @@ class Encoder:
             self._write(batch)
         except (av.FFmpegError, OSError) as exc:
             raise _fail(self.path, exc) from None
+        trace.mark("encoded", batch.source_id, batch.seq)
 
     def _write(self, batch: FrameBatch) -> None:
         planes = is_i420(batch.images)  # yuv420p already (pipeline.colour): no conversion here

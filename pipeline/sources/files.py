@@ -16,7 +16,7 @@ from typing import Iterator
 import av
 from av.codec.hwaccel import HWAccel
 
-from .. import hardware
+from .. import hardware, trace
 from ..errors import InputError
 from ..framequeue import FrameQueue
 from ..frames import Frame
@@ -197,8 +197,10 @@ class Decoder:
                 self.last_pts = pts
                 if self.first_pts is None:
                     self.first_pts = pts
+                decoded = time.monotonic()
+                trace.mark("decoded", self.source_id, (self.count,), decoded)
                 yield Frame(frame.to_ndarray(format=self.format), self.count, pts, frame.time_base or tb,
-                            self.source_id, time.monotonic())
+                            self.source_id, decoded)
                 self.count += 1
         except av.FFmpegError as exc:
             self.error = exc
