@@ -185,3 +185,41 @@ def test_file_workers_send_their_frames_to_a_shared_model_worker(tmp_path, capsy
 
     assert np.abs(frames(by_name["a.mp4"]["output"]) - frames(by_name["a.mp4"]["input"])).mean() > 1  # derained
     assert not list(out.rglob("*.partial*"))
+
+
+def test_a_shared_model_worker_killed_mid_archive_loses_no_frame(tmp_path, capsys, ray_session):
+    """The model worker dies while every file worker has batches with it: Ray restarts it, the
+    file workers send those batches again, and every file ends complete, in order."""
+    import threading
+
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        make_video(src / f"{name}.mp4", frames=40)
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 50}\nworkers: {count: 1, threads: 1}\n")
+    killed = []
+
+    def kill_the_model_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            found = subprocess.run(["pgrep", "-f", "ray::DerainWorker"], capture_output=True, text=True).stdout.split()
+            if found:
+                time.sleep(2.0)  # files are under way by then
+                os.kill(int(found[0]), signal.SIGKILL)
+                killed.append(int(found[0]))
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_the_model_worker, daemon=True)
+    killer.start()
+    out = tmp_path / "out"
+    code = main(["archive", str(src), str(out), "--config", str(cfg), "--shared-model", "--streams-per-worker", "3",
+                 "--json"])
+    capsys.readouterr()
+    killer.join(timeout=5)
+    report = json.loads((out / "derain-report.json").read_text())
+    assert killed, "the model worker was never found to kill"
+    assert code == 0 and [r["status"] for r in report["files"]] == ["done"] * 3, report["files"]
+    for r in report["files"]:
+        assert r["frames"] == 40 and frame_pts(r["output"]) == frame_pts(r["input"])
+        assert killed[0] not in r["model_workers"]  # each file ended on the restarted model worker
+    assert not list(out.rglob("*.partial*"))

@@ -132,3 +132,22 @@ def test_frame_layout(tmp_path):
     assert layout(on, ten_bit) == "rgb"
     assert layout(on, odd) == "rgb"
     assert layout(_settings(**{"decode.yuv": True, "encode.pix_fmt": "yuv444p"}), plain) == "rgb"
+
+
+def test_yuv_path_takes_a_stream_that_changes_size(tmp_path):
+    """Two MPEG-TS clips of other sizes back to back (a camera that switched resolution): the
+    planes of the second size cross outside the codec process's ring and are scaled by the
+    encoder to the output's size, as the RGB path's frames are; every frame is kept."""
+    a = make_video(tmp_path / "a.ts", frames=10, size=(96, 64))
+    b = make_video(tmp_path / "b.ts", frames=8, size=(64, 48))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    with av.open(str(joined)) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(96, 64), (64, 48)}
+    out = tmp_path / "out.mp4"
+    stats = derain_file(joined, out, _settings(**{"decode.yuv": True, "workers.codec_processes": True,
+                                                  "encode.crf": 12}))
+    assert stats.frames_out == 18
+    stream = video_stream(ffprobe(out))
+    assert (stream["width"], stream["height"]) == (96, 64) and int(stream["nb_read_frames"]) == 18
