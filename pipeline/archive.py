@@ -23,10 +23,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .errors import DerainError, InputError, OutputError
+from .errors import DerainError, InputError, OutputError, WorkerError
 from .settings import RunSettings
 from .sinks.files import MARKER, partial_path, remove_partial
-from .workers import init_ray, plan_workers, start_actors, usable_nodes
+from .workers import cluster_nodes, describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,19 @@ class FileWorker:
         return os.getpid()
 
 
-def _worker_layout(settings: RunSettings, ray, files: int, device: str | None = None) -> list:
+def _worker_layout(settings: RunSettings, ray, files: int, shared: bool = False) -> list:
     """Each file worker's resources, sized to the nodes: one per GPU, else one per node holding
-    its cores (see pipeline.workers.plan_workers); a request no node can hold is an error."""
+    its cores (see pipeline.workers.plan_workers); a request no node can hold is an error.
+    With a shared model, CPU workers on the cores its model workers left."""
     a = settings.archive
-    return plan_workers(usable_nodes(ray, settings.workers.start_timeout_s), device or settings.model.device,
-                        a.workers, a.threads_per_worker, limit=files,
-                        knobs="archive.workers (--file-workers) or archive.threads_per_worker")
+    nodes = usable_nodes(ray, settings.workers.start_timeout_s)
+    if shared:
+        nodes = [n for n in nodes if n.free.get("CPU", 0) >= 1]
+        if not nodes:
+            raise WorkerError(f"shared model: its model workers hold every core ({describe_nodes(cluster_nodes(ray))}); "
+                              "no node is left for the file workers: add nodes or use archive.shared_model: false")
+    return plan_workers(nodes, "cpu" if shared else settings.model.device, a.workers, a.threads_per_worker,
+                        limit=files, knobs="archive.workers (--file-workers) or archive.threads_per_worker")
 
 
 def _shared_model(settings: RunSettings, nodes) -> bool:
@@ -216,7 +222,7 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
     model_pool = None
     if _shared_model(settings, usable_nodes(ray, settings.workers.start_timeout_s)):
         model_pool, file_settings, gpu = _start_shared_model(settings, ray)
-        layout = _worker_layout(settings, ray, len(todo), device="cpu")  # the cores the model workers left
+        layout = _worker_layout(settings, ray, len(todo), shared=True)
         args = lambda p: (asdict(file_settings), p.threads, model_pool.actors)  # noqa: E731
     else:
         layout = _worker_layout(settings, ray, len(todo))

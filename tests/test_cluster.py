@@ -59,6 +59,17 @@ def cluster():
     Each node has its own temp dir (short: socket paths are limited), so nothing is written
     to /tmp/ray and `ray.init()` elsewhere never finds this cluster; ports are free ones.
     """
+    yield from _cluster()
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """The same two nodes, the head declaring one GPU (Ray takes the count as given; the model
+    there runs on the CPU): a GPU node and a node without one."""
+    yield from _cluster(head=["--num-gpus=1"])
+
+
+def _cluster(head: list[str] = ()):
     tmp = Path(tempfile.mkdtemp(prefix="drc", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0",
@@ -68,7 +79,7 @@ def cluster():
     common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
     procs: list[subprocess.Popen] = []
     try:
-        for name, args in [("head", ["--head", f"--port={port}", "--include-dashboard=false"]),
+        for name, args in [("head", ["--head", f"--port={port}", "--include-dashboard=false", *head]),
                            ("worker", [f"--address={address}"])]:
             log = tmp / f"{name}.log"
             with log.open("w") as f:
@@ -119,6 +130,24 @@ def test_archive_and_run_finish_on_two_one_cpu_nodes(cluster, tmp_path):
                                         "--profile", "identity", "--json")
     assert code == 0, stderr[-2000:]
     assert json.loads(stdout.splitlines()[-1])["frames_out"] == 8
+
+
+def test_on_a_gpu_node_and_a_cpu_node_the_archive_shares_the_gpus_model(gpu_cluster, tmp_path):
+    """archive.shared_model auto: with a GPU node and a node without one, the model runs once
+    (on the GPU node) and the file workers, placed on the cores it left, send it their frames,
+    as yuv420p planes (their codecs run as next to a GPU)."""
+    src = tmp_path / "in"
+    for i in range(3):
+        make_video(src / f"v{i}.mp4", frames=8, size=(64, 48))
+    out = tmp_path / "out"
+    code, stdout, stderr, _ = derain(gpu_cluster, "archive", str(src), str(out), "--profile", "fast", "--json",
+                                     timeout=120)
+    assert code == 0, stderr[-2000:]
+    assert json.loads(stdout.splitlines()[-1])["done"] == 3
+    assert "not started" not in stderr  # the file workers were sized to the cores the model left
+    records = json.loads((out / "derain-report.json").read_text())["files"]
+    assert all(r["frames"] == 8 and len(r["model_workers"]) == 1 for r in records)
+    assert all(r["worker"] not in r["model_workers"] for r in records)
 
 
 @pytest.mark.parametrize("flags,says", [
