@@ -111,7 +111,7 @@ class FileWorker:
             return {"status": "failed", "error": f"{src}: {type(exc).__name__}: {exc}", "started": started,
                     "seconds": round(time.monotonic() - start, 3)}
         else:
-            shared = {"model_workers": pool.pids()} if self.model_workers else {}
+            shared = {"model_workers": pool.pids(timeout_s=10)} if self.model_workers else {}
         finally:
             pool.close()
         return {**shared, "status": "done", "frames": stats.frames_out, "started": started, "seconds": round(stats.seconds, 3),
@@ -154,8 +154,13 @@ def _start_shared_model(settings: RunSettings, ray) -> tuple:
 
     nodes = usable_nodes(ray, settings.workers.start_timeout_s)
     gpu = any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
+    w = settings.workers
+    if not gpu and not (w.count and w.threads):
+        raise WorkerError("archive.shared_model without a GPU: its CPU model workers would hold every core and "
+                          "leave none for the file workers; set workers.count and workers.threads to size them "
+                          f"({describe_nodes(nodes)}), or archive.shared_model: false")
     model_pool = RayPool(settings.model, settings.workers)
-    w, d = settings.workers, settings.decode
+    d = settings.decode
     codec_side = replace(settings, workers=replace(w, codec_processes=gpu if w.codec_processes == "auto"
                                                    else w.codec_processes),
                          decode=replace(d, yuv=gpu if d.yuv == "auto" else d.yuv))
@@ -220,15 +225,15 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
              progress: bool, ray) -> None:
     model_pool = None
-    if _shared_model(settings, usable_nodes(ray, settings.workers.start_timeout_s)):
-        model_pool, file_settings, gpu = _start_shared_model(settings, ray)
-        layout = _worker_layout(settings, ray, len(todo), shared=True)
-        args = lambda p: (asdict(file_settings), p.threads, model_pool.actors)  # noqa: E731
-    else:
-        layout = _worker_layout(settings, ray, len(todo))
-        gpu = any(p.num_gpus for p in layout)
-        args = lambda p: (asdict(settings), p.threads)  # noqa: E731
     try:
+        if _shared_model(settings, usable_nodes(ray, settings.workers.start_timeout_s)):
+            model_pool, file_settings, gpu = _start_shared_model(settings, ray)
+            layout = _worker_layout(settings, ray, len(todo), shared=True)
+            args = lambda p: (asdict(file_settings), p.threads, model_pool.actors)  # noqa: E731
+        else:
+            layout = _worker_layout(settings, ray, len(todo))
+            gpu = any(p.num_gpus for p in layout)
+            args = lambda p: (asdict(settings), p.threads)  # noqa: E731
         _run_files(todo, records, settings, report, overwrite, progress, ray, layout, settings.archive.streams(gpu),
                    args)
     finally:

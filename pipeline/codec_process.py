@@ -334,7 +334,7 @@ class _ChildSource:
             image = inline if inline is not None else c.ring_in.frames[slot].copy()
             if inline is None:
                 c.send(c.free_in, None if self._stop.is_set() else slot)
-            trace.mark("read", self.source_id, (seq,))
+            trace.mark("read", c.src, (seq,))
             yield Frame(image, seq, pts, tb, self.source_id, arrival)
 
 

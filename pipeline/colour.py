@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 I420 = "yuv420p"
-MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}  # (Kr, Kb)
-# FFmpeg's AVColorSpace values: 1 BT709, 5 BT470BG, 6 SMPTE170M, 9/10 BT2020; 2 (unspecified) and
-# the rest are converted as BT.601, as swscale does.
-_BY_COLORSPACE = {1: "bt709", 9: "bt2020", 10: "bt2020"}
+MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593),
+            "fcc": (0.30, 0.11), "smpte240m": (0.212, 0.087)}  # (Kr, Kb)
+# FFmpeg's AVColorSpace values: 1 BT709, 4 FCC, 5 BT470BG, 6 SMPTE170M, 7 SMPTE240M, 9/10 BT2020;
+# 2 (unspecified) and the rest are converted as BT.601, as swscale does.
+_BY_COLORSPACE = {1: "bt709", 4: "fcc", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
 
 
 def matrix_of(colorspace: int | None) -> str:

@@ -181,6 +181,7 @@ class Runner:
             ok = True
         finally:
             self._over.set()
+            trace.flush()  # a Ray worker may be killed, not left: its marks are written now
             if not (ok and self.strict):  # a strict run that ended well flushes its plugins unhurried
                 self.stop()
             closing: list[BaseException] = []
@@ -267,7 +268,7 @@ class Runner:
             ready += self._mergeable(ready[0][1], _matrix(ready[0][0]))
             keys = []
             for lane, batch, _ in ready:
-                trace.mark("submitted", batch.source_id, batch.seq)
+                trace.mark("submitted", _name(lane), batch.seq)
                 keys.append((self._run_id, lane.index, lane.next_key))
                 lane.next_key += 1
                 lane.inflight[keys[-1]] = batch
@@ -316,7 +317,7 @@ class Runner:
                 continue  # an earlier run's batch, left in a reused pool when that run failed
             lane = self.lanes[key[1]]
             batch = lane.inflight.pop(key)
-            trace.mark("derained", batch.source_id, batch.seq)
+            trace.mark("derained", _name(lane), batch.seq)
             lane.results[key[2]] = batch.derained(frames, intensity)
             while lane.next_out in lane.results:
                 self._emit(lane, lane.results.pop(lane.next_out))
@@ -343,7 +344,7 @@ class Runner:
                 self._write(lane, chain.feed(batch))
             except PluginError as exc:
                 self._plugins_failed(lane, exc)
-        trace.mark("written", batch.source_id, batch.seq)
+        trace.mark("written", _name(lane), batch.seq)
         with self.metrics.lock:
             lane.stats.output(batch.arrival, time.monotonic())
 
@@ -447,6 +448,11 @@ class Runner:
         from tqdm import tqdm
 
         return tqdm(total=self.lanes[0].input.frames, unit="frame", desc="derain", dynamic_ncols=True)
+
+
+def _name(lane: _Lane) -> str:
+    """The lane's input as traces name it (its path or URL, as the codec processes know it)."""
+    return getattr(getattr(lane.source, "info", None), "uri", None) or lane.input.name
 
 
 def _matrix(lane: _Lane) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 FOLDER = os.environ.get("DERAIN_TRACE") or None
+KEEP = 100_000  # marks held before they are written out (a long live run stays flat)
 _events: list[tuple[str, str, int, float]] = []
 
 # The stages in frame order: decoded (the decoder made it), read (the run has it), submitted
@@ -24,21 +25,25 @@ STAGES = ("decoded", "read", "submitted", "derained", "written", "encoded")
 
 
 def mark(stage: str, source: str, seqs, at: float | None = None) -> None:
-    """Note that frames `seqs` of `source` reached `stage` now (or at `at`)."""
+    """Note that frames `seqs` of `source` (the input's path or URL, the same in every process)
+    reached `stage` now (or at `at`)."""
     if FOLDER is None:
         return
     t = time.monotonic() if at is None else at
     _events.extend((stage, source, int(s), t) for s in seqs)  # one call: atomic under the GIL
+    if len(_events) > KEEP:
+        flush()
 
 
 def flush() -> None:
     """Write this process's marks (codec processes call it: they leave without atexit)."""
     if FOLDER is None or not _events:
         return
+    events = _events[:]
+    del _events[:len(events)]  # marks made meanwhile (other threads) stay for the next flush
     Path(FOLDER).mkdir(parents=True, exist_ok=True)
     with open(Path(FOLDER) / f"trace-{os.getpid()}.jsonl", "a") as f:
-        f.writelines(json.dumps(e) + "\n" for e in _events)
-    _events.clear()
+        f.writelines(json.dumps(e) + "\n" for e in events)
 
 
 atexit.register(flush)

@@ -399,8 +399,19 @@ class RayPool:
                     idx, key, type(exc).__name__)
         self.submit(key, images, *args, tries + 1)
 
-    def pids(self) -> list[int]:
-        return self.ray.get([a.pid.remote() for a in self.actors])
+    def pids(self, timeout_s: float | None = None) -> list[int]:
+        """The actors' process ids; with `timeout_s`, those that answered in time."""
+        refs = [a.pid.remote() for a in self.actors]
+        if timeout_s is None:
+            return self.ray.get(refs)
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        out = []
+        for ref in ready:
+            try:
+                out.append(self.ray.get(ref))
+            except Exception:  # noqa: BLE001 - a worker that died meanwhile: not listed
+                pass
+        return out
 
     def close(self) -> None:
         if self.owned:
@@ -473,9 +484,11 @@ class LocalPool:
         return out
 
     def close(self) -> None:
+        """Batches not started are dropped; those on the model are waited for (a GPU's are done
+        in milliseconds), so no future is left unfinished."""
         self.executor.shutdown(wait=True, cancel_futures=True)
-        self.waiter.shutdown(wait=True, cancel_futures=True)
-        for fut in self.inflight:  # never started: nobody is left to finish them
+        self.waiter.shutdown(wait=True)
+        for fut in self.inflight:  # never started: cancelled (a poll after close has nothing to wait for)
             fut.cancel()
 
     def view(self) -> "PoolView":

@@ -223,3 +223,12 @@ def test_a_shared_model_worker_killed_mid_archive_loses_no_frame(tmp_path, capsy
         assert r["frames"] == 40 and frame_pts(r["output"]) == frame_pts(r["input"])
         assert killed[0] not in r["model_workers"]  # each file ended on the restarted model worker
     assert not list(out.rglob("*.partial*"))
+
+
+def test_a_shared_model_without_a_gpu_or_sizes_is_one_clear_error(tmp_path, capsys, ray_session):
+    """On CPUs the model workers would hold every core and the file workers would wait forever."""
+    src = tmp_path / "in"
+    make_video(src / "a.mp4", frames=4)
+    code = main(["archive", str(src), str(tmp_path / "out"), "--profile", "identity", "--shared-model", "--json"])
+    err = capsys.readouterr().err
+    assert code != 0 and "archive.shared_model without a GPU" in err and "workers.count" in err

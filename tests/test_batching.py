@@ -210,3 +210,41 @@ def test_local_pool_queues_the_next_batch_while_the_last_is_waited_for():
     assert started == [0, 1, 2, 3]
     assert results == {0: 1, 1: 2, 3: 4}
     assert error is not None and "batch 2" in error and "illegal memory access" in error
+
+
+def test_local_pool_close_leaves_no_batch_unfinished():
+    """Closing with batches queued and one on the model: the one running finishes, the rest are
+    cancelled; none is left running for a later poll to wait on forever."""
+    import threading
+
+    from pipeline.model.inference import DerainResult
+    from pipeline.settings import ModelSettings, WorkerSettings
+    from pipeline.workers import LocalPool
+
+    release = threading.Event()
+
+    class Slow:
+        def __init__(self, images):
+            self.images = images
+
+        def result(self):
+            release.wait(0.3)
+            return DerainResult(self.images, np.zeros(len(self.images), np.float32))
+
+    started = threading.Semaphore(0)
+
+    class Queueing:
+        halo = (0, 0)
+
+        def start(self, images, context=(0, 0), matrix="bt601"):
+            started.release()
+            return Slow(images)
+
+    pool = LocalPool(ModelSettings(profile="identity"), WorkerSettings(backend="local", inflight=4))
+    pool.worker.derainer = Queueing()
+    for i in range(4):
+        pool.submit(i, np.full((1, 4, 4, 3), i, np.uint8))
+    for _ in range(4):  # all four on the model (queued on the GPU), one being waited for
+        assert started.acquire(timeout=5)
+    pool.close()
+    assert all(f.done() for f in pool.inflight), [f._state for f in pool.inflight]

@@ -40,19 +40,22 @@ def test_a_traced_run_says_where_frames_wait(tmp_path):
 
     from media import make_video
 
-    clip = make_video(tmp_path / "in.mp4", frames=20)
-    cfg = tmp_path / "traced.yaml"
-    cfg.write_text("workers: {backend: local, codec_processes: true}\nmodel: {profile: identity}\n")
+    clips = [make_video(tmp_path / f"in{i}.mp4", frames=20) for i in range(2)]
     env = {**os.environ, "DERAIN_TRACE": str(tmp_path / "trace")}
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"),
-                    "--config", str(cfg), "--json"], check=True, env=env, capture_output=True, timeout=120)
-    assert len(list((tmp_path / "trace").glob("trace-*.jsonl"))) == 2  # the run and its codec process
+    script = ("import sys; from pipeline.config import load_settings; from pipeline.files import derain_files; "
+              "from pipeline.settings import RunSettings; "
+              "s = load_settings(RunSettings, None, {'workers.backend': 'local', 'workers.codec_processes': True, "
+              "'model.profile': 'identity'}); "
+              "derain_files([(sys.argv[1], sys.argv[3]), (sys.argv[2], sys.argv[4])], s)")
+    subprocess.run([sys.executable, "-c", script, *map(str, clips), str(tmp_path / "o0.mp4"), str(tmp_path / "o1.mp4")],
+                   check=True, env=env, capture_output=True, timeout=120)
+    assert len(list((tmp_path / "trace").glob("trace-*.jsonl"))) == 3  # the run and its two codec processes
     from pathlib import Path
 
     report_script = Path(__file__).resolve().parents[1] / "scripts" / "trace-report.py"
     out = subprocess.run([sys.executable, str(report_script), str(tmp_path / "trace")], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     report = json.loads(out.strip().splitlines()[-1])
-    assert report["frames"] == 20
+    assert report["frames"] == 40  # both files' frames, each file's own
     assert set(report["rates"]) == {"decoded", "read", "submitted", "derained", "written", "encoded"}
     assert all(g["median_ms"] >= 0 for g in report["gaps"].values()) and len(report["gaps"]) == 5

@@ -151,3 +151,34 @@ def test_yuv_path_takes_a_stream_that_changes_size(tmp_path):
     assert stats.frames_out == 18
     stream = video_stream(ffprobe(out))
     assert (stream["width"], stream["height"]) == (96, 64) and int(stream["nb_read_frames"]) == 18
+
+
+@pytest.mark.parametrize("codec,pix_fmt", [("libx264", "yuvj420p"), ("libx264rgb", "rgb24")])
+def test_full_range_and_rgb_inputs_are_written_and_tagged_as_limited_range(tmp_path, codec, pix_fmt):
+    """swscale writes the RGB frames limited range with the matrix used: the output must say so,
+    whatever the input's tags said (full range, or RGB), or players wash the colours out."""
+    src = make_video(tmp_path / "in.mkv", frames=3, codec=codec, pix_fmt=pix_fmt)
+    out = tmp_path / "out.mp4"
+    derain_file(src, out, _settings())
+    stream = video_stream(ffprobe(out))
+    assert stream.get("color_range") in (None, "tv")  # x264 writes no flag for limited range, the default
+    assert stream.get("color_space") not in ("gbr", "rgb")
+    with av.open(str(src)) as c:
+        want = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+    with av.open(str(out)) as c:
+        got = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+    assert np.abs(got - want).mean() < 3
+
+
+def test_yuv_path_takes_frames_of_an_odd_size_as_rgb(tmp_path):
+    """A stream that switches to an odd size (yuv420p cannot hold it) on the planes path: those
+    frames come as RGB, batch by batch, and every frame is kept."""
+    a = make_video(tmp_path / "a.ts", frames=10, size=(96, 64))
+    b = make_video(tmp_path / "b.ts", frames=8, size=(95, 63), pix_fmt="yuv444p")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    for processes in (False, True):
+        out = tmp_path / f"out-{processes}.mp4"
+        stats = derain_file(joined, out, _settings(**{"decode.yuv": True, "workers.codec_processes": processes,
+                                                      "encode.crf": 12}))
+        assert stats.frames_out == 18 and int(video_stream(ffprobe(out))["nb_read_frames"]) == 18

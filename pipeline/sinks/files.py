@@ -199,8 +199,12 @@ class Encoder:
         self.video.codec_context.time_base = info.time_base
         self.video.time_base = info.time_base
         self.video.codec_context.thread_count = enc.threads
-        cc = self.video.codec_context  # the input's colour tags, so players read the colours as they were
-        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = info.colour
+        # The colour tags of what is written, so players read the colours as they were: the
+        # input's matrix (RGB input: swscale's default), limited range (swscale writes it; the
+        # yuv420p path is taken for limited-range input only), the input's primaries and transfer.
+        cc = self.video.codec_context
+        cc.colorspace, cc.color_range = self.matrix, 1
+        cc.color_primaries, cc.color_trc = info.colour[2:]
         if enc.keyframe_s:
             self.video.codec_context.gop_size = max(1, round(float(rate) * enc.keyframe_s))
         if enc.bitrate:
@@ -209,6 +213,12 @@ class Encoder:
         if info.rotation:
             self.video.set_display_rotation(info.rotation)
         self._audio = _AudioPassthrough(info.path, self.out) if info.has_audio and info.path else None
+
+    @property
+    def matrix(self) -> int:
+        """The colour matrix frames are written with: the input's (FFmpeg's AVColorSpace), or
+        unspecified (swscale's BT.601) for an RGB input (0)."""
+        return self.info.colour[0] or 2
 
     def _output_size(self) -> tuple[int, int]:
         """The input's size, cut to what the pixel format holds (even sizes for 4:2:0), said once."""
@@ -262,7 +272,7 @@ class Encoder:
             self._write(batch)
         except (av.FFmpegError, OSError) as exc:
             raise _fail(self.path, exc) from None
-        trace.mark("encoded", batch.source_id, batch.seq)
+        trace.mark("encoded", self.info.uri, batch.seq)
 
     def _write(self, batch: FrameBatch) -> None:
         planes = is_i420(batch.images)  # yuv420p already (pipeline.colour): no conversion here
@@ -273,7 +283,7 @@ class Encoder:
                 image = image[:self.height, :self.width]
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             # swscale converts RGB with the frame's matrix: the input's, which the stream is tagged with
-            frame.colorspace = self.info.colour[0]
+            frame.colorspace = self.matrix
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
             frame.pts, frame.time_base = pts, tb or self.info.time_base

@@ -17,6 +17,7 @@ import av
 from av.codec.hwaccel import HWAccel
 
 from .. import hardware, trace
+from ..colour import fits_i420
 from ..errors import InputError
 from ..framequeue import FrameQueue
 from ..frames import Frame
@@ -136,7 +137,7 @@ class VideoFileSource:
     def __iter__(self) -> Iterator[Frame]:
         hwaccel = HWAccel("cuda", allow_software_fallback=True) if hardware.wanted(self.hardware) else None
         with self._open(hwaccel) as container:
-            decoder = Decoder(container, self.source_id, self.threads, self.layout)
+            decoder = Decoder(container, self.source_id, self.threads, self.layout, self.info.uri)
             for frame in decoder:
                 if self._stop.is_set():
                     return
@@ -174,8 +175,9 @@ class Decoder:
     why, and every frame before it was given. Files and live connections both decode here.
     `layout` "yuv420p" gives the planes (no swscale where the decoder's output is yuv420p)."""
 
-    def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb"):
+    def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb", name: str = ""):
         self.container, self.source_id, self.threads = container, source_id, threads
+        self.name = name or source_id  # the input, as traces name it
         self.format = "rgb24" if layout == "rgb" else layout
         self.count = 0
         self.first_pts: int | None = None
@@ -198,8 +200,11 @@ class Decoder:
                 if self.first_pts is None:
                     self.first_pts = pts
                 decoded = time.monotonic()
-                trace.mark("decoded", self.source_id, (self.count,), decoded)
-                yield Frame(frame.to_ndarray(format=self.format), self.count, pts, frame.time_base or tb,
+                trace.mark("decoded", self.name, (self.count,), decoded)
+                # planes only of an even size (a stream may change size): else RGB, as the model and
+                # the encoder take either, batch by batch
+                fmt = self.format if self.format == "rgb24" or fits_i420(frame.width, frame.height) else "rgb24"
+                yield Frame(frame.to_ndarray(format=fmt), self.count, pts, frame.time_base or tb,
                             self.source_id, decoded)
                 self.count += 1
         except av.FFmpegError as exc:

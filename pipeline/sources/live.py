@@ -207,7 +207,7 @@ class LiveSource:
         container, seq = self._first, 0
         self._first = None
         while container is not None and not self._stop.is_set():
-            conn = Decoder(container, self.source_id, self.threads)
+            conn = Decoder(container, self.source_id, self.threads, name=self.shown)
             started = time.monotonic()
             prev: Frame | None = None
             for frame in conn:
