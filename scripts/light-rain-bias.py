@@ -1,0 +1,78 @@
+"""Why the full profile leaves rain12 and Rain100L about 2 Y levels too bright, measured.
+
+1. The shipped full weights on the synthesiser's styles over the validation photos (never
+   trained on): the mean Y error of the output (its brightness bias) and the Y-PSNR with and
+   without that bias. 2. The rain layer (rainy - clean, Y in levels) of rain12 009..012, the
+   Rain100L samples and the synthesiser's light, medium and video styles: its mean, median,
+   the spread of its low-pass part (a veil would show there) and of its high-pass part (the
+   streaks' contrast).
+    .venv/bin/python scripts/light-rain-bias.py > docs/results/light-rain-bias.txt
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.images import read_rgb  # noqa: E402
+from pipeline.model.data import PatchSampler  # noqa: E402
+from pipeline.model.scale import predict  # noqa: E402
+from pipeline.model.synth import STYLES  # noqa: E402
+from pipeline.model.valset import SEED, held_out_photos  # noqa: E402
+from pipeline.model.weights import default_weights, load_weights  # noqa: E402
+
+D = Path(__file__).resolve().parents[2] / "shared" / "data"
+Y = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def model_bias(photos) -> None:
+    loaded = load_weights(default_weights("full"))
+    net = loaded.net.eval()
+    w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
+    print("1. full profile on synthetic rain (32 validation-photo crops of 128 px per style)")
+    for i, style in enumerate(STYLES):
+        rainy, clean = PatchSampler(photos, [], 128, {style: 1.0}, jpeg=0.3).batch(32, np.random.default_rng([SEED, 99, i]))
+        x, c = torch.from_numpy(rainy), (torch.from_numpy(clean) * 255).round()
+        with torch.no_grad():
+            rain = predict(net, x, loaded.scale, loaded.upsample).rain.float()
+        d = ((((x - rain).clamp(0, 1) * 255).round() - c) * w).sum(1)
+        bias = d.flatten(1).mean(1)
+        psnr = (10 * torch.log10(255**2 / d.pow(2).flatten(1).mean(1))).mean()
+        unbiased = (10 * torch.log10(255**2 / (d - bias.view(-1, 1, 1)).pow(2).flatten(1).mean(1))).mean()
+        rain_in = (((x * 255).round() - c) * w).sum(1).mean()
+        print(f"   {style:7s} rain adds {rain_in:+6.2f}  output bias {bias.mean():+5.2f}  "
+              f"Y-PSNR {psnr:.2f} ({unbiased:.2f} without the bias)")
+
+
+def layer(rainy: np.ndarray, clean: np.ndarray) -> list[float]:
+    r = (rainy.astype(np.float32) - clean.astype(np.float32)) @ Y
+    low = cv2.GaussianBlur(r, (0, 0), 8)
+    return [r.mean(), float(np.median(r)), low.std(), (r - low).std()]
+
+
+def rain_layers(photos) -> None:
+    print("2. the rain layer, Y levels: mean, median, low-pass spread (veil), high-pass spread (streaks)")
+    sets = {
+        "rain12 009..012": [(D / f"rain12/rain/rain-{i:03d}.png", D / f"rain12/norain/norain-{i:03d}.png")
+                            for i in range(9, 13)],
+        "Rain100L samples": [(p, D / "rain100_samples/Rain100L/norain" / p.name.replace("rain-", "norain-"))
+                             for p in sorted((D / "rain100_samples/Rain100L/rain").glob("*.png"))],
+    }
+    for name, pairs in sets.items():
+        rows = [layer(read_rgb(a), read_rgb(b)) for a, b in pairs if b.exists()]
+        print(f"   {name:18s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + f"   ({len(rows)} images)")
+    for i, style in enumerate(("light", "medium", "video")):
+        sampler, rng = PatchSampler(photos, [], 256, {style: 1.0}), np.random.default_rng([SEED, 7, i])
+        rows = [layer(*(np.round(a * 255) for a in sampler.sample(rng))) for _ in range(24)]
+        print(f"   synth {style:12s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + "   (24 crops)")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    photos = [read_rgb(p) for p in held_out_photos([str(D / "clean_corpus")])]
+    model_bias(photos)
+    rain_layers(photos)
