@@ -40,3 +40,28 @@ def test_video_rain_mixes_faint_and_bright_drops_in_one_frame():
     rain = (add_rain(flat(256, 256, 0.0), np.random.default_rng(1), VIDEO)).mean(2)
     lit = rain[rain > 2 / 255]
     assert np.percentile(lit, 95) > 3 * np.percentile(lit, 20)
+
+
+def test_faint_rain_is_light_rain_in_fainter_wider_streaks(shared_data):
+    """FAINT matches what rain12 and Rain100L's rain measured (scripts/light-rain-bias.py, on the
+    validation photos): about as much rain as LIGHT adds, in streaks of lower contrast, no veil."""
+    import cv2
+
+    from pipeline.images import read_rgb
+    from pipeline.model.data import PatchSampler
+    from pipeline.model.valset import SEED, held_out_photos
+
+    photos = [read_rgb(p) for p in held_out_photos([str(shared_data / "clean_corpus")])]
+    y = np.array([0.299, 0.587, 0.114], np.float32)
+
+    def layer(name):
+        sampler, rng, rows = PatchSampler(photos, [], 256, {name: 1.0}), np.random.default_rng([SEED, 7]), []
+        for _ in range(24):
+            rainy, clean = sampler.sample(rng)
+            r = (np.round(rainy * 255) - np.round(clean * 255)) @ y
+            rows.append((r.mean(), np.median(r), (r - cv2.GaussianBlur(r, (0, 0), 8)).std()))
+        return np.mean(rows, 0)
+
+    faint, light = layer("faint"), layer("light")
+    assert 3.5 < faint[0] < 6.5 and faint[1] < 1.0, faint  # rain12 / Rain100L: 4.1-5.3, median 0.1-0.25
+    assert 7.5 < faint[2] < 10.5 and faint[2] < 0.8 * light[2], (faint, light)  # theirs 8.8-9.2, LIGHT's 12.9
