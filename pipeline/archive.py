@@ -144,7 +144,12 @@ def _shared_model(settings: RunSettings, nodes) -> bool:
     if shared != "auto":
         return bool(shared)
     gpus = [n.total.get("GPU", 0) >= 1 for n in nodes]
-    return any(gpus) and not all(gpus) and settings.model.device != "cpu"
+    return _on_gpus(settings, nodes) and not all(gpus)
+
+
+def _on_gpus(settings: RunSettings, nodes) -> bool:
+    """Whether the model workers run on the cluster's GPUs."""
+    return any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
 
 
 def _start_shared_model(settings: RunSettings, ray) -> tuple:
@@ -153,7 +158,7 @@ def _start_shared_model(settings: RunSettings, ray) -> tuple:
     from .workers import RayPool
 
     nodes = usable_nodes(ray, settings.workers.start_timeout_s)
-    gpu = any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
+    gpu = _on_gpus(settings, nodes)
     w = settings.workers
     if not gpu and not (w.count and w.threads):
         raise WorkerError("archive.shared_model without a GPU: its CPU model workers would hold every core and "
