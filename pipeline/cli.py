@@ -171,7 +171,8 @@ def cmd_eval(args) -> int:
     from .model.inference import Derainer
 
     derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
-                             runtime=args.runtime or "auto")
+                             runtime=args.runtime or "auto", align=args.align,
+                             deflicker={"auto": "auto", "on": True, "off": False}[args.deflicker])
     csv_path = args.csv or (Path(args.rain).name + "-eval.csv")
     video = {"auto": None, "on": True, "off": False}[args.video]
     result = evaluate(args.rain, args.clean, derainer, csv_path=csv_path, save_dir=args.save,
@@ -355,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", choices=["auto", "on", "off"], default="auto",
                    help="the images are consecutive frames: temporal profiles see neighbours, and the warping "
                         "error (flicker) is reported (auto: names numbered consecutively, one size)")
+    p.add_argument("--align", default="auto", choices=["auto", "none", "ultrafast", "fast", "medium"],
+                   help="temporal profiles: warp the neighbours onto each frame along optical flow of this DIS "
+                        "preset (model.align)")
+    p.add_argument("--deflicker", default="auto", choices=["auto", "on", "off"],
+                   help="blend each derained frame with the last along the flow (model.deflicker; auto: temporal)")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_eval, profile="full", device="auto", dtype="auto")
 

@@ -27,6 +27,7 @@ and the outputs are flushed and closed playable. Per lane, frames in = out + dro
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue as queue_mod
@@ -97,6 +98,7 @@ class _Lane:
     discarded: int = 0  # frames still queued when stopped: stale by then, counted as dropped
     next_key: int = 0
     next_out: int = 0
+    deflicker: object = None  # a model.deflicker.Deflicker over this lane's frames, in order
     inflight: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
 
@@ -125,6 +127,7 @@ class Runner:
         self.stop_grace_s = stop_grace_s
         self.plugin_grace_s = plugin_grace_s  # once stopping, no plugin call is waited for longer
         halo = self._halo = getattr(pool, "halo", (0, 0))
+        self._deflicker = getattr(pool, "deflicker", False)
         self.max_batch = batching.max_batch
         self.lanes = [_Lane(inp, i, self.metrics.lane(inp.name, inp.uri),
                             Batcher(batching.max_batch, batching.max_wait_ms, halo),
@@ -320,8 +323,19 @@ class Runner:
             trace.mark("derained", _name(lane), batch.seq)
             lane.results[key[2]] = batch.derained(frames, intensity)
             while lane.next_out in lane.results:
-                self._emit(lane, lane.results.pop(lane.next_out))
+                self._emit(lane, self._steadied(lane, lane.results.pop(lane.next_out)))
                 lane.next_out += 1
+
+    def _steadied(self, lane: _Lane, batch: FrameBatch) -> FrameBatch:
+        """The batch deflickered against the lane's frames before it (in order: this is the only
+        place that sees a lane's frames in order, one batch after another)."""
+        if not self._deflicker or batch.images.ndim != 4:  # yuv420p planes: not asked for (frame_layout)
+            return batch
+        if lane.deflicker is None:
+            from .model.deflicker import Deflicker
+
+            lane.deflicker = Deflicker()
+        return dataclasses.replace(batch, images=lane.deflicker.frames(batch.images))
 
     @staticmethod
     def _split(results):

@@ -102,13 +102,15 @@ def test_the_network_uses_the_neighbours(clip):
     from pipeline.sources.files import open_source
 
     frames = np.stack([f.image for f in open_source(clip)])
-    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
-    whole = d(frames).frames
-    cut = np.concatenate([d(frames[i:i + 2]).frames for i in range(0, 9, 2)])
-    assert (np.abs(whole.astype(int) - cut.astype(int)) > 1).mean() > 0.01
-    piecewise = np.concatenate([d(frames[max(0, i - 1):i + 3], (min(i, 1), 1 if i + 2 < 9 else 0)).frames
-                                for i in range(0, 9, 2)])
-    assert_same_frames(piecewise, whole)
+    for align in ("none", "fast"):
+        d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch", align=align)
+        whole = d(frames).frames
+        if align == "none":  # aligned, this clip's neighbours come close to the target itself
+            cut = np.concatenate([d(frames[i:i + 2]).frames for i in range(0, 9, 2)])
+            assert (np.abs(whole.astype(int) - cut.astype(int)) > 1).mean() > 0.01
+        piecewise = np.concatenate([d(frames[max(0, i - 1):i + 3], (min(i, 1), 1 if i + 2 < 9 else 0)).frames
+                                    for i in range(0, 9, 2)])
+        assert_same_frames(piecewise, whole)
 
 
 def test_temporal_network_builds_with_a_window_input():
@@ -142,3 +144,33 @@ def test_training_clips_repeat_a_clamped_edge_frame_exactly(monkeypatch):
         rainy, _ = sampler.sample_clip(sampler_rng)
         assert rainy.shape == (3, 32, 32, 3)
         np.testing.assert_array_equal(rainy[1], rainy[2])
+
+
+def test_the_pipeline_gives_the_frames_eval_scores(clip):
+    """Aligned windows and the deflicker, in the pipeline's lanes as in `Derainer.sequence` (what
+    `derain eval` scores); without the deflicker the frames differ."""
+    from pipeline.sources.files import open_source
+
+    frames = [f.image for f in open_source(clip)]
+    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
+    assert d.align == "fast" and d.deflicker
+    scored = np.concatenate([r.frames for r in d.sequence(frames, chunk=3)])
+    assert_same_frames(run_frames(clip, 2), scored)
+    plain = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch", deflicker=False)
+    unsteadied = np.concatenate([r.frames for r in plain.sequence(frames, chunk=3)])
+    assert (np.abs(unsteadied.astype(int) - scored.astype(int)) > 1).mean() > 0.01
+
+
+def test_deflickered_files_travel_as_rgb(clip, tmp_path):
+    """The deflicker reads RGB in the lane: such a file's frames are never yuv420p planes."""
+    from pipeline.config import load_settings
+    from pipeline.files import frame_layout
+    from pipeline.settings import RunSettings
+    from pipeline.sources.files import open_source
+
+    info = open_source(clip).info
+    on = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast"})
+    off = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast",
+                                            "model.deflicker": False})
+    assert frame_layout(on, info, tmp_path / "out.mp4") == "rgb"
+    assert frame_layout(off, info, tmp_path / "out.mp4") == "yuv420p"

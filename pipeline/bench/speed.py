@@ -74,12 +74,20 @@ def count_macs(net: torch.nn.Module, h: int, w: int) -> int:
 def time_model(derainer, frames: np.ndarray, batch: int, min_s: float = 3.0) -> float:
     """Frames/s of the inference core on `frames` in batches of `batch` (after one warm-up batch),
     each batch queued before the last one's result is read, as the pipeline's pool runs them (on a
-    GPU the copies overlap the network; elsewhere it is the same as one call after another)."""
-    derainer(frames[:batch])
+    GPU the copies overlap the network; elsewhere it is the same as one call after another).
+    A temporal network's batches carry their neighbours as the pipeline's do (so its window
+    alignment is paid for)."""
+    before, after = getattr(derainer, "halo", (0, 0))
+
+    def batch_at(i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        lo, hi = max(0, i - before), min(len(frames), i + batch + after)
+        return frames[lo:hi], (i - lo, hi - i - batch)
+
+    derainer(*batch_at(0))
     done, start, last = 0, time.perf_counter(), None
     while True:
         for i in range(0, len(frames) - batch + 1, batch):
-            queued = derainer.start(frames[i:i + batch])
+            queued = derainer.start(*batch_at(i))
             if last is not None:
                 last.result()
             last = queued

@@ -95,7 +95,8 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
             writer.writeheader()
             writer.writerows(asdict(s) for s in scores)
     means = {k: float(np.mean([getattr(s, k) for s in scores])) for k in asdict(scores[0]) if k != "name"}
-    out = {"n": len(scores), "profile": derainer.profile, "video": video,
+    out = {"n": len(scores), "profile": derainer.profile, "video": video, "align": derainer.align,
+           "deflicker": bool(video and derainer.deflicker),
            **{k: round(v, 4) for k, v in means.items()}}
     if video:
         ref = WarpReference(list(clean_all))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..colour import MATRICES, i420_from_rgb, planes_shape, rgb_from_i420
 from ..errors import InputError, WeightsError
+from .align import PRESETS, align_windows, window_flows
 from .ecnet_arch import ResidualBlock
 from .scale import predict
 from .weights import PROFILES, default_weights, load_weights
@@ -109,6 +110,23 @@ def windows(x: torch.Tensor, core: slice, offsets: tuple[int, ...]) -> torch.Ten
     return x[torch.stack(cols, 1).flatten()].unflatten(0, (len(idx), len(cols))).flatten(1, 2)
 
 
+def pick_align(align: str, frames: int) -> str | None:
+    """The DIS preset that aligns a temporal window (None: not aligned). auto: fast for temporal
+    networks (the validation set's choice, docs/MODEL.md), nothing for single-frame ones."""
+    if align not in ("auto", "none", *PRESETS):
+        raise WeightsError(f"unknown align {align!r}; use auto, none, {', '.join(PRESETS)}")
+    if frames == 1 or align == "none":
+        return None
+    return "fast" if align == "auto" else align
+
+
+def pick_deflicker(deflicker: bool | str, frames: int) -> bool:
+    """Whether a stream's derained frames go through `Deflicker`; auto: for temporal networks."""
+    if deflicker not in ("auto", True, False):
+        raise WeightsError(f"unknown deflicker {deflicker!r}; use auto, true or false")
+    return frames > 1 if deflicker == "auto" else bool(deflicker)
+
+
 def _pad_batch(frames: np.ndarray, seen: set[int]) -> np.ndarray:
     """A batch of B frames padded (its last frame repeated) to the smallest batch size already
     run at this frame size that holds it (`seen`, updated). On CUDA each new batch shape costs
@@ -150,7 +168,8 @@ class Derainer:
 
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
                  scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0,
-                 upsample: str = "bilinear", causal: bool = False, cuda_graphs: bool = False):
+                 upsample: str = "bilinear", causal: bool = False, cuda_graphs: bool = False,
+                 align: str = "auto", deflicker: bool | str = False):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
         self.upsample = upsample
         self.delay_ms = delay_ms
@@ -161,12 +180,17 @@ class Derainer:
         # cameras (no added delay). The temporal networks were trained on both (motion.py).
         self.offsets = window_offsets(frames, causal)
         self.halo = window_halo(frames, causal)
+        self.align = pick_align(align, frames)  # the DIS preset that warps neighbours onto their target
+        # Whether a stream's frames, derained, are deflickered in order (`sequence` here; the
+        # pipeline does it per lane, pipeline.runner): a batch alone cannot, it needs the last frame.
+        self.deflicker = pick_deflicker(deflicker, frames)
 
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", compile: bool = False, threads: int | None = None,
              delay_ms: float = 0.0, runtime: str = "auto", causal: bool = False,
-             cuda_graphs: bool | str = "auto") -> "Derainer":
+             cuda_graphs: bool | str = "auto", align: str = "auto",
+             deflicker: bool | str = "auto") -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -184,12 +208,16 @@ class Derainer:
             cuda_graphs: replay each batch shape's kernels as one CUDA graph (captured on its
                 first batch): a small frame's batch is bound by kernel launches, not by the GPU.
                 auto: on CUDA for single-frame networks without torch.compile.
+            align: warp a temporal network's neighbours onto their target along optical flow
+                (align.py) with this DIS preset: ultrafast, fast, medium; none; auto: fast.
+            deflicker: `sequence` blends each derained frame with the last (deflicker.py);
+                auto: for temporal networks.
         """
         if threads:
             torch.set_num_threads(threads)
         dev = pick_device(device)
         if profile == IDENTITY and weights is None:
-            return cls(None, dev, torch.float32, profile=IDENTITY, delay_ms=delay_ms)
+            return cls(None, dev, torch.float32, profile=IDENTITY, delay_ms=delay_ms, deflicker=deflicker)
         if weights is None and profile not in PROFILES:
             raise WeightsError(f"unknown profile {profile!r}; known: {', '.join((*PROFILES, IDENTITY))}")
         loaded = load_weights(weights or default_weights(profile))
@@ -199,7 +227,7 @@ class Derainer:
             from .onnx_backend import OnnxNet
 
             return cls(OnnxNet(net, threads), dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample,
-                       causal=causal)
+                       causal=causal, align=align, deflicker=deflicker)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a video's frames share one size: tune convs once
         net = net.to(device=dev, dtype=dt, memory_format=torch.channels_last)
@@ -207,7 +235,7 @@ class Derainer:
             net = torch.compile(net)
         graphs = (not compile and getattr(net, "frames", 1) == 1) if cuda_graphs == "auto" else bool(cuda_graphs)
         return cls(net, dev, dt, loaded.scale, loaded.profile, upsample=loaded.upsample, causal=causal,
-                   cuda_graphs=graphs)
+                   cuda_graphs=graphs, align=align, deflicker=deflicker)
 
     @property
     def frames(self) -> int:
@@ -216,11 +244,16 @@ class Derainer:
 
     def sequence(self, frames: list[np.ndarray], chunk: int = 4):
         """Derain consecutive frames (a video as images) in chunks, each frame with its neighbours
-        (the same frames as the pipeline gives, whatever the chunk); yields DerainResults in order."""
+        (the same frames as the pipeline gives, whatever the chunk, deflickered where it would);
+        yields DerainResults in order."""
+        from .deflicker import Deflicker
+
         before, after = self.halo
+        steady = Deflicker() if self.deflicker else None
         for i in range(0, len(frames), chunk):
             lo, hi = max(0, i - before), min(len(frames), i + chunk + after)
-            yield self(np.stack(frames[lo:hi]), (i - lo, hi - min(len(frames), i + chunk)))
+            result = self(np.stack(frames[lo:hi]), (i - lo, hi - min(len(frames), i + chunk)))
+            yield result if steady is None else replace(result, frames=steady.frames(result.frames))
 
     def __call__(self, frames: np.ndarray, context: tuple[int, int] = (0, 0), matrix: str = "bt601") -> DerainResult:
         """Derain `frames` (B, H, W, 3) uint8, consecutive in time, except the first `context[0]` and
@@ -246,12 +279,15 @@ class Derainer:
         if matrix not in MATRICES:
             raise InputError(f"unknown colour matrix {matrix!r}; known: {', '.join(MATRICES)}")
         core = slice(context[0], len(frames) - context[1])
+        flows = None
+        if self.net is not None and self.align and self.offsets:
+            flows = torch.from_numpy(window_flows(frames, core, self.offsets, self.align))
         if self.net is None:
             if self.delay_ms:
                 time.sleep(self.delay_ms * len(frames[core]) / 1000)
             return Pending(DerainResult(frames[core], np.zeros(len(frames[core]), np.float32)))
         if self.device.type != "cuda":
-            out, intensity = self._derain(torch.from_numpy(frames), core, matrix)
+            out, intensity = self._derain(torch.from_numpy(frames), core, matrix, flows)
             return Pending(DerainResult(out.numpy(), intensity.numpy()))
         n = len(frames)
         single = not self.offsets and context == (0, 0)
@@ -262,7 +298,8 @@ class Derainer:
             if single and self.replays(frames.shape):
                 out, intensity = self._replay(x, matrix)
             else:
-                out, intensity = self._derain(x, core if not single else None, matrix)
+                flows = None if flows is None else flows.pin_memory().to(self.device, non_blocking=True)
+                out, intensity = self._derain(x, core if not single else None, matrix, flows)
             # Copied out in stream order (before the next batch can overwrite a graph's output),
             # into pinned memory that the caching host allocator reuses once the result is dropped.
             out, intensity = out[:n], intensity[:n]
@@ -278,10 +315,11 @@ class Derainer:
         pixels = b * w * (rows if len(batch_shape) == 4 else rows * 2 // 3)
         return self.graphs is not None and pixels <= GRAPH_MAX_PIXELS
 
-    def _derain(self, x: torch.Tensor, core: slice | None = None,
-                matrix: str = "bt601") -> tuple[torch.Tensor, torch.Tensor]:
+    def _derain(self, x: torch.Tensor, core: slice | None = None, matrix: str = "bt601",
+                flows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, 3) uint8 (or yuv420p (B, H*3/2, W)) on the device -> derained frames of the
-        same layout (B' of them) and their intensity, on the device."""
+        same layout (B' of them) and their intensity, on the device. `flows`: window_flows's, to
+        align the windows."""
         core = slice(0, len(x)) if core is None else core  # the whole batch: no index tensor (graphs)
         # A network run at reduced scale never sees the full-size image, so it stays fp32
         # (precise guide and subtraction) at no extra cost.
@@ -292,6 +330,8 @@ class Derainer:
         else:  # NHWC uint8 viewed as NCHW is exactly channels_last: no reordering copy
             x = x.permute(0, 3, 1, 2).to(dtype).div_(255)
         x = windows(x, core, self.offsets)
+        if flows is not None:
+            x = align_windows(x, flows)
         rain = predict(self.net, x, self.scale, self.upsample, self.dtype).rain
         out = (x[:, :3] - rain).clamp_(0, 1)
         intensity = rain.abs().float().mean((1, 2, 3))

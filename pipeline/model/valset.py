@@ -45,6 +45,31 @@ def validation_batches(clean_dirs: list[str], frames: int = 1, patch: int = 128,
     return [sampler.batch(batch, np.random.default_rng([SEED, frames, i])) for i in range(count // batch)]
 
 
+def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
+                      jpeg: float = 1 / 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One fixed (rainy, clean) clip per validation photo, uint8 (frames, patch, patch, 3) each: a
+    camera moving as in training (motion.py), the rain of one style (in turn) drawn anew in every
+    frame, a third through JPEG. For what only a video shows: flicker, and settings that carry
+    frames along the motion (alignment, deflicker)."""
+    from .data import _jpeg
+    from .motion import camera_clip
+    from .synth import add_rain, frozen
+
+    photos = [read_rgb(p) for p in held_out_photos(clean_dirs)]
+    if not photos:
+        raise InputError(f"{', '.join(map(str, clean_dirs))}: none of the validation photos is there")
+    clips, styles = [], list(STYLES.values())
+    for i, photo in enumerate(photos):
+        rng = np.random.default_rng([SEED, frames, patch, i])
+        clean = camera_clip(photo, rng, patch, list(range(1, frames)))
+        style, quality = frozen(styles[i % len(styles)], rng), int(rng.integers(60, 96))
+        use_jpeg = rng.random() < jpeg
+        rainy = np.stack([np.round(add_rain(f.astype(np.float32) / 255, rng, style) * 255).astype(np.uint8)
+                          for f in clean])
+        clips.append((np.stack([_jpeg(r, quality) for r in rainy]) if use_jpeg else rainy, clean))
+    return clips
+
+
 @torch.no_grad()
 def validation_psnr(net: torch.nn.Module, batches: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
                     scale: float = 1.0, upsample: str = "bilinear") -> float:

@@ -1,0 +1,52 @@
+"""Deflicker: one stream's derained frames, each blended with the last one carried along the flow.
+
+What flickers after deraining is what the model leaves and alters, differently in each frame
+(docs/MODEL.md). The scene only moves, so the frame before, warped onto this one along the
+optical flow, is a second estimate of the same background whose leftovers are others: blending
+the two averages them away, and blending the running result (a recurrent filter, as in Bonneel
+et al., "Blind Video Temporal Consistency", SIGGRAPH Asia 2015) averages over several frames.
+Where the two disagree (an occlusion, a flow error) the weight falls to zero, and where most of
+the frame does (a scene cut) nothing is carried, so nothing ghosts. It looks at the past only:
+a live camera gains no delay.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .align import PRESETS, flow
+from .flicker import warp_back
+
+# Chosen on the validation videos (scripts/select-temporal.py, docs/results/select-temporal.txt),
+# among sigmas up to 30: at a scene cut (60 levels apart and more) the last scene then weighs
+# under 2 % and shifts a pixel by about a level; larger sigmas blend visibly across cuts.
+STRENGTH = 1.0  # the carried frame's weight where both agree (1: an equal blend)
+SIGMA = 30.0  # levels (0-255) of local disagreement at which the weight falls to 1/e of it
+
+
+class Deflicker:
+    """Feed it one stream's derained frames in order (`frames(...)`); it returns them deflickered.
+    A change of frame size starts it afresh."""
+
+    def __init__(self, strength: float = STRENGTH, sigma: float = SIGMA, preset: str = "medium"):
+        self.strength, self.sigma = strength, sigma
+        self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (luma, deflickered frame as float32)
+
+    def frame(self, derained: np.ndarray) -> np.ndarray:
+        """One (H, W, 3) uint8 RGB frame."""
+        gray = cv2.cvtColor(derained, cv2.COLOR_RGB2GRAY)
+        out = derained
+        if self._last is not None and self._last[0].shape == gray.shape:
+            now = derained.astype(np.float32)
+            carried = warp_back(self._last[1], flow(gray, self._last[0], self._dis))
+            differ = cv2.GaussianBlur(np.abs(carried - now).mean(-1), (5, 5), 0)
+            if np.median(differ[::4, ::4]) <= self.sigma:  # else a scene cut: carry nothing over it
+                weight = (self.strength * np.exp(-(differ / self.sigma) ** 2))[..., None]
+                out = np.clip(np.round((now + weight * carried) / (1 + weight)), 0, 255).astype(np.uint8)
+        self._last = (gray, out.astype(np.float32))
+        return out
+
+    def frames(self, derained: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8, consecutive, after the ones fed before."""
+        return np.stack([self.frame(f) for f in derained])

@@ -1,0 +1,92 @@
+"""Choose the temporal profiles' alignment and deflicker settings on the validation set alone.
+
+usage: .venv/bin/python scripts/select-temporal.py [PROFILE ...]  > docs/results/select-temporal.txt
+
+For each profile (temporal, temporal-fast by default) and each alignment (none and the DIS
+presets): the validation clips' Y-PSNR (valset.validation_batches, 3-frame windows) and, on the
+validation videos (valset.validation_videos: 20 held-out photos under camera motion, every
+rain style), the mean Y-PSNR and warping error of the output, then of the output deflickered
+with each (strength, sigma) of a grid. The test sets are not read.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.model.align import PRESETS  # noqa: E402
+from pipeline.model.deflicker import Deflicker  # noqa: E402
+from pipeline.model.evaluate import psnr, y_channel  # noqa: E402
+from pipeline.model.flicker import WarpReference  # noqa: E402
+from pipeline.model.inference import Derainer  # noqa: E402
+from pipeline.model.valset import _y_psnr, validation_batches, validation_videos  # noqa: E402
+
+CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
+# Sigmas stop at 30: the validation videos have no scene cuts, and a larger sigma carries a cut's
+# last scene into the next (at 60 levels apart, sigma 60 keeps 18 % of it, sigma 30 2 %).
+GRID = [(s, sigma) for s in (0.5, 1.0, 2.0) for sigma in (10.0, 20.0, 30.0)]
+
+
+def window_psnr(derainer: Derainer, batches) -> float:
+    """Y-PSNR of the 3-frame validation windows, derained as the pipeline would (the window
+    given as frames: neighbours as context around the target)."""
+    scores = []
+    for rainy, clean in batches:
+        u8 = np.round(rainy * 255).astype(np.uint8)
+        outs = []
+        for w in u8:  # (9, H, W): target, then its neighbours
+            f = w.reshape(3, 3, *w.shape[1:]).transpose(0, 2, 3, 1)
+            # as [before, target, after]: one core frame with one context frame on each side
+            outs.append(derainer(np.ascontiguousarray(np.stack([f[1], f[0], f[2]])), (1, 1)).frames[0])
+        out = torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2).float()
+        scores.append(_y_psnr(out, torch.from_numpy(clean * 255).round()))
+    return float(torch.cat(scores).mean())
+
+
+def video_scores(refs, clips, outputs) -> tuple[float, float]:
+    ps = [np.mean([psnr(y_channel(o), y_channel(c)) for o, c in zip(out, clean)]) for (_, clean), out in zip(clips, outputs)]
+    return float(np.mean(ps)), float(np.mean([ref.error(list(out)) for ref, out in zip(refs, outputs)]))
+
+
+def main(profiles: list[str]) -> None:
+    clips = validation_videos(CLEAN)
+    refs = [WarpReference(list(clean)) for _, clean in clips]
+    batches = validation_batches(CLEAN, frames=3)
+    inp = video_scores(refs, clips, [r for r, _ in clips])
+    clean = video_scores(refs, clips, [c for _, c in clips])
+    print(f"validation videos: {len(clips)} clips of {len(clips[0][0])} frames; input Y-PSNR {inp[0]:.3f}, "
+          f"warping error: input {inp[1]:.6f}, clean {clean[1]:.6f}")
+    grid_scores = {}  # (strength, sigma) -> per profile (psnr, warp, the profile's unaligned warp)
+    for profile in profiles:
+        runs = {}
+        for align in ("none", *PRESETS):
+            d = Derainer.load(profile, device="cpu", align=align, deflicker=False)
+            t = time.time()
+            outputs = [np.stack([f for r in d.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+            secs = time.time() - t
+            win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
+            runs[align] = (win, ps, we, outputs)
+            print(f"{profile} align={align}: windows {win:.3f} dB; videos {ps:.3f} dB, warp {we:.6f} ({secs:.0f} s)",
+                  flush=True)
+        # The alignment: the best mean of the two PSNRs (windows, videos).
+        align = max(PRESETS, key=lambda a: runs[a][0] + runs[a][1])
+        print(f"{profile}: align={align} chosen (the highest mean of windows' and videos' Y-PSNR)")
+        for strength, sigma in GRID:
+            ps, we = video_scores(refs, clips, [Deflicker(strength, sigma).frames(out) for out in runs[align][3]])
+            grid_scores.setdefault((strength, sigma), []).append((ps, we, runs["none"][2]))
+            print(f"{profile} align={align} deflicker strength={strength} sigma={sigma}: videos {ps:.3f} dB, "
+                  f"warp {we:.6f}", flush=True)
+    # One deflicker for every profile: the highest mean videos' PSNR over the profiles, where each
+    # flickers no more than its unaligned network.
+    fair = {k: np.mean([p for p, _, _ in v]) for k, v in grid_scores.items() if all(w <= bound for _, w, bound in v)}
+    best = max(fair, key=fair.get) if fair else None
+    print("deflicker " + (f"strength={best[0]} sigma={best[1]} chosen" if best else "off chosen")
+          + " (the highest mean videos' Y-PSNR over the profiles, each at a warping error <= its align=none's)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["temporal", "temporal-fast"])
