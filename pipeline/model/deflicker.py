@@ -7,7 +7,8 @@ the two averages them away, and blending the running result (a recurrent filter,
 et al., "Blind Video Temporal Consistency", SIGGRAPH Asia 2015) averages over several frames.
 Where the two disagree (an occlusion, a flow error) the weight falls to zero, and where most of
 the frame does (a scene cut) nothing is carried, so nothing ghosts. It looks at the past only:
-a live camera gains no delay.
+a live camera gains no delay. It runs in the frame loop, once per frame, so every step is one
+OpenCV call on uint8 data: 1080p costs a 360p's flow plus a few full-size passes.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import cv2
 import numpy as np
 
 from .align import PRESETS, flow
-from .flicker import warp_back
 
 # Chosen on the validation videos (scripts/select-temporal.py, docs/results/select-temporal.txt),
 # among sigmas up to 30: at a scene cut (60 levels apart and more) the last scene then weighs
@@ -28,25 +28,38 @@ class Deflicker:
     """Feed it one stream's derained frames in order (`frames(...)`); it returns them deflickered.
     A change of frame size starts it afresh."""
 
-    def __init__(self, strength: float = STRENGTH, sigma: float = SIGMA, preset: str = "medium"):
+    def __init__(self, strength: float = STRENGTH, sigma: float = SIGMA, preset: str = "fast"):
         self.strength, self.sigma = strength, sigma
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (luma, deflickered frame as float32)
+        # The carried frame's share of the blend, w / (1 + w), by disagreement in levels.
+        w = strength * np.exp(-(np.arange(256, dtype=np.float32) / sigma) ** 2)
+        self._share = (w / (1 + w)).astype(np.float32)
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates, for remap
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (luma, deflickered frame)
 
     def frame(self, derained: np.ndarray) -> np.ndarray:
         """One (H, W, 3) uint8 RGB frame."""
         gray = cv2.cvtColor(derained, cv2.COLOR_RGB2GRAY)
         out = derained
         if self._last is not None and self._last[0].shape == gray.shape:
-            now = derained.astype(np.float32)
-            carried = warp_back(self._last[1], flow(gray, self._last[0], self._dis))
-            differ = cv2.GaussianBlur(np.abs(carried - now).mean(-1), (5, 5), 0)
+            carried = self._carry(self._last[1], flow(gray, self._last[0], self._dis))
+            # disagreement: the channels' mean |difference|, smoothed, in whole levels
+            differ = cv2.GaussianBlur(cv2.transform(cv2.absdiff(carried, derained), np.full((1, 3), 1 / 3)),
+                                      (5, 5), 0)
             if np.median(differ[::4, ::4]) <= self.sigma:  # else a scene cut: carry nothing over it
-                weight = (self.strength * np.exp(-(differ / self.sigma) ** 2))[..., None]
-                out = np.clip(np.round((now + weight * carried) / (1 + weight)), 0, 255).astype(np.uint8)
-        self._last = (gray, out.astype(np.float32))
+                share = self._share[differ]
+                out = cv2.blendLinear(carried, derained, share, 1 - share)
+        self._last = (gray, out)
         return out
 
     def frames(self, derained: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8, consecutive, after the ones fed before."""
         return np.stack([self.frame(f) for f in derained])
+
+    def _carry(self, last: np.ndarray, fw: np.ndarray) -> np.ndarray:
+        """The last frame seen from this one: sampled at x + fw(x)."""
+        h, w = fw.shape[:2]
+        if self._grid is None or self._grid[0].shape != (h, w):
+            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        gx, gy = self._grid
+        return cv2.remap(last, gx + fw[..., 0], gy + fw[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
