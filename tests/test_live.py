@@ -460,3 +460,18 @@ def test_camera_passwords_are_never_shown(camera, tmp_path, caplog):
                          timeout=60)
     assert cli.returncode == 1 and "s3cret" not in cli.stderr + cli.stdout
     assert bad.replace("s3cret", "***") in cli.stderr
+
+
+def test_a_temporal_profile_derains_a_live_camera_from_past_frames(camera, tmp_path):
+    """temporal-fast live: causal windows (the two frames before), aligned, deflickered in the
+    lane, with every frame accounted for."""
+    s = load_settings(RunSettings, None, {"model.profile": "temporal-fast", "model.runtime": "torch",
+                                          "workers.backend": "local", "workers.threads": 1,
+                                          "batching.max_batch": 1})
+    run = Background([camera.url("cam")], s)
+    run.wait_frames(20, timeout=60)
+    assert run.runner.pool.halo == (2, 0) and run.runner.pool.deflicker
+    assert run.runner.pool.worker.derainer.align == "fast"
+    cam = run.stop()["cameras"][0]
+    exact(cam)
+    assert cam["frames_out"] >= 20
