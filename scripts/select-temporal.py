@@ -28,7 +28,7 @@ from pipeline.model.valset import _y_psnr, validation_batches, validation_videos
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
 # Sigmas stop at 30: the validation videos have no scene cuts, and a larger sigma carries a cut's
 # last scene into the next (at 60 levels apart, sigma 60 keeps 18 % of it, sigma 30 2 %).
-GRID = [(s, sigma) for s in (0.5, 1.0, 2.0) for sigma in (10.0, 20.0, 30.0)]
+GRID = [(s, sigma, preset) for s in (0.5, 1.0, 2.0) for sigma in (10.0, 20.0, 30.0) for preset in ("fast", "medium")]
 
 
 def window_psnr(derainer: Derainer, batches) -> float:
@@ -75,16 +75,16 @@ def main(profiles: list[str]) -> None:
         # The alignment: the best mean of the two PSNRs (windows, videos).
         align = max(PRESETS, key=lambda a: runs[a][0] + runs[a][1])
         print(f"{profile}: align={align} chosen (the highest mean of windows' and videos' Y-PSNR)")
-        for strength, sigma in GRID:
-            ps, we = video_scores(refs, clips, [Deflicker(strength, sigma).frames(out) for out in runs[align][3]])
-            grid_scores.setdefault((strength, sigma), []).append((ps, we, runs["none"][2]))
-            print(f"{profile} align={align} deflicker strength={strength} sigma={sigma}: videos {ps:.3f} dB, "
-                  f"warp {we:.6f}", flush=True)
+        for strength, sigma, preset in GRID:
+            ps, we = video_scores(refs, clips, [Deflicker(strength, sigma, preset).frames(out) for out in runs[align][3]])
+            grid_scores.setdefault((strength, sigma, preset), []).append((ps, we, runs["none"][2]))
+            print(f"{profile} align={align} deflicker strength={strength} sigma={sigma} flow={preset}: "
+                  f"videos {ps:.3f} dB, warp {we:.6f}", flush=True)
     # One deflicker for every profile: the highest mean videos' PSNR over the profiles, where each
     # flickers no more than its unaligned network.
     fair = {k: np.mean([p for p, _, _ in v]) for k, v in grid_scores.items() if all(w <= bound for _, w, bound in v)}
     best = max(fair, key=fair.get) if fair else None
-    print("deflicker " + (f"strength={best[0]} sigma={best[1]} chosen" if best else "off chosen")
+    print("deflicker " + (f"strength={best[0]} sigma={best[1]} flow={best[2]} chosen" if best else "off chosen")
           + " (the highest mean videos' Y-PSNR over the profiles, each at a warping error <= its align=none's)")
 
 

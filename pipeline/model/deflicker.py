@@ -8,7 +8,7 @@ et al., "Blind Video Temporal Consistency", SIGGRAPH Asia 2015) averages over se
 Where the two disagree (an occlusion, a flow error) the weight falls to zero, and where most of
 the frame does (a scene cut) nothing is carried, so nothing ghosts. It looks at the past only:
 a live camera gains no delay. It runs in the frame loop, once per frame, so every step is one
-OpenCV call on uint8 data: 1080p costs a 360p's flow plus a few full-size passes.
+OpenCV call on uint8 data: 1080p costs a 360p's flow plus a few full-size passes (docs/MODEL.md).
 """
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ from .align import PRESETS, flow
 # under 2 % and shifts a pixel by about a level; larger sigmas blend visibly across cuts.
 STRENGTH = 1.0  # the carried frame's weight where both agree (1: an equal blend)
 SIGMA = 30.0  # levels (0-255) of local disagreement at which the weight falls to 1/e of it
+PRESET = "medium"  # DIS preset of the flow between derained frames (fast: 4 ms at 360p, 0.2-0.5 dB less)
 
 
 class Deflicker:
     """Feed it one stream's derained frames in order (`frames(...)`); it returns them deflickered.
     A change of frame size starts it afresh."""
 
-    def __init__(self, strength: float = STRENGTH, sigma: float = SIGMA, preset: str = "fast"):
+    def __init__(self, strength: float = STRENGTH, sigma: float = SIGMA, preset: str = PRESET):
         self.strength, self.sigma = strength, sigma
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
         # The carried frame's share of the blend, w / (1 + w), by disagreement in levels.
