@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.model.align import align_windows, window_flows
 from pipeline.model.inference import Derainer, window_offsets, windows
 
 ort = pytest.importorskip("onnxruntime")
@@ -28,8 +29,10 @@ def test_exported_graph_matches_the_pipeline_at_two_sizes(tmp_path, profile):
         frames = (rng.random((batch, h, w, 3)) * 255).astype(np.uint8)
         want = derainer(frames).frames.astype(int)
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
-        if info["input_channels"] > 3:  # a temporal profile takes each frame's window
-            x = windows(x, slice(0, batch), window_offsets(info["input_channels"] // 3, causal=False))
+        if info["input_channels"] > 3:  # a temporal profile takes each frame's window, aligned
+            offsets = window_offsets(info["input_channels"] // 3, causal=False)
+            flows = window_flows(frames, slice(0, batch), offsets, derainer.align)
+            x = align_windows(windows(x, slice(0, batch), offsets), torch.from_numpy(flows))
         (got,) = session.run(None, {"rainy": x.numpy()})
         got = np.round(np.clip(got, 0, 1) * 255).astype(int).transpose(0, 2, 3, 1)
         assert got.shape == want.shape

@@ -466,8 +466,8 @@ def test_a_temporal_profile_derains_a_live_camera_from_past_frames(camera, tmp_p
     """temporal-fast live: causal windows (the two frames before), aligned, deflickered in the
     lane, with every frame accounted for."""
     s = load_settings(RunSettings, None, {"model.profile": "temporal-fast", "model.runtime": "torch",
-                                          "workers.backend": "local", "workers.threads": 1,
-                                          "batching.max_batch": 1})
+                                          "model.deflicker": True, "workers.backend": "local",
+                                          "workers.threads": 1, "batching.max_batch": 1})
     run = Background([camera.url("cam")], s)
     run.wait_frames(20, timeout=60)
     assert run.runner.pool.halo == (2, 0) and run.runner.pool.deflicker

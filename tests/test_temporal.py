@@ -76,8 +76,9 @@ def clip(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("t") / "in.mp4", frames=9, size=(64, 48))
 
 
-def run_frames(clip, max_batch: int) -> np.ndarray:
+def run_frames(clip, max_batch: int, deflicker: bool = False) -> np.ndarray:
     cfg = {**TEMPORAL, "batching": {"max_batch": max_batch, "max_wait_ms": 1000}}
+    cfg["model"] = {**cfg["model"], "deflicker": deflicker}
     return np.stack([f.image for f in Pipeline.from_config(cfg).frames(clip)])
 
 
@@ -152,10 +153,10 @@ def test_the_pipeline_gives_the_frames_eval_scores(clip):
     from pipeline.sources.files import open_source
 
     frames = [f.image for f in open_source(clip)]
-    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
+    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch", deflicker=True)
     assert d.align == "fast" and d.deflicker
     scored = np.concatenate([r.frames for r in d.sequence(frames, chunk=3)])
-    assert_same_frames(run_frames(clip, 2), scored)
+    assert_same_frames(run_frames(clip, 2, deflicker=True), scored)
     plain = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch", deflicker=False)
     unsteadied = np.concatenate([r.frames for r in plain.sequence(frames, chunk=3)])
     assert (np.abs(unsteadied.astype(int) - scored.astype(int)) > 1).mean() > 0.01
@@ -169,8 +170,8 @@ def test_deflickered_files_travel_as_rgb(clip, tmp_path):
     from pipeline.sources.files import open_source
 
     info = open_source(clip).info
-    on = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast"})
-    off = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast",
-                                            "model.deflicker": False})
+    on = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast",
+                                           "model.deflicker": True})
+    off = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast"})
     assert frame_layout(on, info, tmp_path / "out.mp4") == "rgb"
     assert frame_layout(off, info, tmp_path / "out.mp4") == "yuv420p"

@@ -18,9 +18,8 @@ import numpy as np
 from .align import PRESETS, flow
 
 # Chosen on the validation videos (scripts/select-temporal.py, docs/results/select-temporal.txt),
-# among sigmas up to 30: at a scene cut (60 levels apart and more) the last scene then weighs
-# under 2 % and shifts a pixel by about a level; larger sigmas blend visibly across cuts.
-STRENGTH = 1.0  # the carried frame's weight where both agree (1: an equal blend)
+# among sigmas up to 30 (larger ones blend visibly across what the scene-cut check lets by).
+STRENGTH = 0.5  # the carried frame's weight where both agree (1: an equal blend)
 SIGMA = 30.0  # levels (0-255) of local disagreement at which the weight falls to 1/e of it
 PRESET = "medium"  # DIS preset of the flow between derained frames (fast: 4 ms at 360p, 0.2-0.5 dB less)
 

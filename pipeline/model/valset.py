@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -48,8 +49,9 @@ def validation_batches(clean_dirs: list[str], frames: int = 1, patch: int = 128,
 def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
                       jpeg: float = 1 / 3) -> list[tuple[np.ndarray, np.ndarray]]:
     """One fixed (rainy, clean) clip per validation photo, uint8 (frames, patch, patch, 3) each: a
-    camera moving as in training (motion.py), the rain of one style (in turn) drawn anew in every
-    frame, a third through JPEG. For what only a video shows: flicker, and settings that carry
+    camera moving as in training (motion.py), the scene swaying and each frame noisy as filmed
+    video is (`_as_filmed`), the rain of one style (in turn) drawn anew in every frame, a third
+    through JPEG. For what only a video shows: flicker, and settings that carry
     frames along the motion (alignment, deflicker)."""
     from .data import _jpeg
     from .motion import camera_clip
@@ -61,13 +63,34 @@ def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
     clips, styles = [], list(STYLES.values())
     for i, photo in enumerate(photos):
         rng = np.random.default_rng([SEED, frames, patch, i])
-        clean = camera_clip(photo, rng, patch, list(range(1, frames)))
+        clean = _as_filmed(camera_clip(photo, rng, patch, list(range(1, frames))), rng)
         style, quality = frozen(styles[i % len(styles)], rng), int(rng.integers(60, 96))
         use_jpeg = rng.random() < jpeg
         rainy = np.stack([np.round(add_rain(f.astype(np.float32) / 255, rng, style) * 255).astype(np.uint8)
                           for f in clean])
         clips.append((np.stack([_jpeg(r, quality) for r in rainy]) if use_jpeg else rainy, clean))
     return clips
+
+
+def _as_filmed(clip: np.ndarray, rng: np.random.Generator, sway: float = 1.5, noise: float = 1.5) -> np.ndarray:
+    """A photo under camera motion is more rigid and cleaner than filmed video, where flow fails
+    and frames differ by more than motion: so the scene sways (a smooth displacement field of up
+    to `sway` px, changing from frame to frame, as leaves and parallax do), and every frame has
+    its own sensor noise (`noise` levels) and compression (JPEG at one quality of 60-95 per
+    clip), which the clean frames keep, as NTU's JPEG frames do."""
+    from .data import _jpeg
+
+    h, w = clip.shape[1:3]
+    fields = [cv2.GaussianBlur(rng.normal(0, 1, (h, w, 2)).astype(np.float32), (0, 0), 12) for _ in range(2)]
+    fields = [f * (sway / max(float(np.abs(f).max()), 1e-6)) for f in fields]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    quality, out = int(rng.integers(60, 96)), []
+    for t, frame in enumerate(clip):
+        d = (fields[0] * np.cos(0.7 * t) + fields[1] * np.sin(0.7 * t)).astype(np.float32)
+        swayed = cv2.remap(frame, gx + d[..., 0], gy + d[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        noisy = np.clip(swayed + rng.normal(0, noise, swayed.shape), 0, 255).round().astype(np.uint8)
+        out.append(_jpeg(noisy, quality))
+    return np.stack(out)
 
 
 @torch.no_grad()
