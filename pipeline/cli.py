@@ -172,7 +172,7 @@ def cmd_eval(args) -> int:
 
     derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
                              runtime=args.runtime or "auto", align=args.align,
-                             deflicker=args.deflicker == "on")
+                             deflicker={"auto": "auto", "on": True, "off": False}[args.deflicker])
     csv_path = args.csv or (Path(args.rain).name + "-eval.csv")
     video = {"auto": None, "on": True, "off": False}[args.video]
     result = evaluate(args.rain, args.clean, derainer, csv_path=csv_path, save_dir=args.save,
@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", default="auto", choices=["auto", "none", "ultrafast", "fast", "medium"],
                    help="temporal profiles: warp the neighbours onto each frame along optical flow of this DIS "
                         "preset (model.align)")
-    p.add_argument("--deflicker", default="off", choices=["on", "off"],
-                   help="blend each derained frame with the last along the flow (model.deflicker; docs/MODEL.md)")
+    p.add_argument("--deflicker", default="auto", choices=["auto", "on", "off"],
+                   help="blend each derained frame with the last along the flow (model.deflicker; auto: temporal)")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=cmd_eval, profile="full", device="auto", dtype="auto")
 

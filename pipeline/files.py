@@ -130,8 +130,10 @@ def frame_layout(settings: RunSettings, info: SourceInfo, dst: str | Path, rgb_n
     device (pipeline.colour), where only the model and a video encoder see them (no plugins,
     consumers or deflicker), the input and the output are 8-bit 4:2:0 in limited range and the
     size is even; RGB everywhere else."""
+    from .workers import model_deflicker
+
     want = on_cuda(settings.model) if settings.decode.yuv == "auto" else bool(settings.decode.yuv)
-    if not want or rgb_needed or settings.model.deflicker:
+    if not want or rgb_needed or model_deflicker(settings.model):
         return "rgb"
     planes = (info.pix_fmt == I420 and settings.encode.pix_fmt == I420 and fits_i420(info.width, info.height)
               and info.colour[1] != 2  # full (JPEG) range: the matrix here is limited range

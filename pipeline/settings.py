@@ -21,7 +21,7 @@ class ModelSettings:
     causal: bool = False  # temporal profiles: neighbours from the past only (live cameras add no delay)
     cuda_graphs: bool | Literal["auto"] = "auto"  # replay each batch shape as one CUDA graph; auto: single-frame networks on CUDA
     align: Literal["auto", "none", "ultrafast", "fast", "medium"] = "auto"  # temporal profiles: warp neighbours onto the target along DIS flow of this preset; auto: fast (chosen on the validation set)
-    deflicker: bool = False  # blend each derained frame with the last one along the flow (per stream, past only): steadier, softer (docs/MODEL.md)
+    deflicker: bool | Literal["auto"] = "auto"  # blend each derained frame with the last one along the flow (per stream, past only); auto: temporal profiles
 
     def problems(self) -> list[str]:
         from .model.weights import PROFILES

@@ -41,6 +41,16 @@ def model_halo(model: ModelSettings) -> tuple[int, int]:
     return window_halo(network_frames(model.weights, model.profile), model.causal)
 
 
+def model_deflicker(model: ModelSettings) -> bool:
+    """Whether each stream's derained frames are deflickered (the runner does it, per lane, in order)."""
+    from .model.inference import IDENTITY, pick_deflicker
+    from .model.weights import network_frames
+
+    if model.profile == IDENTITY and model.weights is None:
+        return model.deflicker is True
+    return pick_deflicker(model.deflicker, network_frames(model.weights, model.profile))
+
+
 Result = tuple[Any, np.ndarray, np.ndarray]  # (key, derained frames, rain intensity)
 
 
@@ -328,7 +338,7 @@ class RayPool:
             plan = [replace(p, threads=workers.threads,
                             num_cpus=p.num_cpus if p.num_gpus else min(p.num_cpus, workers.threads)) for p in plan]
         self.settings = workers
-        self.halo, self.deflicker = model_halo(model), model.deflicker  # the runner deflickers, per lane
+        self.halo, self.deflicker = model_halo(model), model_deflicker(model)
         self._actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(DerainWorker)
         # Fail now, naming the problem, if the model cannot load (bad weights file, ...) or the
         # workers cannot be placed.
@@ -347,7 +357,7 @@ class RayPool:
 
         pool = cls.__new__(cls)
         pool.ray, pool.settings, pool.halo, pool.actors = ray, workers, model_halo(model), list(actors)
-        pool.deflicker = model.deflicker
+        pool.deflicker = model_deflicker(model)
         pool.inflight, pool.load, pool.restarts, pool.owned = {}, [0] * len(actors), 0, False
         return pool
 
@@ -433,7 +443,7 @@ class LocalPool:
         self.worker = DerainWorker(asdict(model), workers.threads or (1 if gpu else 0))
         self.settings = workers
         self.depth = workers.depth(local_gpu=gpu)
-        self.halo, self.deflicker = self.worker.derainer.halo, model.deflicker
+        self.halo, self.deflicker = self.worker.derainer.halo, model_deflicker(model)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="derain")
         self.waiter = ThreadPoolExecutor(1, thread_name_prefix="derain-out")
         self.inflight: dict[Future, Any] = {}

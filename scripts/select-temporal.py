@@ -100,7 +100,7 @@ def main(profiles: list[str]) -> None:
     # One deflicker for every profile (model.deflicker: true), or none if none qualifies: the
     # highest mean videos' PSNR over the profiles, where each flickers no more than its unaligned
     # network and no rain style loses (a filter that cleans heavy rain's leftovers but blurs light
-    # rain's sharp output would not qualify). It stays off unless asked: docs/MODEL.md says why.
+    # rain's sharp output would not qualify). model.deflicker: auto turns it on for temporal profiles.
     fair = {k: np.mean([p for p, _, _, _ in v]) for k, v in grid_scores.items()
             if all(w <= bound and worst >= 0 for _, w, bound, worst in v)}
     best = max(fair, key=fair.get)

@@ -172,6 +172,8 @@ def test_deflickered_files_travel_as_rgb(clip, tmp_path):
     info = open_source(clip).info
     on = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast",
                                            "model.deflicker": True})
-    off = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast"})
+    off = load_settings(RunSettings, None, {"decode.yuv": True, "model.profile": "temporal-fast",
+                                            "model.deflicker": False})
+    assert load_settings(RunSettings, None, {"model.profile": "temporal-fast"}).model.deflicker == "auto"
     assert frame_layout(on, info, tmp_path / "out.mp4") == "rgb"
     assert frame_layout(off, info, tmp_path / "out.mp4") == "yuv420p"

@@ -120,6 +120,13 @@ def pick_align(align: str, frames: int) -> str | None:
     return "fast" if align == "auto" else align
 
 
+def pick_deflicker(deflicker: bool | str, frames: int) -> bool:
+    """Whether a stream's derained frames go through `Deflicker`; auto: for temporal networks."""
+    if deflicker not in ("auto", True, False):
+        raise WeightsError(f"unknown deflicker {deflicker!r}; use auto, true or false")
+    return frames > 1 if deflicker == "auto" else bool(deflicker)
+
+
 def _pad_batch(frames: np.ndarray, seen: set[int]) -> np.ndarray:
     """A batch of B frames padded (its last frame repeated) to the smallest batch size already
     run at this frame size that holds it (`seen`, updated). On CUDA each new batch shape costs
@@ -162,7 +169,7 @@ class Derainer:
     def __init__(self, net: nn.Module | None, device: torch.device, dtype: torch.dtype,
                  scale: float = 1.0, profile: str = "full", delay_ms: float = 0.0,
                  upsample: str = "bilinear", causal: bool = False, cuda_graphs: bool = False,
-                 align: str = "auto", deflicker: bool = False):
+                 align: str = "auto", deflicker: bool | str = False):
         self.net, self.device, self.dtype, self.scale, self.profile = net, device, dtype, scale, profile
         self.upsample = upsample
         self.delay_ms = delay_ms
@@ -176,14 +183,14 @@ class Derainer:
         self.align = pick_align(align, frames)  # the DIS preset that warps neighbours onto their target
         # Whether a stream's frames, derained, are deflickered in order (`sequence` here; the
         # pipeline does it per lane, pipeline.runner): a batch alone cannot, it needs the last frame.
-        self.deflicker = bool(deflicker)
+        self.deflicker = pick_deflicker(deflicker, frames)
 
     @classmethod
     def load(cls, profile: str = "full", weights: str | Path | None = None, device: str = "auto",
              dtype: str = "auto", compile: bool = False, threads: int | None = None,
              delay_ms: float = 0.0, runtime: str = "auto", causal: bool = False,
              cuda_graphs: bool | str = "auto", align: str = "auto",
-             deflicker: bool = False) -> "Derainer":
+             deflicker: bool | str = "auto") -> "Derainer":
         """Load weights (the shipped ones for `profile` by default) onto a device.
 
         Args:
@@ -203,7 +210,8 @@ class Derainer:
                 auto: on CUDA for single-frame networks without torch.compile.
             align: warp a temporal network's neighbours onto their target along optical flow
                 (align.py) with this DIS preset: ultrafast, fast, medium; none; auto: fast.
-            deflicker: `sequence` blends each derained frame with the last (deflicker.py).
+            deflicker: `sequence` blends each derained frame with the last (deflicker.py);
+                auto: for temporal networks.
         """
         if threads:
             torch.set_num_threads(threads)
