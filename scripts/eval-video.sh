@@ -12,7 +12,8 @@ V=runs/synthetic-video/step$STEP
 [ -d $V/dense ] || .venv/bin/python scripts/synthetic-video.py "$STEP"
 profiles=("$@"); [ ${#profiles[@]} -gt 0 ] || profiles=(full temporal fast temporal-fast)
 DEFLICKER=${DEFLICKER:-auto}
-out=docs/results/eval-video-step$STEP$([ "$DEFLICKER" != auto ] && echo "-deflicker-$DEFLICKER").jsonl; : > "$out"
+suffix=""; [ "$DEFLICKER" = auto ] || suffix="-deflicker-$DEFLICKER"
+out=docs/results/eval-video-step$STEP$suffix.jsonl; : > "$out"
 for style in light dense video; do
   for p in "${profiles[@]}"; do
     line=$(.venv/bin/derain eval --rain $V/$style/rain --clean $V/$style/clean \
