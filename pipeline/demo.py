@@ -20,7 +20,7 @@ def middle_frame(path: Path) -> np.ndarray:
     return frames[len(frames) // 2]
 
 
-def run_demo(out_dir: str | Path = "derain-demo", profile: str = "fast", overwrite: bool = True) -> dict[str, Path]:
+def run_demo(out_dir: str | Path = "derain-demo", profile: str = "temporal-fast", overwrite: bool = True) -> dict[str, Path]:
     """Derain the sample; write the video and a rainy | derained comparison image; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
