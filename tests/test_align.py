@@ -116,3 +116,13 @@ def test_sequence_deflickers_as_the_pipeline_does():
     d = Derainer.load("identity", deflicker=True)
     out = np.concatenate([r.frames for r in d.sequence(list(noisy), chunk=4)])
     np.testing.assert_array_equal(out, Deflicker().frames(noisy))
+
+
+@pytest.mark.parametrize("size", [(2, 2), (6, 8), (11, 5)])
+def test_frames_too_small_for_optical_flow_still_derain_and_deflicker(size):
+    frames = (np.random.default_rng(0).random((3, *size, 3)) * 255).astype(np.uint8)
+    d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")
+    assert d(frames, (1, 1)).frames.shape == (1, *size, 3)
+    steady = Deflicker().frames(frames)
+    np.testing.assert_array_equal(steady[0], frames[0])
+    assert steady.shape == frames.shape

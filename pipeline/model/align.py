@@ -30,6 +30,7 @@ def luma(frames: np.ndarray) -> list[np.ndarray]:
 
 
 FLOW_PIXELS = 640 * 360  # larger frames get their flow at a reduced size: 1080p costs a 360p's DIS
+MIN_FLOW_SIDE = 12  # DIS needs a frame this wide or high
 
 
 def flow(a: np.ndarray, b: np.ndarray, dis) -> np.ndarray:
@@ -37,10 +38,12 @@ def flow(a: np.ndarray, b: np.ndarray, dis) -> np.ndarray:
     FLOW_PIXELS are shrunk by a whole factor first (DIS medium takes 190 ms at 1080p on one core,
     20 ms at 360p) and the flow brought back up: camera motion is smooth, streaks are not."""
     h, w = a.shape
+    if max(h, w) < MIN_FLOW_SIDE:  # DIS refuses such frames; no motion is the safe guess
+        return np.zeros((h, w, 2), np.float32)
     f = int(np.ceil(np.sqrt(h * w / FLOW_PIXELS)))
     if f == 1:
         return dis.calc(a, b, None)
-    size = (max(w // f, 8), max(h // f, 8))
+    size = (max(w // f, MIN_FLOW_SIDE), max(h // f, MIN_FLOW_SIDE))
     small = dis.calc(cv2.resize(a, size, interpolation=cv2.INTER_AREA),
                      cv2.resize(b, size, interpolation=cv2.INTER_AREA), None)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32([w / size[0], h / size[1]])
