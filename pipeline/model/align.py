@@ -35,8 +35,9 @@ MIN_FLOW_SIDE = 12  # DIS needs a frame this wide or high
 
 def flow(a: np.ndarray, b: np.ndarray, dis) -> np.ndarray:
     """(H, W, 2) float32 flow from luma a to luma b: a(x) matches b(x + flow(x)). Frames over
-    FLOW_PIXELS are shrunk by a whole factor first (DIS medium takes 190 ms at 1080p on one core,
-    20 ms at 360p) and the flow brought back up: camera motion is smooth, streaks are not."""
+    FLOW_PIXELS are shrunk by a whole factor first (DIS's time grows with the pixels; so a 1080p
+    frame costs the deflicker about 3x a 360p one, not 9x: scripts/deflicker-speed.py) and the flow
+    brought back up: camera motion is smooth, streaks are not."""
     h, w = a.shape
     if max(h, w) < MIN_FLOW_SIDE:  # DIS refuses such frames; no motion is the safe guess
         return np.zeros((h, w, 2), np.float32)

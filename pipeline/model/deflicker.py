@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 
 from .align import PRESETS, flow
+from .flicker import warp_back
 
 # Chosen on the validation videos (scripts/select-temporal.py, docs/results/select-temporal.txt),
 # among sigmas up to 30 (larger ones blend visibly across what the scene-cut check lets by).
 STRENGTH = 0.5  # the carried frame's weight where both agree (1: an equal blend)
 SIGMA = 30.0  # levels (0-255) of local disagreement at which the weight falls to 1/e of it
-PRESET = "medium"  # DIS preset of the flow between derained frames (fast: 4 ms at 360p, 0.2-0.5 dB less)
+PRESET = "medium"  # DIS preset of the flow between derained frames (chosen over fast on the same videos)
 
 
 class Deflicker:
@@ -34,7 +35,6 @@ class Deflicker:
         # The carried frame's share of the blend, w / (1 + w), by disagreement in levels.
         w = strength * np.exp(-(np.arange(256, dtype=np.float32) / sigma) ** 2)
         self._share = (w / (1 + w)).astype(np.float32)
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None  # pixel coordinates, for remap
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (luma, deflickered frame)
 
     def frame(self, derained: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ class Deflicker:
         gray = cv2.cvtColor(derained, cv2.COLOR_RGB2GRAY)
         out = derained
         if self._last is not None and self._last[0].shape == gray.shape:
-            carried = self._carry(self._last[1], flow(gray, self._last[0], self._dis))
+            carried = warp_back(self._last[1], flow(gray, self._last[0], self._dis))  # the last, seen from here
             # disagreement: the channels' mean |difference|, smoothed, in whole levels
             differ = cv2.GaussianBlur(cv2.transform(cv2.absdiff(carried, derained), np.full((1, 3), 1 / 3)),
                                       (5, 5), 0)
@@ -55,11 +55,3 @@ class Deflicker:
     def frames(self, derained: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8, consecutive, after the ones fed before."""
         return np.stack([self.frame(f) for f in derained])
-
-    def _carry(self, last: np.ndarray, fw: np.ndarray) -> np.ndarray:
-        """The last frame seen from this one: sampled at x + fw(x)."""
-        h, w = fw.shape[:2]
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        gx, gy = self._grid
-        return cv2.remap(last, gx + fw[..., 0], gy + fw[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

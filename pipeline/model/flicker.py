@@ -13,6 +13,8 @@ here rather than against published tables.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -27,10 +29,18 @@ def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return dis.calc(_gray(a), _gray(b), None)
 
 
-def warp_back(image: np.ndarray, fw: np.ndarray) -> np.ndarray:
-    """Frame t+1 sampled at x + flow_t->t+1(x): frame t+1 seen from frame t."""
-    h, w = fw.shape[:2]
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y), float32, per frame size: built once, not once a frame."""
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = gy.flags.writeable = False
+    return gx, gy
+
+
+def warp_back(image: np.ndarray, fw: np.ndarray) -> np.ndarray:
+    """Frame t+1 sampled at x + flow_t->t+1(x): frame t+1 seen from frame t (bilinear, edges
+    replicated). Also how the deflicker carries its last frame forward."""
+    gx, gy = _pixel_grid(*fw.shape[:2])
     return cv2.remap(image, gx + fw[..., 0], gy + fw[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
