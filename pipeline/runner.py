@@ -27,7 +27,6 @@ and the outputs are flushed and closed playable. Per lane, frames in = out + dro
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import queue as queue_mod
@@ -48,6 +47,7 @@ from .redact import redact
 from .settings import BatchSettings
 from .sources.files import start_reader
 from .stats import LaneStats, Metrics
+from .steady import SteadyLane
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class _Lane:
     discarded: int = 0  # frames still queued when stopped: stale by then, counted as dropped
     next_key: int = 0
     next_out: int = 0
-    deflicker: object = None  # a model.deflicker.Deflicker over this lane's frames, in order
+    steady: SteadyLane | None = None  # the lane's deflicker, on a thread of its own (pipeline.steady)
     inflight: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
 
@@ -168,7 +168,7 @@ class Runner:
         bar = self._bar()
         ok = False
         try:
-            while not all(lane.done for lane in self.lanes) or any(lane.inflight for lane in self.lanes):
+            while not all(lane.done for lane in self.lanes) or any(lane.inflight or lane.steady for lane in self.lanes):
                 if self.duration_s and time.monotonic() - start >= self.duration_s:
                     self.stop()
                 if self._stop.is_set():
@@ -178,6 +178,7 @@ class Runner:
                 self._grant_credits()
                 self._submit_ready()
                 self._collect(self._poll())
+                self._emit_steadied()
                 self._update_stats(bar)
             if self.strict:
                 self._raise_first_error()
@@ -189,6 +190,8 @@ class Runner:
                 self.stop()
             closing: list[BaseException] = []
             for lane in self.lanes:  # every lane is closed, whatever another one's close raised
+                if lane.steady is not None:
+                    lane.steady.close()
                 try:
                     self._close_lane(lane, ok=ok or not self.strict)
                 except BaseException as exc:  # noqa: BLE001 - raised below, after the others
@@ -312,7 +315,10 @@ class Runner:
         wake-ups, so the model keeps the cores); else only take what is there."""
         if not self.pool.inflight:
             return []
-        return self.pool.poll(0.5 if self.pool.capacity() <= 0 else 0)
+        if self.pool.capacity() > 0:
+            return self.pool.poll(0)
+        # full: wait for a result, briefly where a lane is steadying batches (they are taken back here)
+        return self.pool.poll(0.005 if any(lane.steady for lane in self.lanes) else 0.5)
 
     def _collect(self, results) -> None:
         for key, frames, intensity in self._split(results):
@@ -323,19 +329,31 @@ class Runner:
             trace.mark("derained", _name(lane), batch.seq)
             lane.results[key[2]] = batch.derained(frames, intensity)
             while lane.next_out in lane.results:
-                self._emit(lane, self._steadied(lane, lane.results.pop(lane.next_out)))
+                self._hand_on(lane, lane.results.pop(lane.next_out))
                 lane.next_out += 1
 
-    def _steadied(self, lane: _Lane, batch: FrameBatch) -> FrameBatch:
-        """The batch deflickered against the lane's frames before it (in order: this is the only
-        place that sees a lane's frames in order, one batch after another)."""
+    def _hand_on(self, lane: _Lane, batch: FrameBatch) -> None:
+        """A lane's next batch, in order: to its deflicker (this is the only place that sees a
+        lane's frames in order, one batch after another), else on to its outputs."""
         if not self._deflicker or batch.images.ndim != 4:  # yuv420p planes: not asked for (frame_layout)
-            return batch
-        if lane.deflicker is None:
-            from .model.deflicker import Deflicker
+            self._emit(lane, batch)
+            return
+        if lane.steady is None:
+            lane.steady = SteadyLane(lane.input.name)
+        lane.steady.put(batch)
 
-            lane.deflicker = Deflicker()
-        return dataclasses.replace(batch, images=lane.deflicker.frames(batch.images))
+    def _emit_steadied(self) -> None:
+        """The batches lanes have steadied, in order. A deflicker that fails ends a strict run;
+        a camera's batch goes on as it was."""
+        for lane in self.lanes:
+            if lane.steady is None:
+                continue
+            for batch, error in lane.steady.ready():
+                if error is not None:
+                    if self.strict:
+                        raise error
+                    log.error("camera %s: deflicker failed (%s); frames go on as derained", lane.input.name, error)
+                self._emit(lane, batch)
 
     @staticmethod
     def _split(results):

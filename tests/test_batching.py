@@ -248,3 +248,72 @@ def test_local_pool_close_leaves_no_batch_unfinished():
         assert started.acquire(timeout=5)
     pool.close()
     assert all(f.done() for f in pool.inflight), [f._state for f in pool.inflight]
+
+
+class _Panning:
+    """A source of a textured picture panning 1 px a frame (each lane its own picture)."""
+
+    def __init__(self, lane: int, n: int, shape=(48, 64)):
+        from types import SimpleNamespace
+
+        rng = np.random.default_rng(lane)
+        h, w = shape
+        picture = (rng.random((h, w + n, 3)) * 255).astype(np.uint8)
+        self.frames = [np.ascontiguousarray(picture[:, i:i + w]) for i in range(n)]
+        self.info = SimpleNamespace(width=w, height=h)
+
+    def __iter__(self):
+        for i, image in enumerate(self.frames):
+            yield Frame(image, i, i, None, "pan", time.monotonic())
+
+
+def _steady_run(monkeypatch, strict: bool, fail_at: int | None = None):
+    """Two panning lanes through an identity pool with the deflicker on; returns the sources,
+    the sinks and the threads the deflicker ran on."""
+    from pipeline.model.deflicker import Deflicker
+    from pipeline.runner import Input, Runner
+    from pipeline.settings import BatchSettings, ModelSettings, WorkerSettings
+    from pipeline.workers import LocalPool
+
+    threads, calls, frames = set(), [0], Deflicker.frames
+
+    def spied(self, images):
+        threads.add(threading.current_thread().name)
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise RuntimeError("deflicker broke")
+        return frames(self, images)
+
+    monkeypatch.setattr(Deflicker, "frames", spied)
+    pool = LocalPool(ModelSettings(profile="identity", deflicker=True), WorkerSettings(backend="local"))
+    sources, sinks = [_Panning(i, 12) for i in range(2)], [_Collect() for _ in range(2)]
+    lanes = [Input(f"cam{i}", open=lambda stop, s=sources[i]: s, outputs=lambda info, k=sinks[i]: [k])
+             for i in range(2)]
+    try:
+        Runner(lanes, pool, BatchSettings(max_batch=3, max_wait_ms=0, queue_size=64, policy="block"),
+               strict=strict).run()
+    finally:
+        pool.close()
+    return sources, sinks, threads
+
+
+def test_each_lane_is_deflickered_in_order_on_a_thread_of_its_own(monkeypatch):
+    """The deflicker runs off the frame loop's thread, one thread a lane, and each lane's frames
+    come out as one Deflicker fed that lane's frames in order gives them."""
+    from pipeline.model.deflicker import Deflicker
+
+    sources, sinks, threads = _steady_run(monkeypatch, strict=True)
+    assert threading.main_thread().name not in threads and len(threads) == 2, threads
+    for source, sink in zip(sources, sinks):
+        assert [s for b in sink.batches for s in b.seq] == list(range(12))
+        out = np.concatenate([b.images for b in sink.batches])
+        np.testing.assert_array_equal(out, Deflicker().frames(np.stack(source.frames)))
+        assert (out != np.stack(source.frames)).mean() > 0.1  # it did blend
+
+
+def test_a_failing_deflicker_ends_a_file_but_not_a_camera(monkeypatch):
+    with pytest.raises(RuntimeError, match="deflicker broke"):
+        _steady_run(monkeypatch, strict=True, fail_at=2)
+    sources, sinks, _ = _steady_run(monkeypatch, strict=False, fail_at=2)
+    for sink in sinks:  # every frame still written, in order (one batch as derained)
+        assert [s for b in sink.batches for s in b.seq] == list(range(12))
