@@ -7,8 +7,9 @@ the two averages them away, and blending the running result (a recurrent filter,
 et al., "Blind Video Temporal Consistency", SIGGRAPH Asia 2015) averages over several frames.
 Where the two disagree (an occlusion, a flow error) the weight falls to zero, and where most of
 the frame does (a scene cut) nothing is carried, so nothing ghosts. It looks at the past only:
-a live camera gains no delay. It runs in the frame loop, once per frame, so every step is one
-OpenCV call on uint8 data: 1080p costs a 360p's flow plus a few full-size passes (docs/MODEL.md).
+a live camera gains no delay. It runs once per frame (pipeline/steady.py: a thread per lane,
+beside the frame loop), so every step is one OpenCV call on uint8 data: 1080p costs a 360p's
+flow plus a few full-size passes (docs/MODEL.md).
 """
 from __future__ import annotations
 
