@@ -5,7 +5,8 @@
    without that bias. 2. The rain layer (rainy - clean, Y in levels) of rain12 009..012, the
    Rain100L samples and the synthesiser's light, medium and video styles: its mean, median,
    the spread of its low-pass part (a veil would show there) and of its high-pass part (the
-   streaks' contrast).
+   streaks' contrast), the streaks' length and width (autocorrelation) and how many pixels
+   the rain brightens visibly.
     .venv/bin/python scripts/light-rain-bias.py > docs/results/light-rain-bias.txt
 """
 from __future__ import annotations
@@ -51,11 +52,30 @@ def model_bias(photos) -> None:
 def layer(rainy: np.ndarray, clean: np.ndarray) -> list[float]:
     r = (rainy.astype(np.float32) - clean.astype(np.float32)) @ Y
     low = cv2.GaussianBlur(r, (0, 0), 8)
-    return [r.mean(), float(np.median(r)), low.std(), (r - low).std()]
+    return [r.mean(), float(np.median(r)), low.std(), (r - low).std(), *streak_shape(r - low), (r > 3).mean() * 100]
+
+
+def streak_shape(high: np.ndarray) -> tuple[float, float]:
+    """How far the streaks stay alike (the high-pass rain layer's autocorrelation above 0.5):
+    along the direction where that reaches furthest (within 40 degrees of vertical; their
+    length) and across it (their width), in pixels."""
+    f = np.fft.fft2(high - high.mean())
+    acf = np.fft.fftshift(np.real(np.fft.ifft2(f * np.conj(f)))).astype(np.float32)
+    acf /= acf.max()
+    cy, cx = np.array(acf.shape) // 2
+
+    def reach(dy: float, dx: float, steps: np.ndarray) -> float:
+        above = [cv2.getRectSubPix(acf, (1, 1), (cx + s * dx, cy + s * dy))[0, 0] >= 0.5 for s in steps]
+        return float(steps[np.argmin(above)] if not all(above) else steps[-1])
+
+    angle = max(np.deg2rad(np.arange(-40, 41, 2)), key=lambda t: reach(np.cos(t), np.sin(t), np.arange(1, 120)))
+    return (reach(np.cos(angle), np.sin(angle), np.arange(1, 120)),
+            reach(-np.sin(angle), np.cos(angle), np.arange(0.25, 20, 0.25)))
 
 
 def rain_layers(photos) -> None:
-    print("2. the rain layer, Y levels: mean, median, low-pass spread (veil), high-pass spread (streaks)")
+    print("2. the rain layer, Y levels: mean, median, low-pass spread (veil), high-pass spread (streaks);\n"
+          "   the streaks' length and width in pixels (streak_shape); % of pixels brightened by over 3 levels")
     sets = {
         "rain12 009..012": [(D / f"rain12/rain/rain-{i:03d}.png", D / f"rain12/norain/norain-{i:03d}.png")
                             for i in range(9, 13)],
@@ -65,7 +85,7 @@ def rain_layers(photos) -> None:
     for name, pairs in sets.items():
         rows = [layer(read_rgb(a), read_rgb(b)) for a, b in pairs if b.exists()]
         print(f"   {name:18s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + f"   ({len(rows)} images)")
-    for i, style in enumerate(("light", "medium", "video")):
+    for i, style in enumerate(("light", "medium", "video", "faint")):
         sampler, rng = PatchSampler(photos, [], 256, {style: 1.0}), np.random.default_rng([SEED, 7, i])
         rows = [layer(*(np.round(a * 255) for a in sampler.sample(rng))) for _ in range(24)]
         print(f"   synth {style:12s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + "   (24 crops)")
