@@ -211,3 +211,17 @@ def test_guided_upsampling_trains_and_is_exported(config, tmp_path):
                                                      "data.rain_mix": {"video": 1.0}})
     loaded = load_weights(out)
     assert (loaded.profile, loaded.scale, loaded.upsample) == ("fast", 0.5, "guided")
+
+
+def test_a_fine_tune_scores_its_starting_weights_first(config, tmp_path):
+    """Step 0 of a fine-tune is its init on the validation set, so the best it exports is at
+    least as good as where it started (a run that only got worse exports the start itself)."""
+    path, _ = config
+    first = train(str(path), progress=False)
+    out = tmp_path / "ft"
+    train(str(path), progress=False, overrides={"init": str(first), "autoencoder.iters": 0, "train.iters": 2,
+                                                "val_every": 1, "out_dir": str(out)})
+    rows = [line.split(",") for line in (out / "val.csv").read_text().split()]
+    assert [int(r[0]) for r in rows] == [0, 1, 2]
+    best = torch.load(out / "full-best.pt", map_location="cpu", weights_only=False)
+    assert best["meta"]["val_psnr"] == pytest.approx(max(float(r[2]) for r in rows), abs=1e-4)

@@ -323,6 +323,10 @@ class Trainer:
                 bar = tqdm(total=None if st.seconds else st.iters, initial=self.step, desc=self.stage,
                            disable=not self.progress, dynamic_ncols=True)
                 running = None
+                if self.val and self.stage == "derain" and self.step == 0 and self.s.init:
+                    # A fine-tune's starting weights are its step 0: a checkpoint it exports as best
+                    # has beaten them on the validation set (else the best is the start itself).
+                    self._validate()
                 while not self._done(st):
                     tick = time.monotonic()
                     if self._progress(st) >= st.freeze_bn_from:
