@@ -1,6 +1,7 @@
 """Choose the temporal profiles' alignment and deflicker settings on the validation set alone.
 
 usage: .venv/bin/python scripts/select-temporal.py [PROFILE ...]  > docs/results/select-temporal.txt
+       .venv/bin/python scripts/select-temporal.py --weights FILE PROFILE   (a fine-tune against the shipped weights)
 
 For each profile (temporal, temporal-fast by default) and each alignment (none and the DIS
 presets): the validation clips' Y-PSNR (valset.validation_batches, 3-frame windows) and, on the
@@ -8,6 +9,11 @@ validation videos (valset.validation_videos: 20 held-out photos under camera mot
 rain style, the scene swaying and every frame noisy as filmed video is), the mean Y-PSNR and
 warping error of the output, then of the output deflickered with each (strength, sigma, flow
 preset) of a grid. The test sets are not read.
+
+With --weights, a weights file for PROFILE (a fine-tune's best checkpoint) is scored beside the
+shipped ones as the profile ships (its alignment and deflicker): the windows', the videos' and
+each rain style's Y-PSNR and the warping error. It replaces the shipped weights if the mean of
+its windows' and videos' Y-PSNR is higher and it flickers no more.
 """
 from __future__ import annotations
 
@@ -109,5 +115,27 @@ def main(profiles: list[str]) -> None:
           " align=none's and no style's Y-PSNR lower than without it)")
 
 
+def compare(weights: str, profile: str) -> None:
+    clips = validation_videos(CLEAN)
+    refs = [WarpReference(list(clean)) for _, clean in clips]
+    batches = validation_batches(CLEAN, frames=3)
+    scores = {}
+    for name, path in (("shipped", None), (weights, weights)):
+        d = Derainer.load(profile, weights=path, device="cpu")
+        outputs = [np.stack([f for r in d.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+        win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
+        scores[name] = (win, ps, we)
+        print(f"{profile} {name} (align={d.align}, deflicker={d.deflicker}): windows {win:.3f} dB; videos {ps:.3f} dB, "
+              f"warp {we:.6f}; by style ({', '.join(STYLES)}): "
+              + " ".join(f"{p:.2f}" for p in by_style(clip_psnrs(clips, outputs))), flush=True)
+    (w0, p0, e0), (w1, p1, e1) = scores["shipped"], scores[weights]
+    better = w1 + p1 > w0 + p0 and e1 <= e0
+    print(f"{weights}: " + ("replaces" if better else "does not replace") + " the shipped weights (mean of windows' and "
+          f"videos' Y-PSNR {(w1 + p1) / 2:.3f} against {(w0 + p0) / 2:.3f}; warping error {e1:.6f} against {e0:.6f})")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["temporal", "temporal-fast"])
+    if sys.argv[1:2] == ["--weights"]:
+        compare(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1:] or ["temporal", "temporal-fast"])
