@@ -10,6 +10,8 @@ The warp runs on the model's device (grid_sample), after the window is built.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -66,13 +68,19 @@ def window_flows(frames: np.ndarray, core: slice, offsets: tuple[int, ...], pres
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ys, xs) of every pixel, made once per frame size (a stream keeps its size)."""
+    return tuple(torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                                torch.arange(w, device=device, dtype=torch.float32), indexing="ij"))
+
+
 def align_windows(win: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     """Windows (M, 3 + 3K, H, W), target first, with each neighbour k resampled at x + flows[:, k](x):
     the neighbour as the target's camera saw it (edges replicated where it looks outside)."""
     m, _, h, w = win.shape
     k = flows.shape[1]
-    ys, xs = torch.meshgrid(torch.arange(h, device=win.device, dtype=torch.float32),
-                            torch.arange(w, device=win.device, dtype=torch.float32), indexing="ij")
+    ys, xs = _pixel_grid(h, w, win.device)
     fx, fy = flows[..., 0].float(), flows[..., 1].float()
     grid = torch.stack([(xs + fx) * (2 / max(w - 1, 1)) - 1, (ys + fy) * (2 / max(h - 1, 1)) - 1], -1)
     neighbours = win[:, 3:].unflatten(1, (k, 3)).flatten(0, 1)

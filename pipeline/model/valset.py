@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, read_rgb
-from .data import PatchSampler
+from .data import PatchSampler, _jpeg
 from .scale import predict
 from .synth import STYLES
 
@@ -53,7 +53,6 @@ def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
     video is (`_as_filmed`), the rain of one style (in turn) drawn anew in every frame, a third
     through JPEG. For what only a video shows: flicker, and settings that carry
     frames along the motion (alignment, deflicker)."""
-    from .data import _jpeg
     from .motion import camera_clip
     from .synth import add_rain, frozen
 
@@ -78,8 +77,6 @@ def _as_filmed(clip: np.ndarray, rng: np.random.Generator, sway: float = 1.5, no
     to `sway` px, changing from frame to frame, as leaves and parallax do), and every frame has
     its own sensor noise (`noise` levels) and compression (JPEG at one quality of 60-95 per
     clip), which the clean frames keep, as NTU's JPEG frames do."""
-    from .data import _jpeg
-
     h, w = clip.shape[1:3]
     fields = [cv2.GaussianBlur(rng.normal(0, 1, (h, w, 2)).astype(np.float32), (0, 0), 12) for _ in range(2)]
     fields = [f * (sway / max(float(np.abs(f).max()), 1e-6)) for f in fields]
