@@ -7,6 +7,7 @@
 # Writes one JSON line per measurement to $OUT/gpu-bench.jsonl, the console to $OUT/gpu-bench.txt
 # and the GPU's utilisation every 0.5 s to $OUT/gpu-util.csv.
 # On a CPU machine it runs too, to check it: SIZE=160x96 FRAMES=12 DTYPE=fp32 PY=.venv/bin/python.
+# ONLY=trace runs just the traced 1080p run at the end (about a minute: where one stream's frames wait).
 set -uo pipefail
 OUT=${OUT:-runs/gpu-bench}
 SIZE=${SIZE:-1920x1080}
@@ -28,6 +29,7 @@ run() {  # one bench command; its last line (the JSON object) goes to the .jsonl
   timeout 240 "$PY" -m pipeline.cli bench "$@" --json 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" \
     | tail -n 1 >> "$jsonl"
 }
+if [ "${ONLY:-}" != trace ]; then
 if "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   timeout 120 "$PY" scripts/gpu-check.py 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" >> "$jsonl"
 fi
@@ -42,6 +44,7 @@ stream 4 full
 sed 's/^decode: {threads: 2, hardware: "off"}$/decode: {threads: 2, hardware: "off", yuv: false}/' "$CONFIG" > "$OUT/rgb.yaml"
 CONFIG=$OUT/rgb.yaml stream 1 full
 CONFIG=$OUT/rgb.yaml stream 4 full
+fi
 # Where one stream's frames wait (pipeline/trace.py): a traced run of a 1080p clip, full profile
 "$PY" -c "import sys; sys.path.insert(0, '.'); from pipeline.bench.speed import synthetic_frames, write_clip; \
 w, h = map(int, '$SIZE'.split('x')); write_clip('$OUT/clip.mp4', synthetic_frames($FRAMES, w, h))"
