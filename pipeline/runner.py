@@ -264,7 +264,8 @@ class Runner:
     def _submit_ready(self) -> None:
         """Submit the batches lanes have cut, while the pool has room. With room and none cut yet,
         wait a moment for one (woken the instant a lane puts it), so a batch never waits on a poll."""
-        wait = (0.005 if self.pool.inflight else 0.02) if self.pool.capacity() > 0 else None
+        busy = self.pool.inflight or any(lane.steady for lane in self.lanes)  # a result may come back soon
+        wait = (0.005 if busy else 0.02) if self.pool.capacity() > 0 else None
         while self.pool.capacity() > 0:
             try:
                 ready = [self._ready.get(timeout=wait) if wait else self._ready.get_nowait()]
