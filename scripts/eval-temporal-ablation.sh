@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data/ntu_synthetic_video
-out=docs/results/eval-temporal-ablation.jsonl; : > "$out"
+out=docs/results/eval-temporal-ablation.jsonl
 profiles=("$@"); [ ${#profiles[@]} -gt 0 ] || profiles=(temporal temporal-fast)
+.venv/bin/python scripts/results-keep.py "$out" "${profiles[@]}"  # the other profiles' lines stay
 for p in "${profiles[@]}"; do
   for ad in none:off fast:off fast:on; do
     IFS=: read align deflicker <<< "$ad"

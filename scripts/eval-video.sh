@@ -13,7 +13,8 @@ V=runs/synthetic-video/step$STEP
 profiles=("$@"); [ ${#profiles[@]} -gt 0 ] || profiles=(full temporal fast temporal-fast)
 DEFLICKER=${DEFLICKER:-auto}
 suffix=""; [ "$DEFLICKER" = auto ] || suffix="-deflicker-$DEFLICKER"
-out=docs/results/eval-video-step$STEP$suffix.jsonl; : > "$out"
+out=docs/results/eval-video-step$STEP$suffix.jsonl
+.venv/bin/python scripts/results-keep.py "$out" "${profiles[@]}"  # the other profiles' lines stay
 for style in light dense video; do
   for p in "${profiles[@]}"; do
     line=$(.venv/bin/derain eval --rain $V/$style/rain --clean $V/$style/clean \

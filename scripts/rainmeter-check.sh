@@ -9,7 +9,9 @@ D=../shared/data/ntu_synthetic_video
 W=runs/rainmeter-check
 mkdir -p "$W/rain" "$W/clean"
 for i in $(seq -f %05g 1 42); do cp "$D/a1_Rain/$i.jpg" "$W/rain/"; cp "$D/a1_GT/$i.jpg" "$W/clean/"; done
-out=docs/results/rainmeter-a1.jsonl; : > "$out"
+out=docs/results/rainmeter-a1.jsonl
+# shellcheck disable=SC2086 # a list of profiles
+.venv/bin/python scripts/results-keep.py "$out" rainy clean ${PROFILES:-full fast temporal temporal-fast}  # the others' lines stay
 for p in rainy clean ${PROFILES:-full fast temporal temporal-fast}; do
   case $p in
     rainy) dir=$W/rain; ev=null ;;

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 D=../shared/data
 W=runs/real-rain
 mkdir -p "$W" docs/results
-: > docs/results/real-rain.jsonl
 profiles=${PROFILES:-full fast temporal temporal-fast}
+# shellcheck disable=SC2086 # a list of profiles
+.venv/bin/python scripts/results-keep.py docs/results/real-rain.jsonl rainy $profiles  # the others' lines stay
 declare -A inputs=([ra1]=$D/ntu_realrain_video/ra1_Rain [rb2]=$D/ntu_realrain_video/rb2_Rain [demo]=pipeline/assets/rainy-sample.mp4)
 for name in ra1 rb2 demo; do
   echo "{\"set\": \"$name\", \"profile\": \"rainy\", \"result\": $(.venv/bin/derain rainmeter "${inputs[$name]}" --json)}" >> docs/results/real-rain.jsonl
