@@ -168,7 +168,8 @@ class Runner:
         bar = self._bar()
         ok = False
         try:
-            while not all(lane.done for lane in self.lanes) or any(lane.inflight or lane.steady for lane in self.lanes):
+            while not all(lane.done for lane in self.lanes) or any(lane.inflight for lane in self.lanes) \
+                    or self._steadying():
                 if self.duration_s and time.monotonic() - start >= self.duration_s:
                     self.stop()
                 if self._stop.is_set():
@@ -264,7 +265,7 @@ class Runner:
     def _submit_ready(self) -> None:
         """Submit the batches lanes have cut, while the pool has room. With room and none cut yet,
         wait a moment for one (woken the instant a lane puts it), so a batch never waits on a poll."""
-        busy = self.pool.inflight or any(lane.steady for lane in self.lanes)  # a result may come back soon
+        busy = self.pool.inflight or self._steadying()  # a result may come back soon
         wait = (0.005 if busy else 0.02) if self.pool.capacity() > 0 else None
         while self.pool.capacity() > 0:
             try:
@@ -319,7 +320,7 @@ class Runner:
         if self.pool.capacity() > 0:
             return self.pool.poll(0)
         # full: wait for a result, briefly where a lane is steadying batches (they are taken back here)
-        return self.pool.poll(0.005 if any(lane.steady for lane in self.lanes) else 0.5)
+        return self.pool.poll(0.005 if self._steadying() else 0.5)
 
     def _collect(self, results) -> None:
         for key, frames, intensity in self._split(results):
@@ -336,12 +337,16 @@ class Runner:
     def _hand_on(self, lane: _Lane, batch: FrameBatch) -> None:
         """A lane's next batch, in order: to its deflicker (this is the only place that sees a
         lane's frames in order, one batch after another), else on to its outputs."""
-        if not self._deflicker or batch.images.ndim != 4:  # yuv420p planes: not asked for (frame_layout)
+        if not self._deflicker:
             self._emit(lane, batch)
             return
         if lane.steady is None:
             lane.steady = SteadyLane(lane.input.name)
         lane.steady.put(batch)
+
+    def _steadying(self) -> bool:
+        """Whether a lane has batches with its deflicker, not yet taken back."""
+        return any(lane.steady for lane in self.lanes)
 
     def _emit_steadied(self) -> None:
         """The batches lanes have steadied, in order. A deflicker that fails ends a strict run;

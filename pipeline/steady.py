@@ -32,7 +32,10 @@ class SteadyLane:
         return len(self._queue)
 
     def put(self, batch: FrameBatch) -> None:
-        self._queue.append((batch, self._thread.submit(self._deflicker.frames, batch.images)))
+        """Queue the lane's next batch. One that is not RGB (yuv420p planes: frame_layout sends none
+        where the deflicker is on) passes unchanged, still in its turn."""
+        work = self._deflicker.frames if batch.images.ndim == 4 else _unchanged
+        self._queue.append((batch, self._thread.submit(work, batch.images)))
 
     def ready(self) -> Iterator[tuple[FrameBatch, BaseException | None]]:
         """The batches steadied so far, in order, each with None; a batch whose deflicker failed
@@ -46,3 +49,7 @@ class SteadyLane:
         """Batches not started are dropped (a run that failed); the one under way finishes."""
         self._thread.shutdown(wait=False, cancel_futures=True)
         self._queue.clear()
+
+
+def _unchanged(images):
+    return images
