@@ -2,7 +2,8 @@
 
 1. The shipped full weights on the synthesiser's styles over the validation photos (never
    trained on): the mean Y error of the output (its brightness bias) and the Y-PSNR with and
-   without that bias. 2. The rain layer (rainy - clean, Y in levels) of rain12 009..012, the
+   without that bias; 1b. the same for faint and drizzle rain held at one angle from vertical
+   (leaning rain is what the weights leave most of). 2. The rain layer (rainy - clean, Y in levels) of rain12 009..012, the
    Rain100L samples and the synthesiser's light, medium and video styles: its mean, median,
    the spread of its low-pass part (a veil would show there) and of its high-pass part (the
    streaks' contrast), the streaks' length and width (autocorrelation) and how many pixels
@@ -12,6 +13,8 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -30,13 +33,16 @@ D = Path(__file__).resolve().parents[2] / "shared" / "data"
 Y = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def model_bias(photos) -> None:
+def model_bias(photos, styles=STYLES, title="1. full profile on synthetic rain", seeds=None) -> None:
+    """`seeds[i]` draws style i's crops and drops (its index by default): equal seeds, equal crops."""
     loaded = load_weights(default_weights("full"))
     net = loaded.net.eval()
     w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
-    print("1. full profile on synthetic rain (32 validation-photo crops of 128 px per style)")
-    for i, style in enumerate(STYLES):
-        rainy, clean = PatchSampler(photos, [], 128, {style: 1.0}, jpeg=0.3).batch(32, np.random.default_rng([SEED, 99, i]))
+    print(f"{title} (32 validation-photo crops of 128 px per style)")
+    for i, style in enumerate(styles):
+        with _styles(styles):
+            rainy, clean = PatchSampler(photos, [], 128, {style: 1.0}, jpeg=0.3).batch(
+                32, np.random.default_rng([SEED, 99, i if seeds is None else seeds[i]]))
         x, c = torch.from_numpy(rainy), (torch.from_numpy(clean) * 255).round()
         with torch.no_grad():
             rain = predict(net, x, loaded.scale, loaded.upsample).rain.float()
@@ -45,8 +51,28 @@ def model_bias(photos) -> None:
         psnr = (10 * torch.log10(255**2 / d.pow(2).flatten(1).mean(1))).mean()
         unbiased = (10 * torch.log10(255**2 / (d - bias.view(-1, 1, 1)).pow(2).flatten(1).mean(1))).mean()
         rain_in = (((x * 255).round() - c) * w).sum(1).mean()
-        print(f"   {style:7s} rain adds {rain_in:+6.2f}  output bias {bias.mean():+5.2f}  "
+        print(f"   {style:10s} rain adds {rain_in:+6.2f}  output bias {bias.mean():+5.2f}  "
               f"Y-PSNR {psnr:.2f} ({unbiased:.2f} without the bias)")
+
+
+@contextmanager
+def _styles(styles):
+    """The named styles, known to the sampler for as long as they are measured."""
+    added = {k: v for k, v in styles.items() if k not in STYLES}
+    STYLES.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            del STYLES[k]
+
+
+def leaning(photos) -> None:
+    """The same at fixed angles from vertical: how much more the weights leave of leaning rain."""
+    styles = {f"{name}@{a}": replace(STYLES[name], angle_deg=(float(a), float(a)))
+              for name in ("faint", "drizzle") for a in (0, 15, 25, 35)}
+    model_bias(photos, styles, "1b. full profile on faint and drizzle rain at one angle, the same crops and drops",
+               seeds=[i // 4 for i in range(len(styles))])
 
 
 def layer(rainy: np.ndarray, clean: np.ndarray) -> list[float]:
@@ -85,7 +111,7 @@ def rain_layers(photos) -> None:
     for name, pairs in sets.items():
         rows = [layer(read_rgb(a), read_rgb(b)) for a, b in pairs if b.exists()]
         print(f"   {name:18s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + f"   ({len(rows)} images)")
-    for i, style in enumerate(("light", "medium", "video", "faint")):
+    for i, style in enumerate(("light", "medium", "video", "faint", "drizzle")):
         sampler, rng = PatchSampler(photos, [], 256, {style: 1.0}), np.random.default_rng([SEED, 7, i])
         rows = [layer(*(np.round(a * 255) for a in sampler.sample(rng))) for _ in range(24)]
         print(f"   synth {style:12s} " + "  ".join(f"{v:6.2f}" for v in np.mean(rows, 0)) + "   (24 crops)")
@@ -95,6 +121,7 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     photos = [read_rgb(p) for p in held_out_photos([str(D / "clean_corpus")])]
     model_bias(photos)
+    leaning(photos)
     rain_layers(photos)
     loaded = load_weights(default_weights("full"))
     score = validation_psnr(loaded.net, validation_batches([str(D / "clean_corpus")]), torch.device("cpu"),

@@ -30,8 +30,7 @@ from pipeline.model.deflicker import Deflicker  # noqa: E402
 from pipeline.model.evaluate import psnr, y_channel  # noqa: E402
 from pipeline.model.flicker import WarpReference  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
-from pipeline.model.synth import STYLES  # noqa: E402
-from pipeline.model.valset import _y_psnr, validation_batches, validation_videos  # noqa: E402
+from pipeline.model.valset import VIDEO_STYLES, _y_psnr, validation_batches, validation_videos  # noqa: E402
 
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
 # Sigmas stop at 30: the validation videos have no scene cuts, and a larger sigma carries a cut's
@@ -67,7 +66,7 @@ def video_scores(refs, clips, outputs) -> tuple[float, float]:
 
 def by_style(per_clip: np.ndarray) -> np.ndarray:
     """Mean per rain style (validation video i has style i mod 6, valset.validation_videos)."""
-    return np.array([per_clip[i::len(STYLES)].mean() for i in range(len(STYLES))])
+    return np.array([per_clip[i::len(VIDEO_STYLES)].mean() for i in range(len(VIDEO_STYLES))])
 
 
 def main(profiles: list[str]) -> None:
@@ -95,7 +94,7 @@ def main(profiles: list[str]) -> None:
         print(f"{profile}: align={align} chosen (the highest mean of windows' and videos' Y-PSNR)")
         plain = by_style(clip_psnrs(clips, runs[align][3]))
         grid_scores.setdefault("off", []).append((runs[align][1], runs[align][2], runs["none"][2], 0.0))
-        print(f"{profile} align={align}, by style ({', '.join(STYLES)}): "
+        print(f"{profile} align={align}, by style ({', '.join(VIDEO_STYLES)}): "
               + " ".join(f"{p:.2f}" for p in plain))
         for strength, sigma, preset in GRID:
             smoothed = [Deflicker(strength, sigma, preset).frames(out) for out in runs[align][3]]
@@ -127,7 +126,7 @@ def compare(weights: str, profile: str) -> None:
         win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
         scores[name] = (win, ps, we)
         print(f"{profile} {name} (align={d.align}, deflicker={d.deflicker}): windows {win:.3f} dB; videos {ps:.3f} dB, "
-              f"warp {we:.6f}; by style ({', '.join(STYLES)}): "
+              f"warp {we:.6f}; by style ({', '.join(VIDEO_STYLES)}): "
               + " ".join(f"{p:.2f}" for p in by_style(clip_psnrs(clips, outputs))), flush=True)
     (w0, p0, e0), (w1, p1, e1) = scores["shipped"], scores[weights]
     better = (w1 + p1) / 2 >= (w0 + p0) / 2 + MARGIN and e1 <= e0

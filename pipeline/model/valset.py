@@ -27,6 +27,9 @@ HELD_OUT = (
 )
 SEED = 20261126
 EVERY_STYLE = {name: 1.0 for name in STYLES}
+# The clips' styles in turn, as when the temporal settings and weights were chosen on them
+# (docs/results/select-temporal*.txt); drizzle came later and is in the batches only.
+VIDEO_STYLES = ("light", "faint", "medium", "heavy", "dense", "video")
 
 
 def held_out_photos(clean_dirs: list[str]) -> list[Path]:
@@ -59,7 +62,7 @@ def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
     photos = [read_rgb(p) for p in held_out_photos(clean_dirs)]
     if not photos:
         raise InputError(f"{', '.join(map(str, clean_dirs))}: none of the validation photos is there")
-    clips, styles = [], list(STYLES.values())
+    clips, styles = [], [STYLES[name] for name in VIDEO_STYLES]
     for i, photo in enumerate(photos):
         rng = np.random.default_rng([SEED, frames, patch, i])
         clean = _as_filmed(camera_clip(photo, rng, patch, list(range(1, frames))), rng)
