@@ -225,3 +225,15 @@ def test_a_fine_tune_scores_its_starting_weights_first(config, tmp_path):
     assert [int(r[0]) for r in rows] == [0, 1, 2]
     best = torch.load(out / "full-best.pt", map_location="cpu", weights_only=False)
     assert best["meta"]["val_psnr"] == pytest.approx(max(float(r[2]) for r in rows), abs=1e-4)
+
+
+def test_a_fresh_validation_draw_has_other_crops_of_the_same_photos(shared_data):
+    """draw 0 is what the trainer scores (fixed); another draw differs, so a checkpoint chosen as
+    the best on draw 0 can be confirmed on crops it was not picked on (scripts/select-weights.py)."""
+    from pipeline.model.valset import validation_batches
+
+    clean = [str(shared_data / "clean_corpus")]
+    first, again = validation_batches(clean, count=16), validation_batches(clean, count=16, draw=0)
+    fresh = validation_batches(clean, count=16, draw=1)
+    assert np.array_equal(first[0][0], again[0][0])
+    assert first[0][0].shape == fresh[0][0].shape and not np.array_equal(first[0][1], fresh[0][1])

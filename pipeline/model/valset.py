@@ -38,15 +38,18 @@ def held_out_photos(clean_dirs: list[str]) -> list[Path]:
 
 
 def validation_batches(clean_dirs: list[str], frames: int = 1, patch: int = 128, count: int = 160,
-                       batch: int = 16, jpeg: float = 0.3) -> list[tuple[np.ndarray, np.ndarray]]:
+                       batch: int = 16, jpeg: float = 0.3, draw: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` fixed (rainy, clean) pairs in batches, every style equally often: the same arrays for
-    the same arguments, whatever machine makes them."""
+    the same arguments, whatever machine makes them. `draw` 0 is the set the trainer scores its
+    checkpoints on; another draw has other crops and rain of the same photos, to confirm that a
+    checkpoint picked as the best of many on draw 0 is better, not luckier."""
     photos = [read_rgb(p) for p in held_out_photos(clean_dirs)]
     if not photos:
         raise InputError(f"{', '.join(map(str, clean_dirs))}: none of the validation photos "
                          f"({', '.join(HELD_OUT[:3])}, ...) is there; set val_every: 0 to train without")
     sampler = PatchSampler(photos, [], patch, EVERY_STYLE, jpeg=jpeg, frames=frames)
-    return [sampler.batch(batch, np.random.default_rng([SEED, frames, i])) for i in range(count // batch)]
+    seeds = ([SEED, frames, i] if draw == 0 else [SEED, frames, i, draw] for i in range(count // batch))
+    return [sampler.batch(batch, np.random.default_rng(seed)) for seed in seeds]
 
 
 def validation_videos(clean_dirs: list[str], frames: int = 10, patch: int = 160,
