@@ -195,10 +195,11 @@ def test_jpeg_augmentation_compresses_the_rainy_patch_only(shared_data):
 
 def test_an_unknown_rain_style_or_upsampling_names_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("data: {rain_mix: {drizzle: 1.0}, patch: 30}\n")
+    path.write_text("data: {rain_mix: {sleet: 1.0}, patch: 30}\n")
     with pytest.raises(ConfigError) as err:
         train(str(path), progress=False)
-    assert f"{path}: data.rain_mix: unknown style(s) drizzle; known: light, faint, medium, heavy, dense, video" in str(err.value)
+    assert (f"{path}: data.rain_mix: unknown style(s) sleet; known: light, faint, drizzle, medium, heavy, dense, video"
+            in str(err.value))
     assert f"{path}: data.patch: must be a multiple of 8" in str(err.value)
     path.write_text("scale: 0.5\nupsample: nearest\n")
     with pytest.raises(ConfigError, match=r"upsample: must be one of bilinear, guided \(got 'nearest'\)"):
