@@ -7,8 +7,11 @@
    Rain100L samples and the synthesiser's light, medium and video styles: its mean, median,
    the spread of its low-pass part (a veil would show there) and of its high-pass part (the
    streaks' contrast), the streaks' length and width (autocorrelation) and how many pixels
-   the rain brightens visibly.
-    .venv/bin/python scripts/light-rain-bias.py > docs/results/light-rain-bias.txt
+   the rain brightens visibly. 3. The weights' validation score.
+    .venv/bin/python scripts/light-rain-bias.py [WEIGHTS] > docs/results/light-rain-bias.txt
+WEIGHTS: a full-profile weights file (the shipped one by default). light-rain-bias.txt was made
+with the weights before the drizzle fine-tune (git show 4a129ac:pipeline/model/weights/full.pt),
+light-rain-bias-drizzle.txt with the fine-tune's, shipped since.
 """
 from __future__ import annotations
 
@@ -29,13 +32,15 @@ from pipeline.model.synth import STYLES  # noqa: E402
 from pipeline.model.valset import SEED, held_out_photos, validation_batches, validation_psnr  # noqa: E402
 from pipeline.model.weights import default_weights, load_weights  # noqa: E402
 
-D = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+D = ROOT.parent / "shared" / "data"
+WEIGHTS = Path(sys.argv[1]) if len(sys.argv) > 1 else default_weights("full")
 Y = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def model_bias(photos, styles=STYLES, title="1. full profile on synthetic rain", seeds=None) -> None:
     """`seeds[i]` draws style i's crops and drops (its index by default): equal seeds, equal crops."""
-    loaded = load_weights(default_weights("full"))
+    loaded = load_weights(WEIGHTS)
     net = loaded.net.eval()
     w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
     print(f"{title} (32 validation-photo crops of 128 px per style)")
@@ -123,7 +128,8 @@ if __name__ == "__main__":
     model_bias(photos)
     leaning(photos)
     rain_layers(photos)
-    loaded = load_weights(default_weights("full"))
+    loaded = load_weights(WEIGHTS)
     score = validation_psnr(loaded.net, validation_batches([str(D / "clean_corpus")]), torch.device("cpu"),
                             loaded.scale, loaded.upsample)
-    print(f"3. the shipped full weights on the validation set: {score:.2f} dB")
+    shown = WEIGHTS.resolve().relative_to(ROOT) if WEIGHTS.resolve().is_relative_to(ROOT) else WEIGHTS
+    print(f"3. {shown} on the validation set: {score:.2f} dB")
