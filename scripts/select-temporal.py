@@ -65,7 +65,7 @@ def video_scores(refs, clips, outputs) -> tuple[float, float]:
 
 
 def by_style(per_clip: np.ndarray) -> np.ndarray:
-    """Mean per rain style (validation video i has style i mod 6, valset.validation_videos)."""
+    """Mean per rain style (validation video i has VIDEO_STYLES[i mod 6], valset.validation_videos)."""
     return np.array([per_clip[i::len(VIDEO_STYLES)].mean() for i in range(len(VIDEO_STYLES))])
 
 

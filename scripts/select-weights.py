@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.model.data import PatchSampler  # noqa: E402
 from pipeline.images import read_rgb  # noqa: E402
+from pipeline.model.data import PatchSampler  # noqa: E402
 from pipeline.model.synth import STYLES  # noqa: E402
 from pipeline.model.valset import SEED, held_out_photos, validation_batches, validation_psnr  # noqa: E402
 from pipeline.model.weights import default_weights, load_weights  # noqa: E402
