@@ -103,7 +103,7 @@ class Pipeline:
         path = isinstance(source, (str, Path))
         if path:
             d = self.settings.decode
-            source = open_source(source, threads=d.threads, fps=d.fps, hardware=d.hardware)
+            source = open_source(source, threads=d.thread_count(), fps=d.fps, hardware=d.hardware)
         info = getattr(source, "info", None)
         pixels = info.width * info.height if info is not None and getattr(info, "width", None) else None
         batching = self.settings.batching.for_input(self.settings.model,

@@ -24,7 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .errors import DerainError, InputError, OutputError, WorkerError
-from .settings import RunSettings
+from .settings import RunSettings, with_codec_threads
 from .sinks.files import MARKER, partial_path, remove_partial
 from .workers import cluster_nodes, describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
 
@@ -79,13 +79,14 @@ class FileWorker:
     many files side by side (each call in a thread of its own, through its own view of the pool).
 
     Given `model_workers` (a shared model, `archive.shared_model`), it loads no model: its files'
-    batches go to those actors (one per GPU, wherever they run), and only the codecs run here."""
+    batches go to those actors (one per GPU, wherever they run), and only the codecs run here.
+    `codec_share`: the cores each of its files' codec processes may use (`threads: auto`)."""
 
-    def __init__(self, settings: dict, threads: int, model_workers: list | None = None):
+    def __init__(self, settings: dict, threads: int, model_workers: list | None = None, codec_share: int = 1):
         from .config import from_dict
         from .workers import LocalPool
 
-        self.settings = from_dict(RunSettings, settings)
+        self.settings = with_codec_threads(from_dict(RunSettings, settings), codec_share)
         self.model_workers = model_workers
         self.pool = None if model_workers else LocalPool(self.settings.model,
                                                          replace(self.settings.workers, threads=threads))
@@ -150,6 +151,12 @@ def _shared_model(settings: RunSettings, nodes) -> bool:
 def _on_gpus(settings: RunSettings, nodes) -> bool:
     """Whether the model workers run on the cluster's GPUs."""
     return any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
+
+
+def _cores_per_gpu(nodes) -> int:
+    """The cores beside each GPU on the GPU node that has fewest: what one GPU file worker's codec
+    processes share (a GPU worker asks Ray for one core, but its codecs run on the node's)."""
+    return min(int(n.total.get("CPU", 1) // n.total["GPU"]) for n in nodes if n.total.get("GPU", 0) >= 1)
 
 
 def _start_shared_model(settings: RunSettings, ray) -> tuple:
@@ -231,16 +238,20 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
              progress: bool, ray) -> None:
     model_pool = None
     try:
-        if _shared_model(settings, usable_nodes(ray, settings.workers.start_timeout_s)):
+        nodes = usable_nodes(ray, settings.workers.start_timeout_s)
+        if _shared_model(settings, nodes):
             model_pool, file_settings, gpu = _start_shared_model(settings, ray)
             layout = _worker_layout(settings, ray, len(todo), shared=True)
-            args = lambda p: (asdict(file_settings), p.threads, model_pool.actors)  # noqa: E731
+            streams = settings.archive.streams(gpu)
+            args = lambda p: (asdict(file_settings), p.threads, model_pool.actors,  # noqa: E731
+                              max(1, p.threads // streams))
         else:
             layout = _worker_layout(settings, ray, len(todo))
             gpu = any(p.num_gpus for p in layout)
-            args = lambda p: (asdict(settings), p.threads)  # noqa: E731
-        _run_files(todo, records, settings, report, overwrite, progress, ray, layout, settings.archive.streams(gpu),
-                   args)
+            streams = settings.archive.streams(gpu)
+            cores = (lambda p: _cores_per_gpu(nodes)) if gpu else (lambda p: p.threads)  # noqa: E731
+            args = lambda p: (asdict(settings), p.threads, None, max(1, cores(p) // streams))  # noqa: E731
+        _run_files(todo, records, settings, report, overwrite, progress, ray, layout, streams, args)
     finally:
         if model_pool is not None:
             model_pool.close()

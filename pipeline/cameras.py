@@ -43,7 +43,7 @@ def cameras_of(inputs: Sequence[str], live: LiveSettings) -> list[CameraSettings
 def live_encode(settings: RunSettings) -> EncodeSettings:
     """The configured codec and quality with the live preset (low delay), one thread, and a
     keyframe every second (a viewer or a cut segment starts within a second)."""
-    return dataclasses.replace(settings.encode, preset=settings.live.preset, threads=settings.encode.threads or 1,
+    return dataclasses.replace(settings.encode, preset=settings.live.preset, threads=settings.encode.thread_count() or 1,
                                keyframe_s=settings.encode.keyframe_s or 1.0)
 
 
@@ -88,7 +88,7 @@ def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str
     try:
         for cam in cameras_of(inputs, live):
             def opener(stop, cam=cam):
-                return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.threads, stop=stop)
+                return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.thread_count(), stop=stop)
             lanes.append(Input(cam.name, opener, outputs_factory(cam, settings, output), uri=cam.url,
                                plugins=_plugin_chain(settings)))
     except BaseException:

@@ -476,7 +476,7 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
     try:
         quiet.disabled = True  # the parent's probe said the input's warnings already
         try:
-            source = open_source(job.src, threads=job.decode.threads, fps=job.decode.fps,
+            source = open_source(job.src, threads=job.decode.thread_count(), fps=job.decode.fps,
                                  hardware=job.decode.hardware, layout=job.layout, source_id=job.source_id)
         finally:
             quiet.disabled = False

@@ -6,6 +6,7 @@ own); `derain_files` is several at once through one pool, a lane each, so one mo
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -13,11 +14,13 @@ from typing import Sequence
 from .errors import OutputError
 from .runner import Input, Runner
 from .colour import I420, fits_i420
-from .settings import RunSettings, codec_processes, on_cuda
+from .settings import RunSettings, codec_processes, on_cuda, usable_cores, with_codec_threads
 from .stats import LaneStats
 from .sinks.files import VIDEO_SUFFIXES, open_sink
 from .sources.files import SourceInfo, open_source
 from .workers import make_pool
+
+log = logging.getLogger(__name__)
 
 
 def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSettings(), pool=None,
@@ -104,7 +107,7 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
     d = settings.decode
     if not codec_processes(settings.model, settings.workers):
         for src, dst in pairs:
-            source = open_source(src, threads=d.threads, fps=d.fps, hardware=d.hardware)
+            source = open_source(src, threads=d.thread_count(), fps=d.fps, hardware=d.hardware)
             sources.append(source)
             if frame_layout(settings, source.info, dst, rgb_needed) == I420:  # a video file's frames
                 source.layout = I420
@@ -112,12 +115,18 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
         return
     from .codec_process import CodecProcess
 
+    cores, auto = usable_cores(), "auto" in (d.threads, settings.encode.threads)
+    settings = with_codec_threads(settings, share=max(1, cores // len(pairs)))  # an archive's worker did already
+    d, e = settings.decode, settings.encode
+    if auto:
+        log.info("codec processes: %d file%s on %d cores, each decoded with %d thread%s and encoded with %d",
+                 len(pairs), "s" if len(pairs) > 1 else "", cores, d.threads, "s" if d.threads > 1 else "", e.threads)
     codecs = []
     for i, (src, dst) in enumerate(pairs):
         probe = open_source(src, threads=1, fps=d.fps, source_id=str(i), hardware="off")
         pixels = probe.info.width * probe.info.height
         max_batch = settings.batching.for_input(settings.model, live=False, pixels=pixels).max_batch
-        codecs.append(CodecProcess(src, dst, d, settings.encode, overwrite, token, max_batch, str(i), probe=probe,
+        codecs.append(CodecProcess(src, dst, d, e, overwrite, token, max_batch, str(i), probe=probe,
                                    layout=frame_layout(settings, probe.info, dst, rgb_needed)))
         sources.append(codecs[-1].source)
         sinks.append(codecs[-1].sink)

@@ -3,7 +3,8 @@ the model, its workers, batching, decoding, encoding, archives, live cameras. On
 one place says what a key means and what values it takes (each class's `problems()`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from .config import short
@@ -68,7 +69,7 @@ class EncodeSettings:
     bitrate: int | None = None  # bits per second
     preset: str | None = None  # None: the codec's default (medium for x264/x265)
     pix_fmt: str = "yuv420p"
-    threads: int = 1  # encoder threads, explicit so the model keeps its cores
+    threads: int | Literal["auto"] = "auto"  # encoder threads; auto: 1 where the model runs on these cores, else the file's share of them (codec_threads)
     keyframe_s: float | None = None  # a keyframe at least this often (live: 1 s, so a viewer joins fast)
     hardware: Literal["auto", "nvenc", "off"] = "auto"  # NVENC; auto: on an NVIDIA machine; falls back to the CPU
 
@@ -76,9 +77,11 @@ class EncodeSettings:
         out = []
         if self.crf is not None and not 0 <= self.crf <= 63:
             out.append(f"crf: must be in 0..63 (got {self.crf})")
-        if self.threads < 0:
-            out.append(f"threads: must be >= 0 (got {self.threads})")
-        return out
+        return out + threads_problems(self.threads)
+
+    def thread_count(self, share: int | None = None) -> int:
+        """The encoder's threads: as set, or for auto `codec_threads(share)`'s."""
+        return self.threads if self.threads != "auto" else codec_threads(share)[1]
 
 
 def on_cuda(model: ModelSettings) -> bool:
@@ -98,6 +101,48 @@ def codec_processes(model: ModelSettings, workers: WorkerSettings) -> bool:
     if workers.codec_processes == "auto":
         return on_cuda(model)
     return bool(workers.codec_processes)
+
+
+def threads_problems(threads) -> list[str]:
+    if threads == "auto" or isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0:
+        return []
+    return [f"threads: must be an integer >= 0 (0: FFmpeg's own choice, every core) or 'auto' (got {short(threads)})"]
+
+
+ENCODER_THREADS_MAX = 16  # x264 gains little past this at 1080p, and each frame thread adds a frame of delay
+
+
+def codec_threads(share: int | None) -> tuple[int, int]:
+    """Decoder and encoder threads of `threads: auto`, for a stream with `share` cores to itself.
+
+    None: the model runs on these cores (CPU inference, cameras in-process), so 1 each, as
+    every codec left to FFmpeg's default would take all the cores from it. A number: the codecs
+    run in a process of their own while a GPU runs the model, and one 1080p stream's x264 at 4
+    threads was what held a GPU at 55-66 % busy (docs/BENCHMARKS.md); so the stream gets its
+    share as x264 sizes itself (1.5 threads a core: its threads wait on one another), the
+    decoder 2 of them at most (H.264 decodes several times faster than it encodes)."""
+    if share is None:
+        return 1, 1
+    decode = 2 if share >= 6 else 1
+    return decode, max(1, min(ENCODER_THREADS_MAX, round(1.5 * share) - decode))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def with_codec_threads(settings: "RunSettings", share: int) -> "RunSettings":
+    """`settings` with decode and encode `threads: auto` made numbers for streams of `share`
+    cores each, where the codecs run in processes of their own (`codec_processes`); as given
+    elsewhere (auto then means 1)."""
+    if not codec_processes(settings.model, settings.workers):
+        return settings
+    return replace(settings, decode=replace(settings.decode, threads=settings.decode.thread_count(share)),
+                   encode=replace(settings.encode, threads=settings.encode.thread_count(share)))
 
 
 LARGE_FRAME = 2_000_000  # pixels (1080p and up): on CUDA one such frame fills the GPU by itself
@@ -158,13 +203,20 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    threads: int = 1  # decoder threads; explicit so the model keeps its cores
+    threads: int | Literal["auto"] = "auto"  # decoder threads; auto: 1 where the model runs on these cores, else up to 2 (codec_threads)
     fps: float = 25.0  # frame rate given to a folder of images
     hardware: Literal["auto", "cuda", "off"] = "off"  # NVDEC (cuda, or auto: on an NVIDIA machine); off: it was slower than the CPU decoder and converts chroma differently (docs/BENCHMARKS.md)
     # frames stay yuv420p from decoder to encoder, converted to RGB and back on the model's device
     # (pipeline.colour): where the input and output are 8-bit 4:2:0 video of even size and no plugin
     # or consumer reads the frames; auto: where the model runs on a GPU
     yuv: bool | Literal["auto"] = "auto"
+
+    def problems(self) -> list[str]:
+        return threads_problems(self.threads)
+
+    def thread_count(self, share: int | None = None) -> int:
+        """The decoder's threads: as set, or for auto `codec_threads(share)`'s."""
+        return self.threads if self.threads != "auto" else codec_threads(share)[0]
 
 
 @dataclass(frozen=True)

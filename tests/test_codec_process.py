@@ -2,6 +2,7 @@
 outputs as in-process, and every way a child or its parent can fail, with real children."""
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from pipeline.config import load_settings
 from pipeline.errors import InputError, OutputError, WorkerError
 from pipeline.files import derain_file, derain_files
 from pipeline.images import write_rgb
-from pipeline.settings import ModelSettings, RunSettings, WorkerSettings, codec_processes
+from pipeline import files
+from pipeline.settings import ModelSettings, RunSettings, WorkerSettings, codec_processes, codec_threads, with_codec_threads
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"model.profile": "identity", "workers.backend": "local", "batching.max_batch": 4}
@@ -40,6 +42,36 @@ def test_auto_is_on_where_the_model_runs_on_a_gpu():
     assert not codec_processes(ModelSettings(device="cpu"), WorkerSettings())
     assert codec_processes(ModelSettings(device="cpu"), WorkerSettings(codec_processes=True))
     assert not codec_processes(ModelSettings(device="cuda"), WorkerSettings(codec_processes=False))
+
+
+def test_auto_threads_give_each_stream_its_share_of_the_cores_where_codecs_have_processes():
+    assert codec_threads(None) == (1, 1)  # the model runs on these cores: it keeps them
+    assert [codec_threads(n) for n in (1, 2, 4, 16, 64)] == [(1, 1), (1, 2), (1, 5), (2, 16), (2, 16)]
+    assert with_codec_threads(OFF, 16) is OFF  # in-process, auto stays auto (1 each)
+    given = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True, "encode.threads": 3})
+    assert (with_codec_threads(given, 16).decode.threads, with_codec_threads(given, 16).encode.threads) == (2, 3)
+
+
+def x264_threads(path: Path) -> int:
+    """The encoder threads x264 wrote into the stream (its options string, in an SEI message)."""
+    found = re.search(rb" threads=(\d+) ", path.read_bytes())
+    assert found, f"{path}: no x264 options string"
+    return int(found.group(1))
+
+
+def test_each_files_encoder_runs_its_share_of_the_cores_in_a_codec_process_and_one_thread_in_process(
+        tmp_path, monkeypatch, caplog):
+    """The threads x264 really ran with, read back from what it wrote (auto, the default)."""
+    src = make_video(tmp_path / "a.mp4", frames=6, size=(192, 656))  # x264 caps its threads at a quarter of the macroblock rows
+    monkeypatch.setattr(files, "usable_cores", lambda: 8)
+    caplog.set_level("INFO", "pipeline.files")
+    derain_files([(src, tmp_path / "one.mp4")], ON)  # 8 cores to itself: 12 threads, 2 of them decoding
+    derain_files([(src, tmp_path / "two-a.mp4"), (src, tmp_path / "two-b.mp4")], ON)  # 4 cores each
+    derain_files([(src, tmp_path / "off.mp4")], OFF)
+    assert [x264_threads(tmp_path / n) for n in ("one.mp4", "two-a.mp4", "two-b.mp4", "off.mp4")] == [10, 5, 5, 1]
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.files"]
+    assert said == ["codec processes: 1 file on 8 cores, each decoded with 2 threads and encoded with 10",
+                    "codec processes: 2 files on 8 cores, each decoded with 1 thread and encoded with 5"]
 
 
 def test_outputs_equal_the_in_process_ones_with_timestamps_and_audio(tmp_path):

@@ -38,6 +38,9 @@ def write(tmp_path, text):
     ("model: 3", "model: must be a mapping (got 3)"),
     ("encode: {codec: mpeg2}", "encode.codec: must be one of"),
     ("encode: {crf: 99}", "encode.crf: must be in 0..63 (got 99)"),
+    ("encode: {threads: -1}", "encode.threads: must be an integer >= 0 (0: FFmpeg's own choice, every core) or "
+                              "'auto' (got -1)"),
+    ("decode: {threads: many}", "decode.threads: must be int or 'auto' (got 'many')"),
     ("model: {profile: turbo}", "model.profile: must be one of full, fast, temporal, temporal-fast, identity"),
     ("modle: {}", "modle: unknown key; did you mean 'model'?"),
     ("- a list", "the top level must be a mapping"),

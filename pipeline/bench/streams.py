@@ -20,7 +20,7 @@ import torch
 
 from ..colour import I420
 from ..files import derain_files, frame_layout
-from ..settings import RunSettings, codec_processes
+from ..settings import RunSettings, codec_processes, usable_cores, with_codec_threads
 from ..sources.files import open_source
 from ..workers import drain, make_pool
 from .speed import DEFAULT_FRAMES, machine, synthetic_frames, time_model, write_clip
@@ -44,10 +44,11 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     limit = min(v for v in (model_fps, codec["total_fps"]) if v)
+    each = with_codec_threads(settings, max(1, usable_cores() // streams))  # what files._open gives each stream
     result = {"mode": "streams", "profile": profile, "size": size, "streams": streams, "frames_per_stream": len(images),
               "batch": batch, "backend": settings.workers.backend, "machine": machine(),
               "codec_processes": codec_processes(settings.model, settings.workers),
-              "yuv": yuv,
+              "yuv": yuv, "codec_threads": [each.decode.thread_count(), each.encode.thread_count()],
               "model_fps": model_fps, "codec_fps": codec["total_fps"], "total_fps": end_to_end["total_fps"],
               "per_stream_fps": end_to_end["per_stream_fps"],
               "ratio": round(end_to_end["total_fps"] / limit, 3), "gpu_utilisation": end_to_end.get("gpu")}

@@ -198,7 +198,7 @@ class Encoder:
         # Keep the input's clock: frames carry their own pts in this time base (VFR survives).
         self.video.codec_context.time_base = info.time_base
         self.video.time_base = info.time_base
-        self.video.codec_context.thread_count = enc.threads
+        self.video.codec_context.thread_count = enc.thread_count()
         # The colour tags of what is written, so players read the colours as they were: the
         # input's matrix (RGB input: swscale's default), limited range (swscale writes it; the
         # yuv420p path is taken for limited-range input only), the input's primaries and transfer.
