@@ -7,7 +7,8 @@
 # Writes one JSON line per measurement to $OUT/gpu-bench.jsonl, the console to $OUT/gpu-bench.txt
 # and the GPU's utilisation every 0.5 s to $OUT/gpu-util.csv.
 # On a CPU machine it runs too, to check it: SIZE=160x96 FRAMES=12 DTYPE=fp32 PY=.venv/bin/python.
-# ONLY=trace runs just the traced 1080p run at the end (about a minute: where one stream's frames wait).
+# ONLY=trace runs just the traced 1080p run at the end (about a minute: where one stream's frames wait);
+# ONLY=one the one-stream rows (full: model, codecs and end to end, auto threads and 2 + 4) and then it.
 set -uo pipefail
 OUT=${OUT:-runs/gpu-bench}
 SIZE=${SIZE:-1920x1080}
@@ -29,21 +30,26 @@ run() {  # one bench command; its last line (the JSON object) goes to the .jsonl
   timeout 240 "$PY" -m pipeline.cli bench "$@" --json 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" \
     | tail -n 1 >> "$jsonl"
 }
-if [ "${ONLY:-}" != trace ]; then
+stream() { run --streams "$1" --profile "$2" --size "$SIZE" --frames "$FRAMES" --config "$CONFIG" "${@:3}"; }
+fixed() {  # the codec threads of runs 1-6 (2 decode, 4 encode: sized for 4 streams on 16 cores), against auto
+  sed -e 's/^decode: {/decode: {threads: 2, /' -e 's/^encode: {/encode: {threads: 4, /' "$CONFIG" > "$OUT/fixed.yaml"
+  CONFIG=$OUT/fixed.yaml stream "$@"
+}
+if [ "${ONLY:-}" = one ]; then
+  stream 1 full
+  fixed 1 full
+elif [ "${ONLY:-}" != trace ]; then
 if "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   timeout 120 "$PY" scripts/gpu-check.py 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" >> "$jsonl"
 fi
 run --model-only --profile full --dtype "${DTYPE:-fp16}" --sizes "481x321,$SIZE"
-stream() { run --streams "$1" --profile "$2" --size "$SIZE" --frames "$FRAMES" --config "$CONFIG" "${@:3}"; }
 stream 1 identity
 stream 4 identity
 stream 1 full
 stream 4 full
-# A/B: one stream with the codec threads of runs 1-6 (2 decode, 4 encode: sized for 4 streams on
-# 16 cores) against auto (the stream's share of the cores); RGB frames were A/B'd in run 4
-sed -e 's/^decode: {/decode: {threads: 2, /' -e 's/^encode: {/encode: {threads: 4, /' "$CONFIG" > "$OUT/fixed.yaml"
-CONFIG=$OUT/fixed.yaml stream 1 identity
-CONFIG=$OUT/fixed.yaml stream 1 full
+# A/B: one stream with the codec threads of runs 1-6 against auto (RGB frames were A/B'd in run 4)
+fixed 1 identity
+fixed 1 full
 fi
 # Where one stream's frames wait (pipeline/trace.py): a traced run of a 1080p clip, full profile
 "$PY" -c "import sys; sys.path.insert(0, '.'); from pipeline.bench.speed import synthetic_frames, write_clip; \
