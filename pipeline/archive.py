@@ -86,7 +86,8 @@ class FileWorker:
         from .config import from_dict
         from .workers import LocalPool
 
-        self.settings = with_codec_threads(from_dict(RunSettings, settings), codec_share)
+        self.settings = with_codec_threads(from_dict(RunSettings, settings), codec_share,
+                                           model_here=not model_workers)
         self.model_workers = model_workers
         self.pool = None if model_workers else LocalPool(self.settings.model,
                                                          replace(self.settings.workers, threads=threads))
@@ -153,10 +154,11 @@ def _on_gpus(settings: RunSettings, nodes) -> bool:
     return any(n.total.get("GPU", 0) >= 1 for n in nodes) and settings.model.device != "cpu"
 
 
-def _cores_per_gpu(nodes) -> int:
-    """The cores beside each GPU on the GPU node that has fewest: what one GPU file worker's codec
-    processes share (a GPU worker asks Ray for one core, but its codecs run on the node's)."""
-    return min(int(n.total.get("CPU", 1) // n.total["GPU"]) for n in nodes if n.total.get("GPU", 0) >= 1)
+def _cores_per_gpu(nodes) -> float:
+    """The cores beside each GPU on the GPU node that has fewest: what the codec processes of the
+    file workers on one GPU share (a GPU worker asks Ray for one core, but its codecs run on the
+    node's); a worker with a part of a GPU gets that part of them."""
+    return min((n.total.get("CPU", 1) / n.total["GPU"] for n in nodes if n.total.get("GPU", 0) > 0), default=1.0)
 
 
 def _start_shared_model(settings: RunSettings, ray) -> tuple:
@@ -249,7 +251,7 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
             layout = _worker_layout(settings, ray, len(todo))
             gpu = any(p.num_gpus for p in layout)
             streams = settings.archive.streams(gpu)
-            cores = (lambda p: _cores_per_gpu(nodes)) if gpu else (lambda p: p.threads)  # noqa: E731
+            cores = (lambda p: int(_cores_per_gpu(nodes) * min(p.num_gpus, 1))) if gpu else (lambda p: p.threads)  # noqa: E731
             args = lambda p: (asdict(settings), p.threads, None, max(1, cores(p) // streams))  # noqa: E731
         _run_files(todo, records, settings, report, overwrite, progress, ray, layout, streams, args)
     finally:

@@ -119,8 +119,8 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
     settings = with_codec_threads(settings, share=max(1, cores // len(pairs)))  # an archive's worker did already
     d, e = settings.decode, settings.encode
     if auto:
-        log.info("codec processes: %d file%s on %d cores, each decoded with %d thread%s and encoded with %d",
-                 len(pairs), "s" if len(pairs) > 1 else "", cores, d.threads, "s" if d.threads > 1 else "", e.threads)
+        log.info("codec processes: %d file%s on %d cores, each decoded with %s and encoded with %s", len(pairs),
+                 "s" if len(pairs) > 1 else "", cores, _threads(d.threads), _threads(e.threads))
     codecs = []
     for i, (src, dst) in enumerate(pairs):
         probe = open_source(src, threads=1, fps=d.fps, source_id=str(i), hardware="off")
@@ -132,6 +132,10 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
         sinks.append(codecs[-1].sink)
     for codec in codecs:  # they open side by side; the first that cannot is raised
         codec.ready()
+
+
+def _threads(n: int) -> str:
+    return "FFmpeg's own count of threads" if n == 0 else f"{n} thread{'s' if n > 1 else ''}"
 
 
 def frame_layout(settings: RunSettings, info: SourceInfo, dst: str | Path, rgb_needed: bool = False) -> str:

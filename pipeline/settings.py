@@ -115,7 +115,7 @@ ENCODER_THREADS_MAX = 16  # x264 gains little past this at 1080p, and each frame
 def codec_threads(share: int | None) -> tuple[int, int]:
     """Decoder and encoder threads of `threads: auto`, for a stream with `share` cores to itself.
 
-    None: the model runs on these cores (CPU inference, cameras in-process), so 1 each, as
+    None: the model runs on these cores (a CPU network, or cameras in-process), so 1 each, as
     every codec left to FFmpeg's default would take all the cores from it. A number: the codecs
     run in a process of their own while a GPU runs the model, and one 1080p stream's x264 at 4
     threads was what held a GPU at 55-66 % busy (docs/BENCHMARKS.md); so the stream gets its
@@ -135,11 +135,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def with_codec_threads(settings: "RunSettings", share: int) -> "RunSettings":
+def model_needs_cores(model: ModelSettings) -> bool:
+    """Whether the model runs on this machine's cores: a network on the CPU (not on a GPU, and
+    not the identity profile, which does nothing)."""
+    return model.profile != "identity" and not on_cuda(model)
+
+
+def with_codec_threads(settings: "RunSettings", share: int, model_here: bool = True) -> "RunSettings":
     """`settings` with decode and encode `threads: auto` made numbers for streams of `share`
-    cores each, where the codecs run in processes of their own (`codec_processes`); as given
-    elsewhere (auto then means 1)."""
-    if not codec_processes(settings.model, settings.workers):
+    cores each, where the codecs run in processes of their own (`codec_processes`) and the
+    model leaves them the cores (on a GPU, or elsewhere: `model_here` False); as given
+    otherwise (auto then means 1)."""
+    if not codec_processes(settings.model, settings.workers) or model_here and model_needs_cores(settings.model):
         return settings
     return replace(settings, decode=replace(settings.decode, threads=settings.decode.thread_count(share)),
                    encode=replace(settings.encode, threads=settings.encode.thread_count(share)))

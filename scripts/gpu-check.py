@@ -104,7 +104,8 @@ def nvdec() -> None:
     tmp = Path(tempfile.mkdtemp())
     clip = write_clip(tmp / "clip.mp4", synthetic_frames(60, 1280, 720))
     base = {"model.profile": "identity", "workers.backend": "local", "workers.codec_processes": True,
-            "encode.crf": 0, "encode.preset": "ultrafast", "encode.hardware": "off"}
+            "encode.crf": 0, "encode.preset": "ultrafast", "encode.hardware": "off",
+            "decode.threads": 1, "encode.threads": 1}  # as measured before threads were auto: like for like
     out = {}
     for hw in ("cuda", "off"):
         s = load_settings(RunSettings, None, {**base, "decode.hardware": hw})

@@ -228,6 +228,15 @@ def test_gpus_get_one_worker_each_and_cpus_are_used_where_asked():
     assert "2 x {CPU 8, GPU 1}" in describe_nodes(nodes(8, 8, gpus=(1, 1)))
 
 
+def test_the_codecs_beside_a_gpu_share_its_cores_by_the_part_of_it_a_worker_holds():
+    from pipeline.archive import _cores_per_gpu
+
+    assert _cores_per_gpu(nodes(16, gpus=(1,))) == 16
+    assert _cores_per_gpu(nodes(16, 8, gpus=(2, 1))) == 8  # the scarcest GPU node's
+    assert _cores_per_gpu(nodes(8, 8, gpus=(0.5, 0.5))) == 16  # half a GPU: half of them per worker (x num_gpus)
+    assert _cores_per_gpu(nodes(4)) == 1.0  # no GPU node: never asked, and no error
+
+
 # ---- A busy cluster: a warning, then the workers that started, or an error -------------------------
 
 

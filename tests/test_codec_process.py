@@ -48,6 +48,11 @@ def test_auto_threads_give_each_stream_its_share_of_the_cores_where_codecs_have_
     assert codec_threads(None) == (1, 1)  # the model runs on these cores: it keeps them
     assert [codec_threads(n) for n in (1, 2, 4, 16, 64)] == [(1, 1), (1, 2), (1, 5), (2, 16), (2, 16)]
     assert with_codec_threads(OFF, 16) is OFF  # in-process, auto stays auto (1 each)
+    cpu_net = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True, "model.profile": "fast",
+                                                "model.device": "cpu"})
+    assert with_codec_threads(cpu_net, 16) is cpu_net  # a network on these cores keeps them
+    remote = with_codec_threads(cpu_net, 16, model_here=False)  # an archive's file worker, the model elsewhere
+    assert (remote.decode.threads, remote.encode.threads) == (2, 16)
     given = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True, "encode.threads": 3})
     assert (with_codec_threads(given, 16).decode.threads, with_codec_threads(given, 16).encode.threads) == (2, 3)
 
@@ -61,7 +66,8 @@ def x264_threads(path: Path) -> int:
 
 def test_each_files_encoder_runs_its_share_of_the_cores_in_a_codec_process_and_one_thread_in_process(
         tmp_path, monkeypatch, caplog):
-    """The threads x264 really ran with, read back from what it wrote (auto, the default)."""
+    """The threads x264 really ran with, read back from what it wrote (auto, the default; the
+    identity profile leaves the cores to the codecs, as a GPU does)."""
     src = make_video(tmp_path / "a.mp4", frames=6, size=(192, 656))  # x264 caps its threads at a quarter of the macroblock rows
     monkeypatch.setattr(files, "usable_cores", lambda: 8)
     caplog.set_level("INFO", "pipeline.files")
@@ -70,8 +76,8 @@ def test_each_files_encoder_runs_its_share_of_the_cores_in_a_codec_process_and_o
     derain_files([(src, tmp_path / "off.mp4")], OFF)
     assert [x264_threads(tmp_path / n) for n in ("one.mp4", "two-a.mp4", "two-b.mp4", "off.mp4")] == [10, 5, 5, 1]
     said = [r.getMessage() for r in caplog.records if r.name == "pipeline.files"]
-    assert said == ["codec processes: 1 file on 8 cores, each decoded with 2 threads and encoded with 10",
-                    "codec processes: 2 files on 8 cores, each decoded with 1 thread and encoded with 5"]
+    assert said == ["codec processes: 1 file on 8 cores, each decoded with 2 threads and encoded with 10 threads",
+                    "codec processes: 2 files on 8 cores, each decoded with 1 thread and encoded with 5 threads"]
 
 
 def test_outputs_equal_the_in_process_ones_with_timestamps_and_audio(tmp_path):
