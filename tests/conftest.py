@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """The tests' ONNX exports (random weights, checkpoints) in a cache of their own, not the
+    user's ~/.cache/derain (children and Ray workers inherit it)."""
+    if "DERAIN_CACHE" not in os.environ:
+        os.environ["DERAIN_CACHE"] = str(tmp_path_factory.mktemp("derain-cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -1,4 +1,6 @@
 """The inference core: shapes, dtypes, identity, shipped weights."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,23 @@ def test_onnxruntime_and_torch_runtimes_agree(tiny_weights, tmp_path, monkeypatc
     assert np.abs(ra.frames.astype(int) - rb.frames.astype(int)).max() <= 1
     assert np.allclose(ra.rain_intensity, rb.rain_intensity, atol=1e-4)
     assert list((tmp_path / "cache").glob("*.onnx"))  # the export is cached for the next worker
+
+
+def test_the_export_cache_keeps_the_exports_used_last(tiny_weights, tmp_path, monkeypatch):
+    from pipeline.model import onnx_backend
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DERAIN_CACHE", str(cache))
+    cache.mkdir()
+    old = [cache / f"derainnet-{i:016x}.onnx" for i in range(onnx_backend.CACHE_KEEP + 3)]
+    for i, p in enumerate(old):
+        p.write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+    os.utime(old[0], None)  # the oldest written, but used just now
+    Derainer.load(weights=tiny_weights, runtime="onnxruntime", dtype="fp32")
+    left = set(cache.glob("derainnet-*.onnx"))
+    assert len(left) == onnx_backend.CACHE_KEEP and old[0] in left and old[1] not in left
+    assert len(left - set(old)) == 1  # the new export
 
 
 def test_a_batch_is_padded_to_the_smallest_size_run_before_that_holds_it():

@@ -4,7 +4,8 @@ Measured on the 2-core EPYC machines (docs/BENCHMARKS.md), onnxruntime's convolu
 run the thesis network about 1.5x faster than PyTorch eager with channels_last. The
 export covers the network only, for inputs whose sides divide by 8; padding, cropping
 and the fast profile's rescaling stay in torch around it. Exports are cached on disk
-by the weights' content, so a worker pays the export once.
+by the weights' content, so a worker pays the export once; the CACHE_KEEP used last are
+kept (every fine-tune's checkpoint is new weights: an unbounded cache grows with each).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .arch_util import pad_to_multiple
 from .ecnet_arch import MULTIPLE, DerainNet, DerainOutput
 
 log = logging.getLogger(__name__)
+CACHE_KEEP = 8  # exports kept in the cache, the most recently used
 
 
 def available() -> bool:
@@ -55,6 +57,10 @@ def export(net: DerainNet) -> bytes:
     digest.update(torch.__version__.encode())
     path = cache_dir() / f"derainnet-{digest.hexdigest()[:16]}.onnx"
     if path.is_file():
+        try:
+            os.utime(path)  # used now: the last to go
+        except OSError:
+            pass
         return path.read_bytes()
     buf = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -69,9 +75,22 @@ def export(net: DerainNet) -> bytes:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
+        _prune(path.parent)
     except OSError as exc:  # a read-only home only costs the export next time
         log.debug("cannot cache %s: %s", path, exc)
     return data
+
+
+def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Remove all but the `keep` exports used last (another process may be removing them too)."""
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    for old in sorted(folder.glob("derainnet-*.onnx"), key=used, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 class OnnxNet:
