@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.model.align import PRESETS  # noqa: E402
 from pipeline.model.deflicker import Deflicker  # noqa: E402
-from pipeline.model.evaluate import psnr, y_channel  # noqa: E402
 from pipeline.model.flicker import WarpReference  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
-from pipeline.model.valset import VIDEO_STYLES, _y_psnr, validation_batches, validation_videos  # noqa: E402
+from pipeline.model.valset import (VIDEO_STYLES, _y_psnr, by_style, clip_psnrs, validation_batches,  # noqa: E402
+                                   validation_videos, video_scores)
 
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
 # Sigmas stop at 30: the validation videos have no scene cuts, and a larger sigma carries a cut's
@@ -53,20 +53,6 @@ def window_psnr(derainer: Derainer, batches) -> float:
         out = torch.from_numpy(np.stack(outs)).permute(0, 3, 1, 2).float()
         scores.append(_y_psnr(out, torch.from_numpy(clean * 255).round()))
     return float(torch.cat(scores).mean())
-
-
-def clip_psnrs(clips, outputs) -> np.ndarray:
-    return np.array([np.mean([psnr(y_channel(o), y_channel(c)) for o, c in zip(out, clean)])
-                     for (_, clean), out in zip(clips, outputs)])
-
-
-def video_scores(refs, clips, outputs) -> tuple[float, float]:
-    return float(clip_psnrs(clips, outputs).mean()), float(np.mean([ref.error(list(out)) for ref, out in zip(refs, outputs)]))
-
-
-def by_style(per_clip: np.ndarray) -> np.ndarray:
-    """Mean per rain style (validation video i has VIDEO_STYLES[i mod 6], valset.validation_videos)."""
-    return np.array([per_clip[i::len(VIDEO_STYLES)].mean() for i in range(len(VIDEO_STYLES))])
 
 
 def main(profiles: list[str]) -> None:

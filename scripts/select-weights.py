@@ -1,14 +1,17 @@
 """Whether a fine-tune's weights replace a single-frame profile's shipped ones, on validation alone.
 
-usage: .venv/bin/python scripts/select-weights.py --weights FILE PROFILE   (full | fast)
+usage: .venv/bin/python scripts/select-weights.py --weights FILE [--shipped OLD] PROFILE   (full | fast)
            > docs/results/select-PROFILE-TAG.txt
+       (--shipped: the weights FILE is to replace, where they are no longer the shipped file)
 
 The trainer kept FILE as the best of its checkpoints on the validation batches (valset draw 0),
 and the best of a dozen noisy scores is partly luck. So both weights are scored on that draw,
 on a fresh draw of other crops and rain of the same held-out photos (draw 1, twice the size,
 never seen by the trainer) and on each rain style alone (fresh crops too). The rule, set
 before any fine-tune was scored: FILE replaces the shipped weights if it is MARGIN dB or more
-higher on the fresh draw and no lower on draw 0. The test sets are not read.
+higher on the fresh draw and no lower on draw 0. The test sets are not read. Also printed, not
+part of the rule (set after it): the validation videos' Y-PSNR and warping error, frame by frame
+as the pipeline derains a stream (single-frame weights can flicker more while scoring higher).
 (Temporal profiles have scripts/select-temporal.py, which scores them aligned and deflickered.)
 """
 from __future__ import annotations
@@ -24,7 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.images import read_rgb  # noqa: E402
 from pipeline.model.data import PatchSampler  # noqa: E402
 from pipeline.model.synth import STYLES  # noqa: E402
-from pipeline.model.valset import SEED, held_out_photos, validation_batches, validation_psnr  # noqa: E402
+from pipeline.model.flicker import WarpReference  # noqa: E402
+from pipeline.model.inference import Derainer  # noqa: E402
+from pipeline.model.valset import (SEED, VIDEO_STYLES, by_style, clip_psnrs, held_out_photos,  # noqa: E402
+                                   validation_batches, validation_psnr, validation_videos, video_scores)
 from pipeline.model.weights import default_weights, load_weights  # noqa: E402
 
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
@@ -40,19 +46,27 @@ def per_style(photos) -> dict[str, list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True, help="the fine-tune's weights file")
+    ap.add_argument("--shipped", help="the weights FILE would replace (default: the profile's shipped file)")
     ap.add_argument("profile", choices=["full", "fast"])
     a = ap.parse_args()
     torch.set_num_threads(2)
     sets = {"draw 0 (the trainer's)": validation_batches(CLEAN),
             "draw 1 (fresh)": validation_batches(CLEAN, count=320, draw=1)}
     styles = per_style([read_rgb(p) for p in held_out_photos(CLEAN)])
+    clips = validation_videos(CLEAN)
+    refs = [WarpReference(list(clean)) for _, clean in clips]
     scores = {}
-    for label, path in (("shipped", default_weights(a.profile)), ("candidate", Path(a.weights))):
+    for label, path in (("shipped", Path(a.shipped or default_weights(a.profile))), ("candidate", Path(a.weights))):
         w = load_weights(path)
         run = {name: validation_psnr(w.net, b, torch.device("cpu"), w.scale, w.upsample)
                for name, b in (*sets.items(), *styles.items())}
         scores[label] = run
         print(f"{label:9s} {path}: " + ", ".join(f"{k} {v:.2f}" for k, v in run.items()), flush=True)
+        d = Derainer.load(a.profile, weights=path, device="cpu")
+        outputs = [np.stack([f for r in d.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+        ps, we = video_scores(refs, clips, outputs)
+        print(f"{'':9s} validation videos: {ps:.3f} dB, warping error {we:.6f}; by style ({', '.join(VIDEO_STYLES)}): "
+              + " ".join(f"{p:.2f}" for p in by_style(clip_psnrs(clips, outputs))), flush=True)
     old, new = scores["shipped"], scores["candidate"]
     gain0, gain1 = (new[k] - old[k] for k in sets)
     replace = gain1 >= MARGIN and gain0 >= 0

@@ -120,3 +120,22 @@ def _y_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     w = torch.tensor([65.481, 128.553, 24.966], device=a.device).view(1, 3, 1, 1) / 255
     mse = ((a - b) * w).sum(1).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(255**2 / mse.clamp_min(1e-10))
+
+
+def clip_psnrs(clips, outputs) -> np.ndarray:
+    """Each validation video's mean Y-PSNR (as `derain eval` scores a frame)."""
+    from .evaluate import psnr, y_channel
+
+    return np.array([np.mean([psnr(y_channel(o), y_channel(c)) for o, c in zip(out, clean)])
+                     for (_, clean), out in zip(clips, outputs)])
+
+
+def video_scores(refs, clips, outputs) -> tuple[float, float]:
+    """The validation videos' mean Y-PSNR and warping error (`refs`: a flicker.WarpReference of
+    each clip's clean frames)."""
+    return float(clip_psnrs(clips, outputs).mean()), float(np.mean([ref.error(list(out)) for ref, out in zip(refs, outputs)]))
+
+
+def by_style(per_clip: np.ndarray) -> np.ndarray:
+    """Mean per rain style (validation video i has VIDEO_STYLES[i mod 6], `validation_videos`)."""
+    return np.array([per_clip[i::len(VIDEO_STYLES)].mean() for i in range(len(VIDEO_STYLES))])
