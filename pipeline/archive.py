@@ -161,6 +161,13 @@ def _cores_per_gpu(nodes) -> float:
     return min((n.total.get("CPU", 1) / n.total["GPU"] for n in nodes if n.total.get("GPU", 0) > 0), default=1.0)
 
 
+def _codec_share(p, streams: int, nodes=None) -> int:
+    """The cores each of a file worker's `streams` codec processes may use (`threads: auto`): its
+    own cores, or a GPU worker's part of the cores beside its GPU (`nodes` given)."""
+    cores = _cores_per_gpu(nodes) * min(p.num_gpus, 1) if nodes is not None and p.num_gpus else p.threads
+    return max(1, int(cores) // streams)
+
+
 def _start_shared_model(settings: RunSettings, ray) -> tuple:
     """The model workers (one per GPU, as `derain run` starts them) and the file workers' settings:
     with the model on a GPU, their codecs run as next to one (codec processes, yuv420p frames)."""
@@ -246,13 +253,12 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
             layout = _worker_layout(settings, ray, len(todo), shared=True)
             streams = settings.archive.streams(gpu)
             args = lambda p: (asdict(file_settings), p.threads, model_pool.actors,  # noqa: E731
-                              max(1, p.threads // streams))
+                              _codec_share(p, streams))
         else:
             layout = _worker_layout(settings, ray, len(todo))
             gpu = any(p.num_gpus for p in layout)
             streams = settings.archive.streams(gpu)
-            cores = (lambda p: int(_cores_per_gpu(nodes) * min(p.num_gpus, 1))) if gpu else (lambda p: p.threads)  # noqa: E731
-            args = lambda p: (asdict(settings), p.threads, None, max(1, cores(p) // streams))  # noqa: E731
+            args = lambda p: (asdict(settings), p.threads, None, _codec_share(p, streams, nodes))  # noqa: E731
         _run_files(todo, records, settings, report, overwrite, progress, ray, layout, streams, args)
     finally:
         if model_pool is not None:

@@ -116,7 +116,7 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
     from .codec_process import CodecProcess
 
     cores, auto = usable_cores(), "auto" in (d.threads, settings.encode.threads)
-    settings = with_codec_threads(settings, share=max(1, cores // len(pairs)))  # an archive's worker did already
+    settings = with_codec_threads(settings, codec_share(len(pairs)))  # an archive's worker did already
     d, e = settings.decode, settings.encode
     if auto:
         log.info("codec processes: %d file%s on %d cores, each decoded with %s and encoded with %s", len(pairs),
@@ -132,6 +132,11 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
         sinks.append(codecs[-1].sink)
     for codec in codecs:  # they open side by side; the first that cannot is raised
         codec.ready()
+
+
+def codec_share(files: int) -> int:
+    """The cores each of `files` codec processes may use (`threads: auto`): a share of this machine's."""
+    return max(1, usable_cores() // files)
 
 
 def _threads(n: int) -> str:

@@ -117,8 +117,8 @@ def codec_threads(share: int | None) -> tuple[int, int]:
 
     None: the model runs on these cores (a CPU network, or cameras in-process), so 1 each, as
     every codec left to FFmpeg's default would take all the cores from it. A number: the codecs
-    run in a process of their own while a GPU runs the model, and one 1080p stream's x264 at 4
-    threads was what held a GPU at 55-66 % busy (docs/BENCHMARKS.md); so the stream gets its
+    run in a process of their own while a GPU runs the model, where one 1080p stream's x264 at 4
+    threads most likely held the GPU 55-66 % busy (docs/BENCHMARKS.md); so the stream gets its
     share as x264 sizes itself (1.5 threads a core: its threads wait on one another), the
     decoder 2 of them at most (H.264 decodes several times faster than it encodes)."""
     if share is None:

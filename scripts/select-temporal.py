@@ -29,8 +29,8 @@ from pipeline.model.align import PRESETS  # noqa: E402
 from pipeline.model.deflicker import Deflicker  # noqa: E402
 from pipeline.model.flicker import WarpReference  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
-from pipeline.model.valset import (VIDEO_STYLES, _y_psnr, by_style, clip_psnrs, validation_batches,  # noqa: E402
-                                   validation_videos, video_scores)
+from pipeline.model.valset import (VIDEO_STYLES, _y_psnr, by_style, clip_psnrs, derain_videos,  # noqa: E402
+                                   validation_batches, validation_videos, video_scores)
 
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
 # Sigmas stop at 30: the validation videos have no scene cuts, and a larger sigma carries a cut's
@@ -69,7 +69,7 @@ def main(profiles: list[str]) -> None:
         for align in ("none", *PRESETS):
             d = Derainer.load(profile, device="cpu", align=align, deflicker=False)
             t = time.time()
-            outputs = [np.stack([f for r in d.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+            outputs = derain_videos(d, clips)
             secs = time.time() - t
             win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
             runs[align] = (win, ps, we, outputs)
@@ -108,7 +108,7 @@ def compare(weights: str, profile: str) -> None:
     scores = {}
     for name, path in (("shipped", None), (weights, weights)):
         d = Derainer.load(profile, weights=path, device="cpu")
-        outputs = [np.stack([f for r in d.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+        outputs = derain_videos(d, clips)
         win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
         scores[name] = (win, ps, we)
         print(f"{profile} {name} (align={d.align}, deflicker={d.deflicker}): windows {win:.3f} dB; videos {ps:.3f} dB, "

@@ -122,6 +122,11 @@ def _y_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255**2 / mse.clamp_min(1e-10))
 
 
+def derain_videos(derainer, clips) -> list[np.ndarray]:
+    """Each validation video derained as the pipeline derains a stream (`Derainer.sequence`)."""
+    return [np.stack([f for r in derainer.sequence(list(rainy)) for f in r.frames]) for rainy, _ in clips]
+
+
 def clip_psnrs(clips, outputs) -> np.ndarray:
     """Each validation video's mean Y-PSNR (as `derain eval` scores a frame)."""
     from .evaluate import psnr, y_channel
