@@ -273,7 +273,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="model workers (default: one per GPU, else one CPU worker per node)")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:6379 (see the README)")
     p.add_argument("--batch", type=int, help="frames per batch (default: auto: files 8 on CUDA, 1 on CPUs, 2 fast on CPUs; cameras 1)")
-    p.add_argument("--codec", choices=["h264", "h265", "hevc", "av1", "vp9"])
+    p.add_argument("--codec", choices=["auto", "h264", "h265", "hevc", "av1", "vp9"],
+                   help="video codec written (default auto: vp9 into .webm, else h264)")
     p.add_argument("--crf", type=int)
     p.add_argument("--preset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

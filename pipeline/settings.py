@@ -64,7 +64,7 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    codec: Literal["h264", "h265", "hevc", "av1", "vp9"] = "h264"
+    codec: Literal["auto", "h264", "h265", "hevc", "av1", "vp9"] = "auto"  # auto: vp9 in .webm (which holds no H.264), else h264
     crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
     bitrate: int | None = None  # bits per second
     preset: str | None = None  # None: the codec's default (medium for x264/x265)
@@ -82,6 +82,13 @@ class EncodeSettings:
     def thread_count(self, share: int | None = None) -> int:
         """The encoder's threads: as set, or for auto `codec_threads(share)`'s."""
         return self.threads if self.threads != "auto" else codec_threads(share)[1]
+
+    def codec_for(self, path: str | os.PathLike | None) -> str:
+        """The codec written into `path`: as set, or for auto the one its container expects
+        (WebM holds only VP8/VP9/AV1; every other container here takes H.264)."""
+        if self.codec != "auto":
+            return self.codec
+        return "vp9" if path is not None and str(path).lower().endswith(".webm") else "h264"
 
 
 def on_cuda(model: ModelSettings) -> bool:

@@ -174,9 +174,10 @@ class Encoder:
         info, enc = self.info, self.encode
         self.warnings: list[str] = []
         self.out.metadata.update(info.container_metadata)
-        codec = CODECS[enc.codec]
+        name = enc.codec_for(self.path)
+        codec = CODECS[name]
         if codec not in av.codecs_available:
-            raise OutputError(f"{self.path}: encoder {codec} ({enc.codec}) is not available in this FFmpeg")
+            raise OutputError(f"{self.path}: encoder {codec} ({name}) is not available in this FFmpeg")
         options = {}
         preset = enc.preset or DEFAULT_PRESET.get(codec)
         if preset:
@@ -238,7 +239,7 @@ class Encoder:
     def _hardware(self, rate) -> tuple[str, dict] | None:
         """NVENC for this codec when wanted and the GPU opens it; None: the CPU codec."""
         enc = self.encode
-        nv = hardware.NVENC.get(enc.codec)
+        nv = hardware.NVENC.get(enc.codec_for(self.path))
         if not hardware.wanted(enc.hardware) or nv is None or nv not in av.codecs_available:
             return None
         nv_options = hardware.nvenc_options(enc.preset, enc.crf, enc.bitrate)
