@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Sequence
 
 from .errors import ConfigError
@@ -19,7 +20,7 @@ from .redact import install_log_redaction
 from .runner import Input, Runner
 from .settings import CameraSettings, EncodeSettings, LiveSettings, RunSettings
 from .stats import Metrics
-from .sinks.files import VideoFileSink
+from .sinks.files import VideoFileSink, _claim_file as claim_file
 from .sinks.streams import SegmentRecorder, SnapshotSink, restream_sink
 from .workers import make_pool
 
@@ -47,7 +48,8 @@ def live_encode(settings: RunSettings) -> EncodeSettings:
                                keyframe_s=settings.encode.keyframe_s or 1.0)
 
 
-def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | None = None):
+def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | None = None,
+                    overwrite: bool = False):
     """Build a camera's sinks once its size is known."""
     live, enc = settings.live, live_encode(settings)
 
@@ -55,7 +57,7 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
         sinks: list = []
         try:
             if output:
-                sinks.append(VideoFileSink(output, info, enc, overwrite=True))
+                sinks.append(VideoFileSink(output, info, enc, overwrite=overwrite))
             if cam.record:
                 sinks.append(SegmentRecorder(cam.record, info, name=cam.name, segment_s=live.segment_s,
                                              fmt=live.segment_format, keep=live.keep_segments, encode=enc))
@@ -80,7 +82,7 @@ def live_pool(settings: RunSettings):
 
 
 def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,
-                 consumers=(), metrics: Metrics | None = None) -> Runner:
+                 consumers=(), metrics: Metrics | None = None, overwrite: bool = False) -> Runner:
     """One live lane per camera, each with its own plugin chain (set up here: the caller closes
     them, see `close_plugins`) in front of its outputs."""
     live = settings.live
@@ -89,7 +91,7 @@ def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str
         for cam in cameras_of(inputs, live):
             def opener(stop, cam=cam):
                 return open_live(cam.url, live, source_id=cam.name, threads=settings.decode.thread_count(), stop=stop)
-            lanes.append(Input(cam.name, opener, outputs_factory(cam, settings, output), uri=cam.url,
+            lanes.append(Input(cam.name, opener, outputs_factory(cam, settings, output, overwrite), uri=cam.url,
                                plugins=_plugin_chain(settings)))
     except BaseException:
         close_plugins(lanes)
@@ -120,16 +122,19 @@ def close_plugins(lanes: Sequence[Input]) -> None:
 
 
 def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), output: str | None = None,
-             pool=None, consumers=(), signals: bool = True, on_start=None) -> dict:
+             pool=None, consumers=(), signals: bool = True, on_start=None, overwrite: bool = False) -> dict:
     """Derain live cameras until stopped; returns the figures (`Metrics.snapshot()`).
 
     Args:
         inputs: URLs/devices (or files with live.realtime); empty to use live.cameras.
-        output: one plain video file for a single camera (besides the live outputs).
+        output: one plain video file for a single camera (besides the live outputs); an
+            existing one is replaced only with `overwrite` (checked before any camera opens).
         pool: a shared worker pool (made from settings when None, closed at the end).
         signals: SIGINT/SIGTERM stop cleanly (main thread only).
         on_start: called with the runner once it is built (tests, bench).
     """
+    if output:
+        claim_file(Path(output), overwrite)
     if settings.plugins:  # a bad plugin name, module or `with:` key fails before any camera opens
         from plugins import PluginChain
 
@@ -153,7 +158,8 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
             print(f"preview: {preview.url}  metrics: {preview.url}metrics" + ("  (token required)" if token else ""),
                   flush=True)
             consumers.append(preview)
-        runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics)
+        runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics,
+                              overwrite=overwrite)
         try:
             if signals:
                 runner.install_signals()

@@ -80,7 +80,7 @@ def cmd_run_live(args) -> int:
         "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
         "batching.queue_size": args.queue_size, "batching.policy": args.policy,
         "batching.max_wait_ms": args.max_wait_ms, "live.first_tries": args.tries, "model.delay_ms": args.delay_ms})
-    result = run_live([args.input] if args.input else [], settings, output=args.output)
+    result = run_live([args.input] if args.input else [], settings, output=args.output, overwrite=args.overwrite)
     for cam in result["cameras"]:
         if cam["error"]:
             print(f"derain run: camera {cam['name']}: {cam['error']}", file=sys.stderr)

@@ -19,7 +19,7 @@ import pytest
 from probe import ffprobe, frame_pts, video_stream
 
 from pipeline.config import load_settings
-from pipeline.errors import SourceConnectionError
+from pipeline.errors import OutputError, SourceConnectionError
 from pipeline.cameras import run_live
 from pipeline.bench.cameras import RtspCamera, free_port
 from pipeline.settings import RunSettings
@@ -475,3 +475,24 @@ def test_a_temporal_profile_derains_a_live_camera_from_past_frames(camera, tmp_p
     cam = run.stop()["cameras"][0]
     exact(cam)
     assert cam["frames_out"] >= 20
+
+
+def test_a_live_output_file_is_replaced_only_with_overwrite_and_audio_is_said_dropped(tmp_path, caplog):
+    """A live run's -o claims the file before any camera opens, as a file run does; the source's
+    audio, which live outputs do not carry, is said once instead of vanishing silently."""
+    from media import make_video
+
+    clip = make_video(tmp_path / "cam.mp4", frames=10, size=(96, 64), fps=25, audio=True)
+    out = tmp_path / "keep.mp4"
+    out.write_text("precious")
+    s = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local",
+                                          "live.realtime": True})
+    with pytest.raises(OutputError, match="keep.mp4: already exists"):
+        run_live([str(clip)], s, signals=False, output=str(out))
+    assert out.read_text() == "precious"
+    with caplog.at_level("WARNING", logger="pipeline.sources.live"):
+        result = run_live([str(clip)], s, signals=False, output=str(out), overwrite=True)
+    assert result["cameras"][0]["frames_out"] == 10
+    assert int(video_stream(ffprobe(out))["nb_read_frames"]) == 10
+    assert [r.message for r in caplog.records if "carry the derained video only" in r.message] == \
+        [f"{clip}: has audio; live outputs (recordings, restreams, -o) carry the derained video only"]

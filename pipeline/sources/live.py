@@ -153,6 +153,8 @@ class LiveSource:
                                time_base=CLOCK, rate=rate if rate and 1 <= rate <= 240 else Fraction(25),
                                colour=colour_tags(s.codec_context))
         self.clock = LiveClock(self.info.rate)
+        if self._first.streams.audio:
+            _say_video_only(self.shown)
 
     def stop(self) -> None:
         """Ask the reader to end after the current frame (or the read timeout, if blocked)."""
@@ -239,6 +241,8 @@ class RealtimeFileSource:
     def __init__(self, path: str | Path, source_id: str = "0", threads: int = 1, speed: float = 1.0):
         self.file = VideoFileSource(path, threads=threads, source_id=source_id)
         self.source_id, self.speed = source_id, speed
+        if self.file.info.has_audio:
+            _say_video_only(str(path))
         self.info = replace(self.file.info, path=None, has_audio=False)
         self.reconnects = self.stalls = 0
         self._stop = threading.Event()
@@ -268,6 +272,12 @@ def open_live(uri: str, settings: LiveSettings = LiveSettings(), source_id: str 
             raise InputError(f"{redact(uri)}: not a live URL or device (use --realtime to play a file as a camera)")
         return RealtimeFileSource(uri, source_id=source_id, threads=threads)
     return LiveSource(uri, settings, source_id=source_id, threads=threads, stop=stop)
+
+
+def _say_video_only(shown: str) -> None:
+    """Live outputs carry video only: a camera's audio would have to be cut wherever frames are
+    dropped to keep the delay bounded. Said, so that no one finds it out from a silent recording."""
+    log.warning("%s: has audio; live outputs (recordings, restreams, -o) carry the derained video only", shown)
 
 
 def _reason(exc: BaseException | None) -> str:
