@@ -4,10 +4,15 @@ one place says what a key means and what values it takes (each class's `problems
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from .config import short
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,14 @@ class ModelSettings:
         from .model.weights import PROFILES
 
         known = (*PROFILES, "identity")
+        out = []
         if self.profile not in known:
-            return [f"profile: must be one of {', '.join(known)} (got {self.profile!r})"]
-        return []
+            out.append(f"profile: must be one of {', '.join(known)} (got {self.profile!r})")
+        if not DEVICE.fullmatch(str(self.device)):
+            out.append(f"device: must be auto, cpu, cuda or cuda:N (got {short(self.device)})")
+        if self.dtype not in DTYPES:
+            out.append(f"dtype: must be one of {', '.join(DTYPES)} (got {short(self.dtype)})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,12 @@ class EncodeSettings:
         out = []
         if self.crf is not None and not 0 <= self.crf <= 63:
             out.append(f"crf: must be in 0..63 (got {self.crf})")
+        if self.bitrate is not None and self.bitrate <= 0:
+            out.append(f"bitrate: must be > 0 bits per second (got {self.bitrate})")
+        if self.keyframe_s is not None and self.keyframe_s <= 0:
+            out.append(f"keyframe_s: must be > 0 (got {self.keyframe_s})")
+        if not _is_pix_fmt(self.pix_fmt):
+            out.append(f"pix_fmt: not a pixel format FFmpeg knows (got {short(self.pix_fmt)}; e.g. yuv420p, yuv444p)")
         return out + threads_problems(self.threads)
 
     def thread_count(self, share: int | None = None) -> int:
@@ -89,6 +105,16 @@ class EncodeSettings:
         if self.codec != "auto":
             return self.codec
         return "vp9" if path is not None and str(path).lower().endswith(".webm") else "h264"
+
+
+def _is_pix_fmt(name: str) -> bool:
+    from av import VideoFormat
+
+    try:
+        VideoFormat(name)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def on_cuda(model: ModelSettings) -> bool:
@@ -226,7 +252,8 @@ class DecodeSettings:
     yuv: bool | Literal["auto"] = "auto"
 
     def problems(self) -> list[str]:
-        return threads_problems(self.threads)
+        out = [] if self.fps > 0 else [f"fps: must be > 0 (got {self.fps})"]
+        return out + threads_problems(self.threads)
 
     def thread_count(self, share: int | None = None) -> int:
         """The decoder's threads: as set, or for auto `codec_threads(share)`'s."""

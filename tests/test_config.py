@@ -45,6 +45,15 @@ def write(tmp_path, text):
     ("modle: {}", "modle: unknown key; did you mean 'model'?"),
     ("- a list", "the top level must be a mapping"),
     ("a: [unclosed", "not valid YAML: line 1, column 13: expected ',' or ']'"),
+    ("model: {profile: fast}\nmodel: {profile: full}", "not valid YAML: line 2, column 1: key 'model' given twice"),
+    ("model:\n  profile: fast\n  profile: full\n", "line 3, column 3: key 'profile' given twice"),
+    ("model: {device: gpu0}", "model.device: must be auto, cpu, cuda or cuda:N (got 'gpu0')"),
+    ("model: {dtype: fp8}", "model.dtype: must be one of auto, fp32, fp16, bf16 (got 'fp8')"),
+    ("decode: {fps: 0}", "decode.fps: must be > 0 (got 0.0)"),
+    ("decode: {fps: -5}", "decode.fps: must be > 0 (got -5.0)"),
+    ("encode: {bitrate: -100}", "encode.bitrate: must be > 0 bits per second (got -100)"),
+    ("encode: {keyframe_s: 0}", "encode.keyframe_s: must be > 0 (got 0.0)"),
+    ("encode: {pix_fmt: bogus}", "encode.pix_fmt: not a pixel format FFmpeg knows (got 'bogus'"),
 ])
 def test_bad_settings_name_the_file_key_and_rule(tmp_path, text, expected):
     path = write(tmp_path, text)
@@ -69,6 +78,29 @@ def test_flags_override_the_file(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_settings(RunSettings, tmp_path / "nope.yaml")
+
+
+def test_a_folder_given_as_config_is_named_as_one(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a folder, not a config file"):
+        load_settings(RunSettings, tmp_path)
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    path = write(tmp_path, "base: &b {profile: fast}\nmodel:\n  <<: *b\n  device: cpu\n")
+    with pytest.raises(ConfigError, match="base: unknown key"):  # the merge itself is not a duplicate
+        load_settings(RunSettings, path)
+
+
+def test_an_unusable_device_is_one_line_before_any_work():
+    from pipeline.model.inference import pick_device
+
+    with pytest.raises(ConfigError, match="model.device: 'tpu' is not a device"):
+        pick_device("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="model.device: cuda asked for, but torch .* sees no CUDA GPU here"):
+            pick_device("cuda")
 
 
 def test_a_binary_config_file_is_one_line_naming_it(tmp_path):

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..colour import MATRICES, i420_from_rgb, planes_shape, rgb_from_i420
-from ..errors import InputError, WeightsError
+from ..errors import ConfigError, InputError, WeightsError
 from .align import PRESETS, align_windows, window_flows
 from .ecnet_arch import ResidualBlock
 from .scale import predict
@@ -49,7 +49,15 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"model.device: {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device: {device} asked for, but torch {torch.__version__} sees no CUDA GPU here")
+    if picked.type == "cuda" and (picked.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"model.device: {device} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return picked
 
 
 def cpu_has_native_bf16() -> bool:
