@@ -2,7 +2,7 @@
 
 An expected failure (a `DerainError`) prints one line on stderr and exits 1 (with
 `--json`, also `{"ok": false, "error": ...}` on stdout); `--debug` shows the traceback
-instead. SIGTERM ends a run as Ctrl-C does (partial outputs removed), with exit 143.
+instead. SIGTERM and SIGHUP end a run as Ctrl-C does (partial outputs removed), with exit 143 / 129.
 """
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from .errors import DerainError
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: the same cleanup."""
+    """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises KeyboardInterrupt: the same
+    cleanup (a closed terminal or ssh session sends SIGHUP, whose default would leave partials)."""
 
 
-_terminated = threading.Event()  # Ray re-raises an exception from a signal handler as a plain KeyboardInterrupt
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_terminated: list[int] = []  # the signal; Ray re-raises an exception from a handler as a plain KeyboardInterrupt
 
 
 def _raise_terminated(signum, frame):
-    _terminated.set()
+    _terminated.append(signum)
     raise Terminated()
 
 
@@ -434,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     # own handler (flush and close everything playable, exit 0). pipeline.workers.init_ray
     # keeps this handler when Ray starts (Ray would put its own, and a crash-style dump).
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    _terminated.clear()
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS} if main_thread else {}
     try:
         return args.func(args)
     except DerainError as exc:
@@ -443,12 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         _fail(args, str(exc))
         return 1
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated) or _terminated.is_set()
-        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        signum = _terminated[0] if _terminated else signal.SIGTERM if isinstance(exc, Terminated) else None
+        what = f"terminated ({signal.Signals(signum).name})" if signum else "interrupted"
         print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
-        code = 143 if terminated else 130
+        code = 128 + (signum or signal.SIGINT)
         _leave_now(code)
         return code
     except Exception as exc:
@@ -457,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         raise
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

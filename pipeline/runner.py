@@ -152,8 +152,8 @@ class Runner:
                 lane.input.plugins.interrupt(self.plugin_grace_s)
 
     def install_signals(self) -> None:
-        """SIGINT and SIGTERM stop cleanly (call from the main thread)."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop cleanly (call from the main thread)."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> Metrics:

@@ -133,3 +133,23 @@ def test_sigterm_ends_a_file_run_like_ctrl_c(tmp_path, after_s):
     assert json.loads(stdout.strip().splitlines()[-1]) == {"ok": False, "command": "run",
                                                           "error": "terminated (SIGTERM)"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
+
+
+def test_sighup_ends_a_file_run_like_ctrl_c(tmp_path):
+    """A closed terminal or ssh session (SIGHUP) cleans up as SIGTERM does: one line, exit 129,
+    no partial file left behind (its default action killed the process mid-write)."""
+    src = make_video(tmp_path / "in.mp4", frames=600)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out), "--profile",
+                             "identity", "--backend", "local", "--delay-ms", "30"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err
+    assert one_error_line(err) == "derain run: terminated (SIGHUP); partial outputs removed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
