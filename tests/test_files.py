@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -252,6 +253,19 @@ def test_an_existing_file_with_an_unknown_extension_fails_before_any_work(tmp_pa
     assert str(notes) in line and "'.xyz' is not a video extension" in line
     assert notes.read_text() == "my notes"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_unknown_extension_or_a_dash_is_refused_and_a_slash_asks_for_a_folder(tmp_path, capsys):
+    """`-o out.xyz` was written as a folder of PNGs named out.xyz without a word (and the audio
+    dropped); `-o -` as a folder named "-". A trailing slash still asks for a folder."""
+    src = make_video(tmp_path / "in.mp4", frames=3)
+    assert _run(src, tmp_path / "out.xyz") == 1
+    assert "'.xyz' is not a video extension" in _one_error_line(capsys.readouterr().err)
+    assert _run(src, "-") == 1
+    assert "derain writes files, not a pipe to stdout" in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"] and not Path("-").exists()
+    assert _run(src, f"{tmp_path / 'frames.v2'}/") == 0
+    assert len(list((tmp_path / "frames.v2").glob("*.png"))) == 3
 
 
 def test_the_output_may_not_be_the_input(tmp_path, capsys):
