@@ -129,6 +129,25 @@ def test_truncated_file_keeps_every_decodable_frame_and_says_so(tmp_path, capsys
     assert 20 < n < 60
 
 
+def test_damaged_packets_mid_file_are_passed_over_as_ffmpeg_does(tmp_path, caplog):
+    """Garbage in the middle of the video data: ffmpeg decodes on past it; derain stopped at the
+    first refused packet and lost the rest of the file."""
+    src = make_video(tmp_path / "in.mp4", frames=60, size=(160, 120))
+    data = bytearray(src.read_bytes())
+    mdat = data.find(b"mdat")
+    middle = mdat + (len(data) - mdat) // 2
+    data[middle:middle + 400] = bytes((b * 7 + 13) & 255 for b in data[middle:middle + 400])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    crc = subprocess.run(["ffmpeg", "-v", "error", "-i", str(bad), "-f", "framecrc", "-"], capture_output=True,
+                         text=True).stdout
+    ffmpeg_frames = sum(line.startswith("0,") for line in crc.splitlines())
+    out = tmp_path / "out.mp4"
+    assert _run(bad, out) == 0
+    assert int(video_stream(ffprobe(out))["nb_read_frames"]) == ffmpeg_frames > 45
+    assert "bad.mp4: 2 damaged packets passed over" in caplog.text or "damaged packet" in caplog.text
+
+
 @pytest.mark.parametrize("kind,match", [
     ("missing", "file not found"),
     ("empty", "file is empty"),

@@ -142,6 +142,9 @@ class VideoFileSource:
                 if self._stop.is_set():
                     return
                 yield frame
+        if decoder.bad_packets:
+            log.warning("%s: %d damaged packet%s passed over (%s); every frame that decodes is kept",
+                        self.path, decoder.bad_packets, "s" if decoder.bad_packets > 1 else "", decoder.bad_packet_error)
         if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
             self.truncated = True
             log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
@@ -184,6 +187,8 @@ class Decoder:
         self.last_pts: int | None = None
         self.time_base = None
         self.error: av.FFmpegError | None = None
+        self.bad_packets = 0  # refused by the decoder and passed over
+        self.bad_packet_error: av.FFmpegError | None = None
 
     def __iter__(self) -> Iterator[Frame]:
         stream = self.container.streams.video[0]
@@ -191,22 +196,33 @@ class Decoder:
         stream.codec_context.thread_count = self.threads
         self.time_base = tb = stream.time_base
         step = _frame_step(stream)
+        for frame in self._decoded(stream):
+            pts = frame.pts
+            if pts is None:  # some containers omit pts: continue the clock
+                pts = 0 if self.last_pts is None else self.last_pts + step
+            self.last_pts = pts
+            if self.first_pts is None:
+                self.first_pts = pts
+            decoded = time.monotonic()
+            trace.mark("decoded", self.name, (self.count,), decoded)
+            # planes only of an even size (a stream may change size): else RGB, as the model and
+            # the encoder take either, batch by batch
+            fmt = self.format if self.format == "rgb24" or fits_i420(frame.width, frame.height) else "rgb24"
+            yield Frame(frame.to_ndarray(format=fmt), self.count, pts, frame.time_base or tb,
+                        self.source_id, decoded)
+            self.count += 1
+
+    def _decoded(self, stream) -> Iterator:
+        """The stream's frames, packet by packet. A packet the decoder refuses (a damaged one, or
+        the cut last one of a truncated file) is passed over and the decoder goes on, as ffmpeg's
+        does: the frames after it still decode. The demuxer failing ends the frames (`error`)."""
         try:
-            for frame in self.container.decode(stream):
-                pts = frame.pts
-                if pts is None:  # some containers omit pts: continue the clock
-                    pts = 0 if self.last_pts is None else self.last_pts + step
-                self.last_pts = pts
-                if self.first_pts is None:
-                    self.first_pts = pts
-                decoded = time.monotonic()
-                trace.mark("decoded", self.name, (self.count,), decoded)
-                # planes only of an even size (a stream may change size): else RGB, as the model and
-                # the encoder take either, batch by batch
-                fmt = self.format if self.format == "rgb24" or fits_i420(frame.width, frame.height) else "rgb24"
-                yield Frame(frame.to_ndarray(format=fmt), self.count, pts, frame.time_base or tb,
-                            self.source_id, decoded)
-                self.count += 1
+            for packet in self.container.demux(stream):
+                try:
+                    yield from stream.codec_context.decode(packet)
+                except av.InvalidDataError as exc:
+                    self.bad_packets += 1
+                    self.bad_packet_error = self.bad_packet_error or exc
         except av.FFmpegError as exc:
             self.error = exc
 
