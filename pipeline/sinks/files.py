@@ -5,16 +5,24 @@ and renames it on success, so a crash or Ctrl-C never leaves a half-written outp
 that looks complete; `close(ok=False)` removes the partial file. Temporary names are unique
 per run (pid and a random part), and `--overwrite` replaces only what derain wrote: a file,
 or a folder of PNGs that carries its `.derain-output` marker and nothing else.
+
+What a container holds is asked of FFmpeg (a header written into memory) before any frame is
+derained: a video codec it cannot hold is one line saying what can; audio it cannot hold as it
+is gets re-encoded (AAC; Opus in WebM), said once, and the rest of the audio is copied.
 """
 from __future__ import annotations
 
 import errno
+import functools
+import io
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,7 +39,23 @@ from ..sources.files import SourceInfo
 log = logging.getLogger(__name__)
 
 CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
-DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "libvpx-vp9": None}
+DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "libvpx-vp9": "medium"}
+# libvpx-vp9's speed (cpu-used, with the "good" deadline) for x264's preset names. FFmpeg's default,
+# cpu-used 1, took 2.3 s for 25 real-rain frames of 320x240 at crf 12 on one thread; 4 took 0.5 s
+# for 0.6 dB less PSNR at 4 % more bytes.
+VP9_CPU_USED = {"placebo": 0, "veryslow": 0, "slower": 1, "slow": 2, "medium": 4, "fast": 5, "faster": 6,
+                "veryfast": 7, "superfast": 8, "ultrafast": 8}
+
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs, NTFS, APFS)
+CONTAINER_NAMES = {"mp4": "MP4", "ipod": "M4V", "mov": "QuickTime (MOV)", "matroska": "Matroska",
+                   "webm": "WebM", "avi": "AVI", "mpegts": "MPEG-TS"}  # FFmpeg's muxer names, as said
+# MPEG-TS takes every codec (FFmpeg's muxer has no codec table to ask) and writes one it has no
+# stream type for as private data, which readers show as bin_data: these are the ones it types.
+MPEGTS_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "h264", "hevc", "vc1",
+                           "mp2", "mp3", "aac", "aac_latm", "ac3", "eac3", "dts", "opus"})
+AUDIO_ENCODERS = ("aac", "libopus", "libvorbis")  # audio a container cannot hold becomes the first it takes
+USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+AUDIO_BITRATE = 80_000  # bits per second and channel of re-encoded audio: 160 kb/s stereo, as HandBrake
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
@@ -44,20 +68,31 @@ def temp_token() -> str:
 
 
 def partial_path(path: str | Path, token: str | None = None) -> Path:
-    """The hidden temporary name a sink writes before renaming: unique per run, same extension.
+    """The hidden temporary name a sink writes before renaming: unique per run, same folder and extension.
 
-    Two runs to one output never share a temporary, so neither can replace the other's.
+    Two runs to one output never share a temporary, so neither can replace the other's. The
+    stem is cut so the name fits NAME_MAX: a long but legal output name must not fail for the
+    ~26 bytes the temporary adds. The same (path, token) always gives the same name.
     """
     path = Path(path)
-    return path.with_name(f".{path.stem}.{token or temp_token()}.partial{path.suffix}")
+    tail = f".{token or temp_token()}.partial{path.suffix}"
+    return path.with_name(f".{_cut(path.stem, NAME_MAX - 1 - len(os.fsencode(tail)))}{tail}")
+
+
+def _cut(text: str, size: int) -> str:
+    """`text`'s longest prefix of at most `size` bytes, whole characters only."""
+    while text and len(os.fsencode(text)) > size:
+        text = text[:-1]
+    return text
 
 
 def partials(path: str | Path) -> list[Path]:
     """Temporaries of any run for `path` that are still there (none after a run ends)."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.stem)}\.\d+-[0-9a-f]+\.partial{re.escape(path.suffix)}")
+    pattern = re.compile(rf"\..*\.(\d+-[0-9a-f]+)\.partial{re.escape(path.suffix)}", re.DOTALL)
     try:
-        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+        return sorted(p for p in path.parent.iterdir()
+                      if (m := pattern.fullmatch(p.name)) and partial_path(path, m[1]).name == p.name)
     except OSError:
         return []
 
@@ -67,7 +102,23 @@ def remove_partial(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
+        _discard(path)
+
+
+def _discard(path: Path) -> None:
+    """Delete a file if it is there. A place that refused the file (read-only, no permission)
+    refuses its removal too; that error would hide the one being reported."""
+    try:
         path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _check_name(path: Path) -> None:
+    """A name no file system here can hold fails as one line, before any stat of it raises."""
+    size = len(os.fsencode(path.name))
+    if size > NAME_MAX:
+        raise OutputError(f"{path}: the name is {size} bytes long; file systems take at most {NAME_MAX}")
 
 
 def _mkdir_parent(path: Path) -> None:
@@ -79,6 +130,7 @@ def _mkdir_parent(path: Path) -> None:
 
 def _claim_file(path: Path, overwrite: bool) -> None:
     """Check that a video file may be written at `path` (ffmpeg -n / -y): only a file is replaced."""
+    _check_name(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; derain writes a video file here and never replaces a folder")
     if path.exists() or path.is_symlink():
@@ -91,6 +143,7 @@ def _claim_file(path: Path, overwrite: bool) -> None:
 
 def _claim_folder(path: Path, overwrite: bool) -> None:
     """Check that a folder of PNGs may be written at `path`: only a folder derain wrote is replaced."""
+    _check_name(path)
     if (path.exists() or path.is_symlink()) and not path.is_dir():
         kind = f"{path.suffix!r} is not a video extension ({', '.join(VIDEO_SUFFIXES)})" if path.suffix else \
             "a name without a video extension is written as a folder of PNGs"
@@ -153,6 +206,92 @@ def _subsampling(pix_fmt: str) -> tuple[int, int]:
     return max(1, 8 // max(1, f.chroma_width())), max(1, 8 // max(1, f.chroma_height()))
 
 
+def _video_options(codec: str, enc: EncodeSettings, path) -> dict:
+    """The CPU encoder's options for `enc`'s preset and quality (crf, unless a bitrate is set)."""
+    preset = enc.preset or DEFAULT_PRESET.get(codec)
+    if codec == "libvpx-vp9":
+        return _vp9_options(str(preset), enc, path)
+    options = {"preset": str(preset)} if preset else {}
+    if enc.bitrate is None and enc.crf is not None:
+        options["crf"] = str(enc.crf)
+    if codec == "libx265":
+        options["x265-params"] = "log-level=error"
+    return options
+
+
+def _vp9_options(preset: str, enc: EncodeSettings, path) -> dict:
+    """libvpx-vp9 at a usable speed: the "good" deadline at cpu-used from the preset (a name as
+    x264's, or the number), row multi-threading on. `-b:v 0 -crf N` asks for constant quality
+    outright (FFmpeg's VP9 guide): FFmpeg 5.1 and 8 choose it for a crf alone too (rc_end_usage
+    VPX_Q, the same bytes), where older ones capped a crf alone at a default bitrate."""
+    speed = int(preset) if preset.lstrip("-").isdigit() else VP9_CPU_USED.get(preset)
+    if speed is None or not -8 <= speed <= 8:
+        raise OutputError(f"{path}: encode.preset {preset!r} is no libvpx-vp9 speed "
+                          f"(use {', '.join(VP9_CPU_USED)}, or cpu-used as a number -8..8)")
+    options = {"deadline": "good", "cpu-used": str(speed), "row-mt": "1"}
+    if enc.bitrate is None and enc.crf is not None:
+        options.update(crf=str(enc.crf), b="0")
+    return options
+
+
+@functools.cache
+def _muxer(suffix: str) -> str:
+    """FFmpeg's muxer for a file extension (an output container opens no file before its header)."""
+    with av.open(f"probe{suffix}", "w") as out:
+        return out.format.name
+
+
+def _container_name(fmt) -> str:
+    """How messages call a container: its usual name, else FFmpeg's long name."""
+    return CONTAINER_NAMES.get(fmt.name) or fmt.long_name or fmt.name
+
+
+def _rule_refuses(fmt: str, codec: str) -> str | None:
+    """Why `fmt` loses `codec` though FFmpeg's muxer takes it (FFmpeg cannot tell); None: it does not."""
+    if fmt == "mpegts" and codec not in MPEGTS_CODECS:
+        return "MPEG-TS has no stream type for it: written as private data, readers find no stream"
+    if fmt == "mp4" and codec.startswith("pcm_"):
+        return "PCM in MP4 ('ipcm') is read by FFmpeg 6.1 and later only: older players play noise"
+    return None
+
+
+def _header_refuses(fmt: str, add: Callable) -> str | None:
+    """Why a `fmt` container refuses the stream `add(container)` adds (None: it takes it).
+
+    Asked as FFmpeg asks, by writing the header into memory: avformat_query_codec alone lets
+    through what the muxer refuses at the header (VP9 or AV1 in MOV). `add` returns False
+    where the stream could not be set up for a reason that is not the container's.
+    """
+    try:
+        with av.open(io.BytesIO(), "w", format=fmt) as trial:
+            if not add(trial) or trial.format.no_file:  # RTSP: the header is a network exchange
+                return None
+            trial.start_encoding()
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        return _short(exc)
+    return None
+
+
+def _video_refuses(fmt: str, encoder: str, options: dict, pix_fmt: str) -> str | None:
+    """Why a `fmt` container cannot hold what `encoder` writes (None: it can); a size the
+    encoder refuses is `Encoder._check_encoder`'s to say, not this."""
+    why = _rule_refuses(fmt, av.Codec(encoder, "w").canonical_name)
+    if why:
+        return why
+
+    def add(trial) -> bool:
+        stream = trial.add_stream(encoder, rate=25, options=dict(options))
+        stream.width, stream.height, stream.pix_fmt = 64, 64, pix_fmt
+        stream.codec_context.thread_count = 1
+        try:
+            stream.codec_context.open()  # with the container's flags (global headers), as written
+        except (av.FFmpegError, ValueError):
+            return False
+        return True
+
+    return _header_refuses(fmt, add)
+
+
 class Encoder:
     """The one encode loop: frames, with their own pts and time base, into an open PyAV
     container, the input's audio remuxed alongside. `VideoFileSink` (a file renamed into place)
@@ -178,14 +317,10 @@ class Encoder:
         codec = CODECS[name]
         if codec not in av.codecs_available:
             raise OutputError(f"{self.path}: encoder {codec} ({name}) is not available in this FFmpeg")
-        options = {}
-        preset = enc.preset or DEFAULT_PRESET.get(codec)
-        if preset:
-            options["preset"] = str(preset)
-        if enc.bitrate is None and enc.crf is not None:
-            options["crf"] = str(enc.crf)
-        if codec == "libx265":
-            options["x265-params"] = "log-level=error"
+        if codec == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 takes no log level but this
+        options = _video_options(codec, enc, self.path)
+        self._check_container(name, codec, options)
         rate = info.rate or (1 / info.time_base)
         self.width, self.height = self._output_size()
         hw = self._hardware(rate)  # NVENC, opened once on the side already
@@ -213,7 +348,21 @@ class Encoder:
         self.video.metadata.update({k: v for k, v in info.stream_metadata.items() if k != "rotate"})
         if info.rotation:
             self.video.set_display_rotation(info.rotation)
-        self._audio = _AudioPassthrough(info.path, self.out) if info.has_audio and info.path else None
+        self._audio = _AudioPassthrough(info.path, self.out, self.path) if info.has_audio and info.path else None
+        for message in self._audio.warnings if self._audio else ():
+            self._warn(message)
+
+    def _check_container(self, name: str, codec: str, options: dict) -> None:
+        """Fail before any frame is derained where the container cannot hold the video codec,
+        saying which extensions can and which codec this one takes (encode.codec: auto's)."""
+        fmt = self.out.format
+        if not _video_refuses(fmt.name, codec, options, self.encode.pix_fmt):
+            return
+        others = [ext for ext in VIDEO_SUFFIXES if _muxer(ext) != fmt.name
+                  and not _video_refuses(_muxer(ext), codec, options, self.encode.pix_fmt)]
+        auto = EncodeSettings().codec_for(str(self.path))
+        fix = (f"use {'/'.join(others)}, or " if others else "use ") + f"--codec {auto}"
+        raise OutputError(f"{self.path}: {_container_name(fmt)} cannot hold {name} video; {fix}")
 
     @property
     def matrix(self) -> int:
@@ -306,10 +455,13 @@ class VideoFileSink(Encoder):
         self.tmp = partial_path(path, token)
         try:
             self.tmp.touch(exist_ok=False)  # FFmpeg opens lazily: find an unwritable place now, not at the end
+        except OSError as exc:  # nothing was created, so nothing is removed (EROFS would refuse that too)
+            raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+        try:
             out = av.open(str(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"{path}: cannot write here ({exc})") from None
+            _discard(self.tmp)
+            raise OutputError(f"{path}: cannot write here ({getattr(exc, 'strerror', None) or exc})") from None
         self.out = out
         try:
             super().__init__(out, info, encode, path)
@@ -349,10 +501,10 @@ class VideoFileSink(Encoder):
                 try:
                     self._publish()
                 except BaseException:
-                    self.tmp.unlink(missing_ok=True)
+                    _discard(self.tmp)
                     raise
             else:
-                self.tmp.unlink(missing_ok=True)
+                _discard(self.tmp)
         if error is not None:
             raise _fail(self.path, error)
 
@@ -381,24 +533,45 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 class _AudioPassthrough:
-    """Remux the input's audio packets, interleaved with the video as it is written.
+    """The input's audio, interleaved with the video as it is written: each stream copied as
+    it is, or, where the container cannot hold its codec, re-encoded to one it takes (with a
+    warning in `warnings`), its timestamps kept so it stays in step with the video.
 
     Reading audio lazily up to the current video time keeps memory flat on long files
     (muxing all audio at the end would make the muxer queue every video packet).
     """
 
-    def __init__(self, path: Path, out):
+    def __init__(self, path: Path, out, label) -> None:
         self.src = av.open(str(path), metadata_errors="ignore")
-        self.map = {s.index: out.add_stream_from_template(s) for s in self.src.streams.audio}
         self.out = out
-        self.packets = self.src.demux(*self.src.streams.audio)
+        self.warnings: list[str] = []
+        self.tracks = {s.index: t for s in self.src.streams.audio if (t := self._track(s, label)) is not None}
+        streams = [s for s in self.src.streams.audio if s.index in self.tracks]
+        self.packets = self.src.demux(*streams) if streams else iter(())  # demux() of none reads all
         self.pending = None
+        self.finished = False
+
+    def _track(self, stream, label) -> _CopiedAudio | _ReencodedAudio | None:
+        """How one input stream reaches the output: copied, re-encoded, or (said) left out."""
+        fmt, codec = self.out.format, _codec_name(stream)
+        if not _audio_refuses(fmt.name, stream):
+            return _CopiedAudio(self.out.add_stream_from_template(stream), self.out)
+        said = f"{label}: {_container_name(fmt)} cannot hold {codec} audio as it is"
+        encoder = _audio_encoder(fmt.name)
+        if stream.codec_context is None or encoder is None:
+            why = "this FFmpeg cannot decode it" if stream.codec_context is None else "no audio encoder here fits it"
+            self.warnings.append(f"{said} and {why}; left out")
+            return None
+        track = _ReencodedAudio(stream, self.out, encoder)
+        self.warnings.append(f"{said}; re-encoded to {track.codec} at {track.bit_rate // 1000} kb/s")
+        return track
 
     def mux_until(self, seconds: float) -> None:
         while True:
             pkt = self.pending or next(self.packets, None)
             self.pending = None
             if pkt is None:
+                self._finish()
                 return
             if pkt.size == 0:  # the demuxer's flush packet carries nothing to copy
                 continue
@@ -406,11 +579,113 @@ class _AudioPassthrough:
             if t is not None and float(t * pkt.time_base) > seconds:
                 self.pending = pkt
                 return
-            pkt.stream = self.map[pkt.stream.index]
-            self.out.mux(pkt)
+            self.tracks[pkt.stream.index].mux(pkt)
+
+    def _finish(self) -> None:
+        """At the end of the input's audio: what re-encoders still hold goes out, once."""
+        if not self.finished:
+            self.finished = True
+            for track in self.tracks.values():
+                track.flush()
 
     def close(self) -> None:
         self.src.close()
+
+
+def _codec_name(stream) -> str:
+    """The codec's own name (mp3, not the decoder's mp3float)."""
+    ctx = stream.codec_context
+    return ctx.codec.canonical_name if ctx is not None else "an unknown codec"
+
+
+def _audio_encoder(fmt: str) -> str | None:
+    """The first of AUDIO_ENCODERS in this FFmpeg whose audio a `fmt` container holds."""
+    for encoder in AUDIO_ENCODERS:
+        if encoder in av.codecs_available and not (
+                _rule_refuses(fmt, av.Codec(encoder, "w").canonical_name)
+                or _header_refuses(fmt, lambda trial: bool(trial.add_stream(encoder)))):
+            return encoder
+    return None
+
+
+def _audio_refuses(fmt: str, stream) -> str | None:
+    """Why a `fmt` container cannot hold `stream`'s audio as it is (None: it can)."""
+    return _rule_refuses(fmt, _codec_name(stream)) or \
+        _header_refuses(fmt, lambda trial: bool(trial.add_stream_from_template(stream)))
+
+
+class _CopiedAudio:
+    """An input audio stream remuxed packet by packet."""
+
+    def __init__(self, stream, out) -> None:
+        self.stream, self.out = stream, out
+
+    def mux(self, pkt) -> None:
+        pkt.stream = self.stream
+        self.out.mux(pkt)
+
+    def flush(self) -> None:
+        pass
+
+
+def _encoder_layout(encoder: str, rate: int, layout) -> av.AudioLayout | str:
+    """The input's channel layout where `encoder` takes it; else the usual one for as many
+    channels (an AVI's PCM has channels but no layout: mono stays mono), else stereo (a downmix).
+    Asked by opening the encoder on the side, so a refusal is not found at the first packet."""
+    usual = USUAL_LAYOUTS.get(layout.nb_channels, "stereo")
+    for candidate in (layout, usual, "stereo"):
+        cc = av.CodecContext.create(encoder, "w")
+        cc.sample_rate, cc.layout, cc.format = rate, candidate, av.Codec(encoder, "w").audio_formats[0]
+        cc.time_base = Fraction(1, rate)
+        try:
+            cc.open()
+        except (av.FFmpegError, ValueError):
+            continue
+        return candidate
+    return "stereo"
+
+
+class _ReencodedAudio:
+    """An input audio stream decoded and encoded to `encoder` (AAC, Opus): its layout, and its
+    rate where the encoder takes it (else 48 kHz); frames keep their timestamps, so the audio
+    stays where it was against the video (the encoder's priming delay is the muxer's to note)."""
+
+    def __init__(self, src, out, encoder: str) -> None:
+        self.src, self.out = src, out
+        rates = av.Codec(encoder, "w").audio_rates
+        rate = src.rate if not rates or src.rate in rates else 48000
+        layout = _encoder_layout(encoder, rate, src.codec_context.layout)
+        self.stream = out.add_stream(encoder, rate=rate, layout=layout)
+        self.stream.bit_rate = self.bit_rate = AUDIO_BITRATE * min(self.stream.layout.nb_channels, 6)
+        self.stream.codec_context.time_base = Fraction(1, rate)
+        self.codec = self.stream.codec_context.codec.canonical_name
+        self.next_pts: int | None = None  # in samples: where the last frame ended
+
+    def mux(self, pkt) -> None:
+        try:
+            frames = self.src.codec_context.decode(pkt)
+        except av.InvalidDataError:  # a damaged packet: its samples are lost, as ffmpeg loses them
+            return
+        for frame in frames:
+            self._encode(frame)
+
+    def flush(self) -> None:
+        for frame in self.src.codec_context.decode(None):
+            self._encode(frame)
+        self.out.mux(self.stream.encode(None))
+
+    def _encode(self, frame) -> None:
+        """Encode one decoded frame, its time counted in samples first: the encoder cuts frames
+        into its own size (AAC: 1024), which a coarse input clock (AVI's WMA: one tick per 2048
+        samples) would give equal timestamps, and the muxer refuses those. A frame that would
+        start before the last one ended (a rounding, an overlap) starts where it ended."""
+        start = self.next_pts or 0
+        if frame.pts is not None and frame.time_base:
+            start = round(frame.pts * frame.time_base * frame.sample_rate)
+            start = start if self.next_pts is None else max(self.next_pts, start)
+        frame.pts, frame.time_base = start, Fraction(1, frame.sample_rate)
+        self.next_pts = start + frame.samples
+        self.out.mux(self.stream.encode(frame))
 
 
 class ImageFolderSink:

@@ -1,0 +1,240 @@
+"""What each output container can hold: video codecs checked before any frame is derained,
+audio copied where the container holds it and re-encoded (in step, as loud) where it does not,
+and output names and places that cannot be written said in one line."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_video
+from probe import audio_streams, ffprobe, video_stream
+
+from pipeline.cli import main
+from pipeline.settings import EncodeSettings
+from pipeline.sinks.files import NAME_MAX, _video_options, partial_path, partials
+
+
+def lavfi_clip(path: Path, vcodec: str = "libx264", acodec: str = "aac") -> Path:
+    """25 frames of 160x120 with 1 s of a 1 kHz tone at -18 dB, made by ffmpeg: PyAV writes no
+    WMA, mu-law or 24-bit PCM into the containers the bugs came in."""
+    pix = ["-pix_fmt", "yuv420p"] if vcodec == "libx264" else []
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+                    "-f", "lavfi", "-i", "sine=frequency=1000:duration=1", "-c:v", vcodec, *pix,
+                    "-c:a", acodec, "-shortest", str(path)], check=True)
+    return path
+
+
+def _run(src, out, *extra) -> int:
+    return main(["run", str(src), "-o", str(out), "--profile", "identity", "--backend", "local", *extra])
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def no_pool(monkeypatch):
+    """Fail the test if the model pool starts: the output must be refused before any frame."""
+    import pipeline.files
+
+    def refuse(*a, **k):
+        raise AssertionError("the model pool was started: the output should have been refused first")
+
+    monkeypatch.setattr(pipeline.files, "make_pool", refuse)
+
+
+# --- video codecs the container cannot hold ------------------------------------------------
+
+REFUSED = [("out.ts", "vp9", "MPEG-TS", ".mkv"), ("out.ts", "av1", "MPEG-TS", ".mp4"),
+           ("out.webm", "h264", "WebM", ".mkv"), ("out.avi", "h265", "AVI", ".mkv"),
+           ("out.mov", "vp9", "QuickTime (MOV)", ".webm"), ("out.mov", "av1", "QuickTime (MOV)", ".mp4")]
+
+
+@pytest.mark.parametrize("name,codec,container,works", REFUSED, ids=[f"{c}-in-{n}" for n, c, _, _ in REFUSED])
+def test_a_codec_the_container_cannot_hold_is_one_line_before_any_frame(tmp_path, capsys, no_pool, name,
+                                                                       codec, container, works):
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    out = tmp_path / name
+    assert _run(src, out, "--codec", codec) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    auto = EncodeSettings().codec_for(out)
+    assert f"{out}: {container} cannot hold {codec} video; use " in line and line.endswith(f", or --codec {auto}")
+    assert works in line.split("; use ")[1].split(",")[0].split("/")
+    assert not out.exists() and not partials(out)
+
+
+@pytest.mark.parametrize("name,codec", [("out.ts", "vp9"), ("out.webm", "h264")])
+def test_what_the_refusal_suggests_works(tmp_path, capsys, name, codec):
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    assert _run(src, tmp_path / name, "--codec", codec) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    suffixes, auto = line.split("; use ")[1].split(", or --codec ")
+    for suffix in suffixes.split("/"):
+        if suffix in (".mp4", ".mkv", ".webm"):
+            out = tmp_path / f"other{suffix}"
+            assert _run(src, out, "--codec", codec) == 0
+            assert video_stream(ffprobe(out))["nb_read_frames"] == "4"
+    out = tmp_path / name
+    assert _run(src, out, "--codec", auto) == 0
+    assert video_stream(ffprobe(out))["codec_name"] == auto
+
+
+# --- audio: copied where it fits, else re-encoded in step and as loud -----------------------
+
+def _audio(path: Path) -> tuple[np.ndarray, int, float]:
+    """The first audio stream's first channel as floats in [-1, 1], its rate, and where it
+    starts against the first video frame (seconds)."""
+    with av.open(str(path)) as c:
+        video_start = next(c.decode(video=0)).time
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        frames = list(c.decode(stream))
+    chunks = []
+    for f in frames:
+        x = f.to_ndarray()
+        if np.issubdtype(x.dtype, np.integer):
+            x = x / float(np.iinfo(x.dtype).max + 1)
+        chunks.append(x[0] if f.format.is_planar else x.reshape(-1, f.layout.nb_channels)[:, 0])
+    return np.concatenate(chunks).astype(np.float64), stream.rate, frames[0].time - video_start
+
+
+def _db(x: np.ndarray) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(x ** 2)))
+
+
+REENCODED = [("s24.mov", "libx264", "pcm_s24le", "out.mp4", "MP4", "aac"),  # bug 2: noise at 0 dB before
+             ("s24.mkv", "libx264", "pcm_s24le", "out.mp4", "MP4", "aac"),
+             ("pcm.avi", "mjpeg", "pcm_s16le", "out.ts", "MPEG-TS", "aac"),  # bug 3: a data stream before
+             ("mulaw.mkv", "libx264", "pcm_mulaw", "out.mp4", "MP4", "aac"),  # bug 5: tracebacks before
+             ("wma.avi", "mjpeg", "wmav2", "out.mp4", "MP4", "aac"),
+             ("aac.mp4", "libx264", "aac", "out.webm", "WebM", "opus")]
+
+
+@pytest.mark.parametrize("name,vcodec,acodec,out_name,container,target", REENCODED,
+                         ids=[f"{a}-to-{o}" for _, _, a, o, _, _ in REENCODED])
+def test_audio_the_container_cannot_hold_is_reencoded_in_step_and_as_loud(tmp_path, capsys, caplog, name, vcodec,
+                                                                         acodec, out_name, container, target):
+    src = lavfi_clip(tmp_path / name, vcodec, acodec)
+    out = tmp_path / out_name
+    assert _run(src, out) == 0
+    said = [line for line in (capsys.readouterr().err + caplog.text).splitlines() if "re-encoded" in line]
+    assert said and f"{out}: {container} cannot hold {acodec} audio as it is; re-encoded to {target}" in said[0]
+    (stream,) = audio_streams(ffprobe(out))
+    assert stream["codec_name"] == target
+    (x, rate, start), (y, out_rate, out_start) = _audio(src), _audio(out)
+    assert len(y) / out_rate == pytest.approx(len(x) / rate, abs=0.1)
+    assert out_start == pytest.approx(start, abs=0.05)  # the encoder's priming is all it moves
+    assert _db(y) == pytest.approx(_db(x), abs=1.0) and np.abs(y).max() < 0.5  # -18 dB in, not noise at 0 dB
+
+
+COPIED = [("s24.mov", "pcm_s24le", "out.mkv"), ("s24.mov", "pcm_s24le", "out.mov"),
+          ("pcm.avi", "pcm_s16le", "out.avi"), ("aac.mp4", "aac", "out.ts"), ("aac.mp4", "aac", "out.mkv")]
+
+
+@pytest.mark.parametrize("name,acodec,out_name", COPIED, ids=[f"{a}-to-{o}" for _, a, o in COPIED])
+def test_audio_the_container_holds_is_copied_as_it_is(tmp_path, capsys, caplog, name, acodec, out_name):
+    src = lavfi_clip(tmp_path / name, "mjpeg" if name.endswith(".avi") else "libx264", acodec)
+    out = tmp_path / out_name
+    assert _run(src, out) == 0
+    assert "re-encoded" not in capsys.readouterr().err + caplog.text
+    (a,), (b,) = audio_streams(ffprobe(src)), audio_streams(ffprobe(out))
+    assert b["codec_name"] == a["codec_name"] == acodec and b["sample_rate"] == a["sample_rate"]
+    copied, original = _audio_packets(out), _audio_packets(src)
+    assert len(copied) == len(original)  # the very packets (MPEG-TS puts an ADTS header before each)
+    assert all(c.endswith(o) and len(c) - len(o) in (0, 7) for c, o in zip(copied, original))
+
+
+def _audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+# --- output names and places ----------------------------------------------------------------
+
+@pytest.mark.parametrize("stem", ["a" * 251, "é" * 125], ids=["ascii", "two-byte"])
+def test_a_long_legal_name_gets_a_temporary_that_fits(tmp_path, stem):
+    out = tmp_path / f"{stem}.mp4"
+    assert len(os.fsencode(out.name)) <= NAME_MAX
+    tmp = partial_path(out, "4194304-0123abcd")
+    assert tmp.parent == out.parent and tmp.name.startswith(".") and tmp.name.endswith(".partial.mp4")
+    assert len(os.fsencode(tmp.name)) <= NAME_MAX
+    tmp.name.encode("utf-8")  # whole characters: no half of a two-byte one
+    assert partial_path(out, "4194304-0123abcd") == tmp  # a dead run's temporary is found again
+    tmp.touch()
+    assert partials(out) == [tmp]
+
+
+def test_a_long_legal_output_name_is_written(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    out = tmp_path / f"{'a' * 245}.mp4"
+    assert _run(src, out) == 0
+    assert video_stream(ffprobe(out))["nb_read_frames"] == "4" and not partials(out)
+
+
+@pytest.mark.parametrize("name", ["b" * 300 + ".mp4", "b" * 300], ids=["video", "png-folder"])
+def test_a_name_over_the_limit_is_one_line(tmp_path, capsys, no_pool, name):
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    assert _run(src, tmp_path / name) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(tmp_path / name) in line and f"is {len(name)} bytes long" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_folder_without_write_permission_is_one_line(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    assert _run(src, ro / "a.mp4") == 1
+    assert _one_error_line(capsys.readouterr().err).endswith(f"{ro / 'a.mp4'}: cannot write here (Permission denied)")
+
+
+def test_a_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
+    """EROFS refuses the temporary and then its removal too (where EACCES answers the removal
+    with ENOENT): the second error must not hide the first. Simulated: tests need no mount."""
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    out = tmp_path / "ro" / "a.mp4"
+    out.parent.mkdir()
+
+    def read_only(real):
+        def refuse(self, *a, **k):
+            if self.parent == out.parent:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real(self, *a, **k)
+        return refuse
+
+    monkeypatch.setattr(Path, "touch", read_only(Path.touch))
+    monkeypatch.setattr(Path, "unlink", read_only(Path.unlink))
+    assert _run(src, out) == 1
+    assert _one_error_line(capsys.readouterr().err).endswith(f"{out}: cannot write here (Read-only file system)")
+
+
+# --- VP9: constant quality at a usable speed ------------------------------------------------
+
+def test_vp9_is_constant_quality_with_a_speed_from_the_preset(tmp_path):
+    out = tmp_path / "out.webm"
+    options = _video_options("libvpx-vp9", EncodeSettings(codec="vp9", crf=30), out)
+    assert options == {"deadline": "good", "cpu-used": "4", "row-mt": "1", "crf": "30", "b": "0"}
+    assert _video_options("libvpx-vp9", EncodeSettings(codec="vp9", preset="slow"), out)["cpu-used"] == "2"
+    assert _video_options("libvpx-vp9", EncodeSettings(codec="vp9", preset="6"), out)["cpu-used"] == "6"
+    rated = _video_options("libvpx-vp9", EncodeSettings(codec="vp9", bitrate=500_000), out)
+    assert "crf" not in rated and "b" not in rated  # the bitrate is the stream's, set by the encoder
+
+
+def test_webm_is_vp9_with_opus_and_a_bad_vp9_preset_is_one_line(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=8, size=(64, 48), audio=True)
+    out = tmp_path / "out.webm"
+    assert _run(src, out) == 0
+    info = ffprobe(out)
+    assert video_stream(info)["codec_name"] == "vp9" and video_stream(info)["nb_read_frames"] == "8"
+    assert [s["codec_name"] for s in audio_streams(info)] == ["opus"]
+    capsys.readouterr()
+    assert _run(src, tmp_path / "other.webm", "--preset", "warp") == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{tmp_path / 'other.webm'}: encode.preset 'warp' is no libvpx-vp9 speed" in line
