@@ -6,8 +6,14 @@ frames never cross the network; on a cluster the paths must be on storage every
 node sees. The driver only hands out paths and collects small JSON records.
 
 Resume: outputs appear only on success (sinks rename a temporary file), so a file
-whose output exists is skipped; anything else is redone. The report is rewritten
-after every file, so an interrupted run still says which files are done.
+whose output exists is skipped; anything else is redone. As with rsync or make, the report
+records each done input's size and modification time and its output's size, and a rerun
+redoes a file whose input changed or whose output is no longer the size written (a report
+of an older version, without sizes, keeps every output that exists). The report is
+rewritten after every file, so an interrupted run still says which files are done.
+
+A file worker whose process dies is restarted by Ray; its files wait until it answers (or
+go to the other workers), so one death costs each of them one of `archive.retries`.
 
 The output tree may not be the input tree or inside it, and the walker skips folders that
 hold derain's outputs (a `derain-report.json` or a `.derain-output` marker), so derain's
@@ -15,17 +21,17 @@ own outputs are never taken for inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import secrets
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from .errors import DerainError, InputError, OutputError, WorkerError
 from .settings import RunSettings, with_codec_threads
-from .sinks.files import MARKER, partial_path, remove_partial
+from .sinks.files import MARKER, partial_path, remove_partial, temp_token
 from .workers import cluster_nodes, describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,8 @@ REPORT_NAME = "derain-report.json"
 def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
     """The matching files under `root`, without hidden files and without derain's own outputs."""
     if not root.is_dir():
-        raise InputError(f"{root}: archive folder not found")
+        raise InputError(f"{root}: is not a folder; give the folder of videos to derain" if root.exists()
+                         else f"{root}: archive folder not found")
     found: set[Path] = set()
     for pattern in patterns:
         found.update(root.rglob(pattern) if recursive else root.glob(pattern))
@@ -103,6 +110,7 @@ class FileWorker:
         from .files import derain_file
 
         start, started = time.monotonic(), round(time.time(), 3)
+        made_from = _input_stat(src)  # before reading it: an input changed meanwhile is redone next time
         pool = self._pool()
         try:
             stats = derain_file(src, dst, self.settings, pool=pool, overwrite=overwrite, token=token)
@@ -118,7 +126,8 @@ class FileWorker:
             pool.close()
         return {**shared, "status": "done", "frames": stats.frames_out, "started": started, "seconds": round(stats.seconds, 3),
                 "fps": round(stats.fps, 3), "truncated": stats.truncated,
-                "warnings": list(getattr(stats, "warnings", [])), "worker": os.getpid()}
+                "warnings": list(getattr(stats, "warnings", [])), "worker": os.getpid(),
+                **made_from, "output_size": _output_size(dst)}
 
     def pid(self) -> int:
         return os.getpid()
@@ -190,24 +199,137 @@ def _start_shared_model(settings: RunSettings, ray) -> tuple:
     return model_pool, codec_side, gpu
 
 
-def _write_report(path: Path, records: list[dict]) -> dict:
+class _Report:
+    """The report file, rewritten after every file so an interrupted run still says what is done.
+
+    Only the first write, before any work, may stop the run (an unwritable folder: nothing would
+    record the work). Later writes that fail (the disk filled with outputs) are remembered and said
+    once at the end, and leave no temporary behind: the files' own work matters more than its record.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.error: str | None = None  # why the last write failed; None once one succeeds
+
+    def write(self, records: list[dict]) -> dict:
+        summary = _summary(records)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"summary": summary, "files": records}, indent=2))
+            tmp.replace(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self.error = exc.strerror or str(exc)
+        else:
+            self.error = None
+        return summary
+
+
+def _summary(records: list[dict]) -> dict:
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "failed", "skipped", "pending")}
     frames = sum(r.get("frames") or 0 for r in records if r["status"] == "done")
     secs = sum(r.get("seconds") or 0 for r in records if r["status"] == "done")
     summary = {"files": len(records), **counts, "frames": frames}
     summary["worker_fps"] = round(frames / secs, 3) if secs else 0.0
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"summary": summary, "files": records}, indent=2))
-    tmp.replace(path)
     return summary
+
+
+def _previous(report: Path) -> dict[Path, dict]:
+    """The last run's records by resolved input path; none where there is no readable report."""
+    try:
+        files = json.loads(report.read_text())["files"]
+        return {Path(r["input"]).resolve(): r for r in files}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: cannot read the last run's report (%s); outputs that exist are kept", report, exc)
+        return {}
+
+
+WRITTEN_FROM = ("input_size", "input_mtime_ns", "output_size")  # a record's note of what its output was made from
+
+
+def _input_stat(src: str | Path) -> dict:
+    """The input's size and modification time (none where it cannot be read: then it counts as changed)."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return {}
+    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+
+
+def _why_redo(src: Path, dst: Path, before: dict | None) -> str | None:
+    """Whether to derain `src` again though it ran before: None keeps `dst`; otherwise the reason
+    to say ("" where there is nothing to say: it never finished).
+
+    As rsync and make judge it: an input whose size or modification time is not the one recorded
+    when its output was written, or an output no longer the size written (cut, replaced). The note
+    stays with a file whose redo failed (the old output is still there, and still stale). Without
+    one (a report of an older version, or none) an output that exists is kept, as before: sinks
+    rename an output into place only once it is complete.
+    """
+    before = before or {}
+    if not dst.exists():
+        return "its output is missing" if before.get("status") in ("done", "skipped") else ""
+    if "input_size" not in before:
+        return None
+    if _input_stat(src) != {k: before.get(k) for k in ("input_size", "input_mtime_ns")}:
+        return "the input changed since it was derained"
+    written = before.get("output_size")
+    if written is not None and dst.is_file() and dst.stat().st_size != written:
+        return f"its output is {dst.stat().st_size} bytes, not the {written} written"
+    return None
+
+
+def _plan(inputs: list[Path], in_root: Path, out_root: Path, suffix: str, previous: dict[Path, dict],
+          overwrite: bool) -> tuple[list[dict], dict[str, str]]:
+    """One record per input (skipped or pending) and, by output, the line saying why a file that
+    finished before is derained again."""
+    records, redo = [], {}
+    for src in inputs:
+        dst = output_for(src, in_root, out_root, suffix)
+        before = previous.get(src.resolve())
+        why = "" if overwrite else _why_redo(src, dst, before)
+        record = {"input": str(src), "output": str(dst), "status": "pending" if why is not None else "skipped",
+                  "frames": None, "seconds": None, "fps": None, "error": None}
+        if why is None:  # kept (as noted, or trusted): the note the next run compares
+            record.update(_input_stat(src), output_size=_output_size(dst))
+        else:  # the note of the output on disk, until a new one is written (the worker's record)
+            record.update({k: before[k] for k in WRITTEN_FROM if k in (before or {})})
+        if why:
+            redo[str(dst)] = f"{src}: {why}; deraining it again"
+        records.append(record)
+    return records, redo
+
+
+def _output_size(dst: str | Path) -> int | None:
+    """An output file's size in bytes (None for a folder of images)."""
+    return os.path.getsize(dst) if os.path.isfile(dst) else None
+
+
+def _say_failures(records: list[dict], report: _Report, most: int = 20) -> None:
+    """One line per failed file (its error names it), so the console says what the report holds."""
+    failed = [r for r in records if r["status"] == "failed"]
+    for r in failed[:most]:
+        error = r.get("error") or "failed"
+        log.error("%s", error if error.startswith(r["input"]) else f"{r['input']}: {error}")
+    if len(failed) > most:
+        log.error("... and %d more failed; see the report %s", len(failed) - most, report.path)
 
 
 def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings = RunSettings(),
                 report_path: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Derain every matching video under `in_dir` into the mirrored tree under `out_dir`.
 
-    Returns {"summary": {...}, "files": [...], "path": report path}. One broken file is
-    reported as failed and the rest finish.
+    Returns {"summary": {...}, "files": [...], "path": report path, "report_error": why the
+    report could not be written at the end, or None}. One broken file is reported as failed and
+    the rest finish.
+
+    Raises:
+        InputError: `in_dir` is not a folder.
+        OutputError: `out_dir` is the input tree or in it, or the report cannot be written there
+            (checked before any work starts).
     """
     import ray
 
@@ -224,26 +346,31 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
-    report = Path(report_path) if report_path else out_root / REPORT_NAME
-    records = []
-    for src in inputs:
-        dst = output_for(src, in_root, out_root, a.output_suffix)
-        status = "skipped" if dst.exists() and not overwrite else "pending"
-        records.append({"input": str(src), "output": str(dst), "status": status, "frames": None,
-                        "seconds": None, "fps": None, "error": None})
-    todo = [r for r in records if r["status"] == "pending"]
+    report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
+    records, redo = _plan(inputs, in_root, out_root, a.output_suffix, _previous(report.path), overwrite)
     start = time.monotonic()
-    summary = _write_report(report, records)
+    report.write(records)
+    if report.error:
+        raise OutputError(f"{report.path.parent}: cannot write the report {report.path.name} there "
+                          f"({report.error}); nothing was derained")
+    for line in redo.values():
+        log.warning("%s", line)
+    todo = [r for r in records if r["status"] == "pending"]
     if todo:
         init_ray(settings.workers.address)
-        _process(todo, records, settings, report, overwrite, progress, ray)
-    summary = _write_report(report, records)
+        replace_ok = {r["output"] for r in todo} if overwrite else set(redo)  # outputs a new one may replace
+        _process(todo, records, settings, report, replace_ok, progress, ray)
+    summary = report.write(records)
     summary["wall_seconds"] = round(time.monotonic() - start, 3)
     summary["archive_fps"] = round(summary["frames"] / summary["wall_seconds"], 3) if todo else 0.0
-    return {"summary": summary, "files": records, "path": str(report)}
+    _say_failures(records, report)
+    if report.error:
+        log.error("%s: the report could not be written (%s); the outputs that exist are the files that "
+                  "finished", report.path, report.error)
+    return {"summary": summary, "files": records, "path": str(report.path), "report_error": report.error}
 
 
-def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
+def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],
              progress: bool, ray) -> None:
     model_pool = None
     try:
@@ -259,66 +386,161 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
             gpu = any(p.num_gpus for p in layout)
             streams = settings.archive.streams(gpu)
             args = lambda p: (asdict(settings), p.threads, None, _codec_share(p, streams, nodes))  # noqa: E731
-        _run_files(todo, records, settings, report, overwrite, progress, ray, layout, streams, args)
+        _run_files(todo, records, settings, report, replace_ok, progress, ray, layout, streams, args)
     finally:
         if model_pool is not None:
             model_pool.close()
 
 
-def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, report: Path, overwrite: bool,
+RESTART_S = 60.0  # how long a dead file worker may take to come back where workers.start_timeout_s is 0
+
+
+class _Dispatch:
+    """Hands the files to the file workers, `streams` at a time each, and takes back their records.
+
+    Ray restarts a file worker whose process died (max_restarts=-1), but a call sent while it
+    restarts fails at once (ActorUnavailableError): a file sent back at once would use up its
+    tries in milliseconds. So a dead worker's files go back to the front of the queue with one
+    try more, and that worker gets no file until it answers again; one not back within
+    `restart_s` is given up, and its share goes to the others.
+    """
+
+    def __init__(self, ray, actors: list, streams: int, replace_ok: set[str], retries: int, restart_s: float):
+        self.ray, self.actors, self.streams = ray, actors, streams
+        self.replace_ok, self.retries, self.restart_s = replace_ok, retries, restart_s
+        self.queue: list[tuple[dict, int]] = []  # (record, tries so far)
+        self.running: dict = {}  # ref -> (record, worker index, tries, temporary-name token)
+        self.load = [0] * len(actors)  # files running on each worker
+        self.ready = set(range(len(actors)))  # workers answering
+        self.probes: dict = {}  # ref of a pid call to a worker Ray is restarting -> (index, deadline)
+
+    def busy(self) -> bool:
+        return bool(self.running or self.probes or self.queue)
+
+    def fill(self) -> None:
+        """Give queued files to the answering workers with the fewest, up to `streams` each."""
+        while self.queue and self.ready:
+            idx = min(self.ready, key=self.load.__getitem__)
+            if self.load[idx] >= self.streams:
+                return
+            rec, tries = self.queue.pop(0)
+            token = temp_token()  # the driver knows each file's temporary name
+            ref = self.actors[idx].process.remote(rec["input"], rec["output"], rec["output"] in self.replace_ok,
+                                                  token)
+            self.running[ref] = (rec, idx, tries, token)
+            self.load[idx] += 1
+
+    def wait(self) -> list[dict]:
+        """Wait for a file to end or a dead worker to answer; the records of the files that ended."""
+        ready, _ = self.ray.wait(list(self.running) + list(self.probes), num_returns=1,
+                                 timeout=1.0 if self.probes else None)
+        ended = []
+        for ref in ready:
+            if ref in self.probes:
+                self._probed(ref)
+            else:
+                ended += self._ended(ref)
+        self._give_up_late()
+        self.fill()
+        if self.queue and not (self.running or self.probes):
+            ended += self._no_worker_left()
+        return ended
+
+    def _ended(self, ref) -> list[dict]:
+        rec, idx, tries, token = self.running.pop(ref)
+        self.load[idx] -= 1
+        try:
+            rec.update(self.ray.get(ref))
+        except self.ray.exceptions.RayActorError as exc:  # ActorUnavailableError included
+            remove_partial(partial_path(Path(rec["output"]), token))  # what the dead worker left
+            self._restarting(idx)
+            if tries < self.retries:
+                log.warning("%s: worker died (%s); redoing the file once a worker answers", rec["input"],
+                            type(exc).__name__)
+                self.queue.insert(0, (rec, tries + 1))
+                return []
+            rec.update(status="failed", error=f"{rec['input']}: worker died {tries + 1} times")
+        return [rec]
+
+    def _restarting(self, idx: int) -> None:
+        """Send the worker no file until it answers a pid call (Ray is restarting it)."""
+        if idx in self.ready:
+            self.ready.discard(idx)
+            self.probes[self.actors[idx].pid.remote()] = (idx, time.monotonic() + self.restart_s)
+
+    def _probed(self, ref) -> None:
+        idx, deadline = self.probes.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)  # a call fails at once while the worker restarts: ask again shortly
+                self.probes[self.actors[idx].pid.remote()] = (idx, deadline)
+            else:
+                self._give_up(idx)
+            return
+        self.ready.add(idx)
+
+    def _give_up_late(self) -> None:
+        now = time.monotonic()
+        for ref, (idx, deadline) in list(self.probes.items()):
+            if now >= deadline:
+                del self.probes[ref]
+                self._give_up(idx)
+
+    def _give_up(self, idx: int) -> None:
+        log.error("file worker %d died and was not back within %g s (workers.start_timeout_s); %s", idx,
+                  self.restart_s, "its files go to the other workers" if self.ready or self.probes else
+                  "no file worker is left")
+        self.ray.kill(self.actors[idx])
+
+    def _no_worker_left(self) -> list[dict]:
+        ended = [rec for rec, _ in self.queue]
+        for rec in ended:
+            rec.update(status="failed", error=f"{rec['input']}: no file worker left (each died and was not "
+                                              f"back within {self.restart_s:g} s)")
+        self.queue = []
+        return ended
+
+
+def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],
                progress: bool, ray, layout: list, streams: int, args) -> None:
     actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=streams)(FileWorker)
     actors = start_actors(ray, actor_cls, layout, args, "file workers", settings.workers.start_timeout_s)
-    n = len(actors)
-    queue = list(todo)
-    running: dict = {}  # ref -> (record, actor index, tries, temporary-name token)
+    files = _Dispatch(ray, actors, streams, replace_ok, settings.archive.retries,
+                      settings.workers.start_timeout_s or RESTART_S)
+    files.queue = [(rec, 0) for rec in todo]
     bars = _bars(len(todo), progress)
-
-    def submit(rec: dict, idx: int, tries: int = 0) -> None:
-        token = f"{os.getpid()}-{secrets.token_hex(4)}"  # the driver knows each file's temporary name
-        ref = actors[idx].process.remote(rec["input"], rec["output"], overwrite, token)
-        running[ref] = (rec, idx, tries, token)
-
     try:
-        for _ in range(streams):  # each worker takes `streams` files at once, and a new one as one ends
-            for idx in range(n):
-                if queue:
-                    submit(queue.pop(0), idx)
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            rec, idx, tries, token = running.pop(ready[0])
-            try:
-                rec.update(ray.get(ready[0]))
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                remove_partial(partial_path(Path(rec["output"]), token))  # what the dead worker left
-                if tries < settings.archive.retries:
-                    log.warning("%s: worker died (%s); redoing the file", rec["input"], type(exc).__name__)
-                    submit(rec, idx, tries + 1)
-                    continue
-                rec.update(status="failed", error=f"{rec['input']}: worker died {tries + 1} times")
-            for message in rec.get("warnings") or ():
-                log.warning("%s", message)
-            if rec.get("truncated"):
-                log.warning("%s: the input looks truncated; kept every decodable frame", rec["input"])
-            _write_report(report, records)
-            if bars:
-                bars[0].update(1)
-                bars[1].update(rec.get("frames") or 0)
-            if queue:
-                submit(queue.pop(0), idx)
+        files.fill()
+        while files.busy():
+            for rec in files.wait():
+                _say_warnings(rec)
+                report.write(records)
+                if bars:
+                    bars[0].update(1)
+                    bars[1].update(rec.get("frames") or 0)
     except BaseException:
         # Ctrl-C or a driver failure: stop the workers and remove their partial outputs.
         for actor in actors:
             ray.kill(actor)
-        for rec, _, _, token in running.values():
+        for rec, _, _, token in files.running.values():
             remove_partial(partial_path(Path(rec["output"]), token))
-        _write_report(report, records)
+        report.write(records)
         raise
     finally:
         for bar in bars or ():
             bar.close()
     for actor in actors:
         ray.kill(actor)
+
+
+def _say_warnings(rec: dict) -> None:
+    """Say a finished file's warnings, one line each (the report keeps them too)."""
+    for message in rec.get("warnings") or ():
+        log.warning("%s", message)
+    if rec.get("truncated"):
+        log.warning("%s: the input looks truncated; kept every decodable frame", rec["input"])
 
 
 def _bars(files: int, on: bool):

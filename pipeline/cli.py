@@ -122,10 +122,11 @@ def cmd_archive(args) -> int:
         "archive.shared_model": True if args.shared_model else None}),
         report_path=args.report, overwrite=args.overwrite,
         progress=not args.json)
-    print(json.dumps(report["summary"]) if args.json else
+    where = f"not written ({report['report_error']})" if report["report_error"] else report["path"]
+    print(json.dumps({**report["summary"], "report_error": report["report_error"]}) if args.json else
           f"{report['summary']['done']} done, {report['summary']['failed']} failed, "
-          f"{report['summary']['skipped']} skipped; report: {report['path']}")
-    return 0 if report["summary"]["failed"] == 0 else 1
+          f"{report['summary']['skipped']} skipped; report: {where}")
+    return 0 if report["summary"]["failed"] == 0 and not report["report_error"] else 1
 
 
 def cmd_train(args) -> int:

@@ -1,9 +1,14 @@
-"""`derain archive` on real Ray actors: parallel files, a broken one, resume, report, Ctrl-C."""
+"""`derain archive` on real Ray actors: parallel files, a broken one, resume, report, Ctrl-C,
+a killed file worker, and output folders that cannot be written."""
+import contextlib
+import errno
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from probe import ffprobe, frame_pts, video_stream
 
 import pytest
 
+from pipeline import archive
 from pipeline.archive import REPORT_NAME, find_inputs
 from pipeline.cli import main
 from pipeline.sinks.files import MARKER, partials
@@ -32,7 +38,7 @@ def run_archive(src, out, capsys, *extra):
     return code, summary, json.loads((out / "derain-report.json").read_text())
 
 
-def test_archive_mirrors_the_tree_reports_broken_files_and_resumes(tmp_path, capsys, ray_session):
+def test_archive_mirrors_the_tree_reports_broken_files_and_resumes(tmp_path, capsys, caplog, ray_session):
     (tmp_path / "in").mkdir()
     src = make_archive(tmp_path / "in")
     out = tmp_path / "out"
@@ -48,6 +54,8 @@ def test_archive_mirrors_the_tree_reports_broken_files_and_resumes(tmp_path, cap
         assert video_stream(ffprobe(out / rel))["nb_read_frames"] == str(frames)
         assert frame_pts(out / rel) == frame_pts(src / rel)
     assert not (out / "broken.mp4").exists() and not partials(out / "broken.mp4")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "pipeline.archive"]
+    assert said == [by_name["broken.mp4"]["error"]]  # the console names the failed file and why
 
     # Run again: finished files are skipped; a deleted output and the broken file are redone.
     (out / "c.mov").unlink()
@@ -232,3 +240,218 @@ def test_a_shared_model_without_a_gpu_or_sizes_is_one_clear_error(tmp_path, caps
     code = main(["archive", str(src), str(tmp_path / "out"), "--profile", "identity", "--shared-model", "--json"])
     err = capsys.readouterr().err
     assert code != 0 and "archive.shared_model without a GPU" in err and "workers.count" in err
+
+
+def test_the_failed_files_are_said_one_line_each_at_most_twenty(caplog, tmp_path):
+    records = [{"input": f"in/{i}.mp4", "status": "failed", "error": f"in/{i}.mp4: broken"} for i in range(23)]
+    records.insert(0, {"input": "in/w.mp4", "status": "failed", "error": "worker died 3 times"})
+    records.append({"input": "in/ok.mp4", "status": "done", "error": None})
+    with caplog.at_level(logging.ERROR, "pipeline.archive"):
+        archive._say_failures(records, archive._Report(tmp_path / REPORT_NAME))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 21 and lines[0] == "in/w.mp4: worker died 3 times" and lines[1] == "in/0.mp4: broken"
+    assert lines[-1] == f"... and 4 more failed; see the report {tmp_path / REPORT_NAME}"
+
+
+def test_a_file_worker_killed_mid_file_costs_one_try_and_every_file_finishes(tmp_path, capsys, caplog, monkeypatch,
+                                                                              ray_session):
+    """kill -9 of a file worker's process: Ray restarts it, and its file waits for it to answer
+    (sent at once, it would fail while the worker restarts and use up every try in milliseconds)."""
+    src = tmp_path / "in"
+    for name in ("a", "b"):
+        make_video(src / f"{name}.mp4", frames=40)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 50}\n")  # 2 s a file: killed part-way
+    pids, killed = [], []
+    start_actors = archive.start_actors
+
+    def started(ray, *args, **kwargs):  # the file worker's process id, asked before it takes a file
+        actors = start_actors(ray, *args, **kwargs)
+        pids.extend(ray.get([a.pid.remote() for a in actors]))
+        threading.Timer(1.0, lambda: (os.kill(pids[0], signal.SIGKILL), killed.append(pids[0]))).start()
+        return actors
+
+    monkeypatch.setattr(archive, "start_actors", started)
+    out = tmp_path / "out"
+    code = main(["archive", str(src), str(out), "--config", str(cfg), "--file-workers", "1", "--json"])
+    capsys.readouterr()
+    assert killed and len(pids) == 1
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert code == 0 and [r["status"] for r in report["files"]] == ["done", "done"], report["files"]
+    assert report["summary"] | {"worker_fps": 0} == {"files": 2, "done": 2, "failed": 0, "skipped": 0,
+                                                     "pending": 0, "frames": 80, "worker_fps": 0}
+    for r in report["files"]:
+        assert r["frames"] == 40 and frame_pts(r["output"]) == frame_pts(r["input"])
+        assert r["worker"] != killed[0] and r["output_size"] == os.path.getsize(r["output"])
+    died = [r.getMessage() for r in caplog.records if "worker died" in r.getMessage()]
+    assert len(died) == 1 and died[0].startswith(str(src / "a.mp4")), died  # one kill, one try
+    assert not list(out.rglob("*.partial*"))
+
+
+def test_a_file_worker_that_never_comes_back_is_given_up_and_the_others_take_its_files(
+        tmp_path, capsys, caplog, monkeypatch, ray_session):
+    src = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        make_video(src / f"{name}.mp4", frames=30)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 50}\nworkers: {start_timeout_s: 0}\n")
+    monkeypatch.setattr(archive, "RESTART_S", 2.0)  # how long a dead worker may take to answer again
+    pids = []
+    start_actors = archive.start_actors
+
+    def started(ray, *args, **kwargs):
+        actors = start_actors(ray, *args, **kwargs)
+        pids.extend(ray.get([a.pid.remote() for a in actors]))
+        threading.Timer(1.0, ray.kill, (actors[0],)).start()  # killed for good: Ray does not restart it
+        return actors
+
+    monkeypatch.setattr(archive, "start_actors", started)
+    out = tmp_path / "out"
+    code = main(["archive", str(src), str(out), "--config", str(cfg), "--file-workers", "2", "--json"])
+    capsys.readouterr()
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert code == 0 and [r["status"] for r in report["files"]] == ["done"] * 3, report["files"]
+    assert {r["worker"] for r in report["files"]} == {pids[1]}  # the first file too, redone there
+    assert [m for m in caplog.messages if "died" in m] == [
+        f"{src / 'a.mp4'}: worker died (ActorDiedError); redoing the file once a worker answers",
+        "file worker 0 died and was not back within 2 s (workers.start_timeout_s); its files go to the other workers"]
+    assert not list(out.rglob("*.partial*"))
+
+
+def test_a_rerun_redoes_a_changed_input_and_a_cut_or_missing_output(tmp_path, capsys, caplog, ray_session):
+    """As rsync or make judge it: the report keeps each input's size and mtime and its output's size."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for name in ("changed", "cut", "gone", "kept"):
+        make_video(src / f"{name}.mp4", frames=4)
+    code, summary, first = run_archive(src, out, capsys)
+    assert code == 0 and summary["done"] == 4
+    written = {Path(r["output"]).name: r["output_size"] for r in first["files"]}
+    make_video(src / "changed.mp4", frames=6)  # another video under the same name
+    os.truncate(out / "cut.mp4", 1000)
+    (out / "gone.mp4").unlink()
+    caplog.clear()
+    code, summary, report = run_archive(src, out, capsys)
+    status = {Path(r["input"]).name: r["status"] for r in report["files"]}
+    assert code == 0 and status == {"changed.mp4": "done", "cut.mp4": "done", "gone.mp4": "done",
+                                    "kept.mp4": "skipped"}
+    assert video_stream(ffprobe(out / "changed.mp4"))["nb_read_frames"] == "6"
+    said = sorted(m for m in caplog.messages if "deraining it again" in m)
+    assert said == [f"{src / 'changed.mp4'}: the input changed since it was derained; deraining it again",
+                    f"{src / 'cut.mp4'}: its output is 1000 bytes, not the {written['cut.mp4']} written; "
+                    "deraining it again",
+                    f"{src / 'gone.mp4'}: its output is missing; deraining it again"]
+
+    # A redo that fails leaves the old output, and the note of what it was made from: redone next time too.
+    (src / "gone.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video")
+    for _ in range(2):
+        caplog.clear()
+        code, summary, report = run_archive(src, out, capsys)
+        assert code == 1 and summary["failed"] == 1 and summary["skipped"] == 3 and (out / "gone.mp4").exists()
+        assert f"{src / 'gone.mp4'}: the input changed since it was derained; deraining it again" in caplog.messages
+    make_video(src / "gone.mp4", frames=4)  # mended: redone, then all kept while nothing changes
+    code, summary, report = run_archive(src, out, capsys)
+    assert summary["done"] == 1 and run_archive(src, out, capsys)[1]["skipped"] == 4
+
+    # A report of the older version (no sizes) keeps every output that exists, as that version did.
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert all(r["output_size"] for r in report["files"])
+    for r in report["files"]:
+        del r["input_size"], r["input_mtime_ns"], r["output_size"]
+    (out / REPORT_NAME).write_text(json.dumps(report))
+    os.truncate(out / "kept.mp4", 1000)
+    code, summary, report = run_archive(src, out, capsys)
+    assert summary["skipped"] == 4 and report["files"][-1]["output_size"] == 1000
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A small tmpfs at `path` (root only; the test is skipped where it cannot be mounted)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` as a folder no write reaches: a read-only mount for root (whom modes do not stop), else mode 555."""
+    if os.geteuid() == 0:
+        with tmpfs(path, "ro,size=64k"):
+            yield path
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+
+
+def fill(folder: Path) -> None:
+    """Write into `folder` until its file system is full (or, not being root, take away its write mode)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path, capsys):
+    src = tmp_path / "in"
+    make_video(src / "a.mp4", frames=2)
+    with read_only(tmp_path / "ro") as out:
+        code = main(["archive", str(src), str(out), "--profile", "identity"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"derain archive: error: {out}: cannot write the report") and "nothing was" in line
+        assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("what, says", [("a.mp4", "is not a folder"), ("nowhere", "archive folder not found")])
+def test_an_input_that_is_no_folder_is_one_line_saying_so(tmp_path, capsys, what, says):
+    make_video(tmp_path / "a.mp4", frames=2)
+    code = main(["archive", str(tmp_path / what), str(tmp_path / "out"), "--profile", "identity"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == f"derain archive: error: {tmp_path / what}: {says}" + (
+        "; give the folder of videos to derain" if what == "a.mp4" else "")
+
+
+def test_a_report_that_can_no_longer_be_written_stops_no_file_and_leaves_no_temporary(tmp_path, capsys, caplog,
+                                                                                       monkeypatch, ray_session):
+    """The report's disk fills once the run has started: every file still finishes, and the end
+    says the report could not be written (the report of the up-front check stays, all pending)."""
+    src = tmp_path / "in"
+    for name in ("a", "b"):
+        make_video(src / f"{name}.mp4", frames=4)
+    out = tmp_path / "out"
+    init_ray = archive.init_ray
+    with (tmpfs(tmp_path / "small", "size=16k") if os.geteuid() == 0 else contextlib.nullcontext()) as small:
+        reports = small or tmp_path / "reports"
+        reports.mkdir(exist_ok=True)
+        monkeypatch.setattr(archive, "init_ray", lambda address: (fill(reports), init_ray(address)))
+        try:
+            code = main(["archive", str(src), str(out), "--profile", "identity", "--report",
+                         str(reports / REPORT_NAME), "--json"])
+        finally:
+            reports.chmod(0o755)
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert code == 1 and summary["done"] == 2  # every file done, but the report is not: a failure to say
+        assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+        assert {p.name for p in reports.iterdir()} <= {REPORT_NAME, "filler"}  # no derain-report.json.tmp
+        left = json.loads((reports / REPORT_NAME).read_text())
+        assert [r["status"] for r in left["files"]] == ["pending", "pending"]
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert said == [f"{reports / REPORT_NAME}: the report could not be written "
+                        f"({'No space left on device' if small else 'Permission denied'}); the outputs that "
+                        "exist are the files that finished"]
