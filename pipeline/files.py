@@ -29,7 +29,8 @@ def derain_file(src: str | Path, dst: str | Path, settings: RunSettings = RunSet
                 token: str | None = None) -> LaneStats:
     """Derain `src` (video file or image folder) into `dst` (video file or image folder).
 
-    Every frame is kept (policy `block`), in order, with its timestamps; audio is remuxed.
+    Every frame is kept (policy `block`), in order, with its timestamps; audio is copied (or
+    re-encoded where the output's container cannot hold it, said in the warnings).
     Plugins (`settings.plugins`, or a ready `plugins.PluginChain` that the caller sets up
     and closes) see every derained batch in order before the sink encodes it, so what
     they draw is encoded. Raises InputError / OutputError naming the path, PluginError

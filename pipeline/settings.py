@@ -77,7 +77,7 @@ class EncodeSettings:
     codec: Literal["auto", "h264", "h265", "hevc", "av1", "vp9"] = "auto"  # auto: vp9 in .webm (which holds no H.264), else h264
     crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
     bitrate: int | None = None  # bits per second
-    preset: str | None = None  # None: the codec's default (medium for x264/x265)
+    preset: str | None = None  # None: the codec's default (medium for x264/x265; VP9: x264's names map to cpu-used, medium 4)
     pix_fmt: str = "yuv420p"
     threads: int | Literal["auto"] = "auto"  # encoder threads; auto: 1 where the model runs on these cores, else the file's share of them (codec_threads)
     keyframe_s: float | None = None  # a keyframe at least this often (live: 1 s, so a viewer joins fast)
