@@ -153,3 +153,12 @@ def test_sighup_ends_a_file_run_like_ctrl_c(tmp_path):
     assert proc.returncode == 129, err
     assert one_error_line(err) == "derain run: terminated (SIGHUP); partial outputs removed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:9/x.mp4", "s3://bucket/x.mp4"])
+def test_a_url_of_a_scheme_derain_does_not_read_is_named_whole(tmp_path, capsys, url):
+    """It was taken for a path and said as 'ftp:/127.0.0.1:9/x.mp4: file not found'."""
+    assert main(["run", url, "-o", str(tmp_path / "out.mp4"), *LOCAL]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"derain run: error: {url}: derain reads files, folders and live URLs")
+    assert f"not {url.split(':')[0]}://" in line

@@ -537,3 +537,20 @@ def test_a_failed_run_leaves_nothing_in_a_reused_pool_for_the_next(tmp_path):
         sys.modules.pop("failing", None)
     assert stats.frames_out == 20 and not (tmp_path / "a.mp4").exists()
     assert frame_pts(tmp_path / "b.mp4") == frame_pts(other)
+
+
+def test_an_image_of_another_size_in_a_folder_is_scaled_and_said(tmp_path):
+    import cv2
+
+    from pipeline.files import derain_file
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 80 if i == 2 else 64, 3), 40 * i, np.uint8))
+    stats = derain_file(folder, tmp_path / "out.mp4", load_settings(RunSettings, None, {
+        "model.profile": "identity", "workers.backend": "local"}))
+    assert stats.frames_out == 4
+    v = video_stream(ffprobe(tmp_path / "out.mp4"))
+    assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"])) == (64, 48, 4)
+    assert [w for w in stats.warnings if "002.png: 80x48, not 64x48" in w] != []

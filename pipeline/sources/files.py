@@ -6,6 +6,7 @@ in a thread that fills a bounded `FrameQueue`, so decoding overlaps the model.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import cv2
+import numpy as np
 from av.codec.hwaccel import HWAccel
 
 from .. import hardware, trace
@@ -296,7 +299,24 @@ class ImageFolderSource:
         for seq, path in enumerate(self.files):
             if self._stop.is_set():
                 return
-            yield Frame(read_rgb(path), seq, seq, self.info.time_base, self.source_id, time.monotonic())
+            yield Frame(self._sized(read_rgb(path), path), seq, seq, self.info.time_base, self.source_id,
+                        time.monotonic())
+
+    def _sized(self, rgb: np.ndarray, path: Path) -> np.ndarray:
+        """An image of another size than the first, scaled to it (a video has one size), and said
+        once per size: a stray image in a folder must not pass unnoticed."""
+        w, h = self.info.width, self.info.height
+        if rgb.shape[:2] == (h, w):
+            return rgb
+        size = f"{rgb.shape[1]}x{rgb.shape[0]}"
+        if not any(f" {size}," in said for said in self.warnings):
+            self.warnings.append(f"{path}: {size}, not {w}x{h} as the folder's first image; scaled to "
+                                 f"{w}x{h} (and any other image of that size)")
+            log.warning("%s", self.warnings[-1])
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if rgb.shape[1] > w else cv2.INTER_CUBIC)
+
+
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id: str = "0",
@@ -304,6 +324,9 @@ def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id:
     """A file or folder source for `uri` (live URLs are handled by `pipeline.sources.live`);
     `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers); `layout` "yuv420p"
     for a video file's frames as planes (`pipeline.colour`)."""
+    if URL.match(str(uri)):  # a live URL never comes here: this scheme is none derain reads
+        raise InputError(f"{uri}: derain reads files, folders and live URLs (rtsp, rtmp, http(s), tcp, udp, srt), "
+                         f"not {str(uri).split(':', 1)[0]}:// (copy the file here first)")
     path = Path(uri)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, source_id=source_id)
