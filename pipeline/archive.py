@@ -29,9 +29,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .errors import DerainError, InputError, OutputError, WorkerError
+from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
 from .settings import RunSettings, with_codec_threads
-from .sinks.files import MARKER, partial_path, remove_partial, temp_token
+from .sinks.files import MARKER, VIDEO_SUFFIXES, partial_path, remove_partial, temp_token
 from .workers import cluster_nodes, describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,10 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     if clash is not None:
         raise OutputError(f"{clash}: would be written over an input (from {targets[clash]}); "
                           "give an output folder outside the input folder")
+    unwritable = next((src for t, src in targets.items() if t.suffix.lower() not in VIDEO_SUFFIXES), None)
+    if unwritable is not None:
+        raise ConfigError(f"{unwritable}: its output keeps the extension {unwritable.suffix!r}, which derain does "
+                          f"not write ({', '.join(VIDEO_SUFFIXES)}); set archive.output_suffix (e.g. .mp4)")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

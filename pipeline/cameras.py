@@ -20,7 +20,7 @@ from .redact import install_log_redaction
 from .runner import Input, Runner
 from .settings import CameraSettings, EncodeSettings, LiveSettings, RunSettings
 from .stats import Metrics
-from .sinks.files import VideoFileSink, _claim_file as claim_file
+from .sinks.files import VideoFileSink, check_output_name, claim_file
 from .sinks.streams import SegmentRecorder, SnapshotSink, restream_sink
 from .workers import make_pool
 
@@ -134,6 +134,7 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
         on_start: called with the runner once it is built (tests, bench).
     """
     if output:
+        check_output_name(output)
         claim_file(Path(output), overwrite)
     if settings.plugins:  # a bad plugin name, module or `with:` key fails before any camera opens
         from plugins import PluginChain

@@ -7,6 +7,7 @@ instead. SIGTERM and SIGHUP end a run as Ctrl-C does (partial outputs removed), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,12 @@ class Terminated(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that end a run cleanly: SIGTERM, and SIGHUP unless this process was started
+    to ignore it (`nohup derain ...` must outlive the terminal)."""
+    return tuple(sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN)
 _terminated: list[int] = []  # the signal; Ray re-raises an exception from a handler as a plain KeyboardInterrupt
 
 
@@ -39,8 +46,9 @@ def _leave_now(code: int) -> None:
     ray = sys.modules.get("ray")
     if ray is not None:
         ray.shutdown(wait_for_processes=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # a hung-up terminal
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
 
 
@@ -438,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     # keeps this handler when Ray starts (Ray would put its own, and a crash-style dump).
     main_thread = threading.current_thread() is threading.main_thread()
     _terminated.clear()
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS} if main_thread else {}
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in stop_signals()} if main_thread else {}
     try:
         return args.func(args)
     except DerainError as exc:
@@ -449,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         signum = _terminated[0] if _terminated else signal.SIGTERM if isinstance(exc, Terminated) else None
         what = f"terminated ({signal.Signals(signum).name})" if signum else "interrupted"
-        print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
+        with contextlib.suppress(OSError):  # after a hang-up the terminal is gone (EIO): still leave cleanly
+            print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
         code = 128 + (signum or signal.SIGINT)
         _leave_now(code)
         return code

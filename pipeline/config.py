@@ -80,7 +80,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden, as YAML means
                 continue
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):  # (a list as a key is refused by the base loader, as before)
+                continue
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice in one mapping",
                                                         key_node.start_mark)
             seen.add(key)

@@ -7,7 +7,6 @@ own); `derain_files` is several at once through one pool, a lane each, so one mo
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from .runner import Input, Runner
 from .colour import I420, fits_i420
 from .settings import RunSettings, codec_processes, on_cuda, usable_cores, with_codec_threads
 from .stats import LaneStats
-from .sinks.files import VIDEO_SUFFIXES, open_sink
+from .sinks.files import VIDEO_SUFFIXES, check_output_name, open_sink
 from .sources.files import SourceInfo, open_source
 from .workers import make_pool
 
@@ -65,7 +64,7 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
     run them as strict lanes of one Runner: the queue blocks (every frame kept) and the first
     error ends the run. A chain sits in front of the sinks (they encode what plugins drew)."""
     for src, dst in pairs:
-        _check_output_name(str(dst))
+        check_output_name(str(dst))
         _check_paths(Path(src), Path(dst))
     sources, sinks = [], []
     own_pool = pool is None
@@ -160,18 +159,6 @@ def frame_layout(settings: RunSettings, info: SourceInfo, dst: str | Path, rgb_n
               and info.colour[1] != 2  # full (JPEG) range: the matrix here is limited range
               and Path(dst).suffix.lower() in VIDEO_SUFFIXES)
     return I420 if planes else "rgb"
-
-
-def _check_output_name(dst: str) -> None:
-    """Refuse a name that is neither a video file nor plainly a folder: `-o out.xyz` (a typo, or a
-    container derain does not write) would otherwise become a folder of PNGs without a word, and
-    `-o -` a folder named "-" where a pipe to stdout was meant."""
-    if dst == "-":
-        raise OutputError("-: derain writes files, not a pipe to stdout; give an output file (.mp4, .mkv, ...)")
-    suffix = Path(dst).suffix.lower()
-    if suffix and suffix not in VIDEO_SUFFIXES and not dst.endswith(("/", os.sep)):
-        raise OutputError(f"{dst}: {suffix!r} is not a video extension ({', '.join(VIDEO_SUFFIXES)}); "
-                          f"for a folder of PNGs end the name with a slash ({dst}/)")
 
 
 def _check_paths(src: Path, dst: Path) -> None:

@@ -154,6 +154,8 @@ class Runner:
     def install_signals(self) -> None:
         """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop cleanly (call from the main thread)."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # started under nohup: the run outlives the terminal
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> Metrics:

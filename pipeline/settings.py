@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 from .config import short
 
 
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # as torch.device names them
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -37,7 +37,7 @@ class ModelSettings:
         if self.profile not in known:
             out.append(f"profile: must be one of {', '.join(known)} (got {self.profile!r})")
         if not DEVICE.fullmatch(str(self.device)):
-            out.append(f"device: must be auto, cpu, cuda or cuda:N (got {short(self.device)})")
+            out.append(f"device: must be auto, cpu, cuda or cuda:N (or mps, xpu) (got {short(self.device)})")
         if self.dtype not in DTYPES:
             out.append(f"dtype: must be one of {', '.join(DTYPES)} (got {short(self.dtype)})")
         return out

@@ -105,6 +105,23 @@ def test_an_output_tree_in_the_input_tree_is_refused_up_front(tmp_path, capsys, 
     assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == ["a.mp4"]  # nothing written
 
 
+def test_inputs_whose_extension_derain_does_not_write_need_an_output_suffix(tmp_path, capsys):
+    """`archive.patterns: ["*.mpg"]`: each output would keep .mpg, which derain cannot write, and
+    every file failed after Ray started; now one line before any work, and the suffix fixes it."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "a.mp4", frames=4).rename(src / "a.mpg")
+    cfg = tmp_path / "mpg.yaml"
+    cfg.write_text('archive: {patterns: ["*.mpg"]}\nmodel: {profile: identity}\nworkers: {backend: local}\n')
+    assert main(["archive", str(src), str(out), "--config", str(cfg)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "a.mpg: its output keeps the extension '.mpg'" in line and "archive.output_suffix" in line
+    assert not out.exists()
+    cfg.write_text('archive: {patterns: ["*.mpg"], output_suffix: .mp4}\nmodel: {profile: identity}\n'
+                   'workers: {backend: local}\n')
+    assert main(["archive", str(src), str(out), "--config", str(cfg)]) == 0
+    assert (out / "a.mp4").exists()
+
+
 def test_the_walker_skips_derains_own_outputs(tmp_path):
     root = tmp_path / "in"
     make_video(root / "cam" / "a.mp4", frames=2)

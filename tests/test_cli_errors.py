@@ -162,3 +162,21 @@ def test_a_url_of_a_scheme_derain_does_not_read_is_named_whole(tmp_path, capsys,
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"derain run: error: {url}: derain reads files, folders and live URLs")
     assert f"not {url.split(':')[0]}://" in line
+
+
+def test_a_run_started_under_nohup_outlives_the_hang_up(tmp_path):
+    """`nohup derain ...` ignores SIGHUP: the run must finish, not clean up and leave."""
+    src = make_video(tmp_path / "in.mp4", frames=40)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out), "--profile",
+                             "identity", "--backend", "local", "--delay-ms", "30"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.exists() and "terminated" not in err

@@ -238,3 +238,18 @@ def test_webm_is_vp9_with_opus_and_a_bad_vp9_preset_is_one_line(tmp_path, capsys
     assert _run(src, tmp_path / "other.webm", "--preset", "warp") == 1
     line = _one_error_line(capsys.readouterr().err)
     assert f"{tmp_path / 'other.webm'}: encode.preset 'warp' is no libvpx-vp9 speed" in line
+
+
+@pytest.mark.parametrize("extra,config,expected", [
+    (["--codec", "av1", "--preset", "medium"], "", "libsvtav1 encoder refuses 160x120 yuv420p video at encode.preset 'medium'"),
+    (["--preset", "bogus"], "", "libx264 encoder refuses 160x120 yuv420p video at encode.preset 'bogus'"),
+    ([], "encode: {pix_fmt: rgb24}", "the libvpx-vp9 encoder does not take rgb24 (encode.pix_fmt; it takes yuv420p"),
+], ids=["svt-av1-preset", "x264-preset", "vp9-pix-fmt"])
+def test_a_preset_or_pixel_format_the_encoder_refuses_is_named(tmp_path, capsys, no_pool, extra, config, expected):
+    """These were said as a refused frame size, which sent users looking in the wrong place."""
+    src = make_video(tmp_path / "in.mp4", frames=3, size=(160, 120))
+    if config:
+        (tmp_path / "c.yaml").write_text(config)
+        extra = [*extra, "--config", str(tmp_path / "c.yaml")]
+    assert _run(src, tmp_path / ("out.webm" if config else "out.mp4"), *extra) == 1
+    assert expected in _one_error_line(capsys.readouterr().err)

@@ -26,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from ..colour import I420, is_i420
@@ -128,7 +129,7 @@ def _mkdir_parent(path: Path) -> None:
         raise OutputError(f"{path}: cannot create its folder ({exc.strerror})") from None
 
 
-def _claim_file(path: Path, overwrite: bool) -> None:
+def claim_file(path: Path, overwrite: bool) -> None:
     """Check that a video file may be written at `path` (ffmpeg -n / -y): only a file is replaced."""
     _check_name(path)
     if path.is_dir():
@@ -305,6 +306,7 @@ class Encoder:
     def __init__(self, out, info: SourceInfo, encode: EncodeSettings, label):
         self.out, self.info, self.encode, self.path = out, info, encode, label
         self.frames_written = 0
+        self._scaled: set[tuple[int, int]] = set()  # sizes of frames scaled to the video's, said once each
         self._last_pts: int | None = None
         self._audio = None
         self._setup()
@@ -400,7 +402,12 @@ class Encoder:
         return nv, nv_options
 
     def _check_encoder(self, codec: str, options: dict, rate) -> None:
-        """Open the encoder once on the side, so a size or format it refuses fails before any work."""
+        """Open the encoder once on the side, so a size, format or preset it refuses fails before any
+        work, and the line says which of them it was where FFmpeg can tell."""
+        taken = [f.name for f in av.Codec(codec, "w").video_formats or ()]
+        if taken and self.encode.pix_fmt not in taken:
+            raise OutputError(f"{self.path}: the {codec} encoder does not take {self.encode.pix_fmt} "
+                              f"(encode.pix_fmt; it takes {', '.join(taken[:12])}{', ...' if len(taken) > 12 else ''})")
         cc = av.CodecContext.create(codec, "w")
         cc.width, cc.height, cc.pix_fmt = self.width, self.height, self.encode.pix_fmt
         cc.time_base = self.info.time_base
@@ -410,12 +417,27 @@ class Encoder:
         try:
             cc.open()
         except (av.FFmpegError, ValueError) as exc:
+            preset = f" at encode.preset {options['preset']!r}" if "preset" in options and self.encode.preset else ""
             raise OutputError(f"{self.path}: the {codec} encoder refuses {self.width}x{self.height} "
-                              f"{self.encode.pix_fmt} video ({_short(exc)})") from None
+                              f"{self.encode.pix_fmt} video{preset} ({_short(exc)})") from None
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning("%s", message)
+
+    def _sized(self, image: np.ndarray) -> np.ndarray:
+        """A frame at the video's size: the input's cut to even (a column or row), or, for a frame
+        of another size (an odd image in a folder), scaled to it and said once per size; a video
+        has one size, where a folder of PNGs keeps each image's."""
+        h, w = image.shape[:2]
+        if (h, w) in ((self.height, self.width), (self.info.height, self.info.width)):
+            return image[:self.height, :self.width]
+        if (w, h) not in self._scaled:
+            self._scaled.add((w, h))
+            self._warn(f"{self.path}: a {w}x{h} frame (frame {self.frames_written}) scaled to the video's "
+                       f"{self.width}x{self.height}: a video has one size")
+        return cv2.resize(image, (self.width, self.height),
+                          interpolation=cv2.INTER_AREA if w > self.width else cv2.INTER_CUBIC)
 
     def write(self, batch: FrameBatch) -> None:
         try:
@@ -430,7 +452,7 @@ class Encoder:
             if planes:
                 frame = av.VideoFrame.from_ndarray(image, format=I420)
             else:
-                image = image[:self.height, :self.width]
+                image = self._sized(image)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             # swscale converts RGB with the frame's matrix: the input's, which the stream is tagged with
             frame.colorspace = self.matrix
@@ -450,7 +472,7 @@ class VideoFileSink(Encoder):
     def __init__(self, path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),
                  overwrite: bool = False, token: str | None = None):
         path = Path(path)
-        _claim_file(path, overwrite)
+        claim_file(path, overwrite)
         self.path, self.overwrite = path, overwrite
         self.tmp = partial_path(path, token)
         try:
@@ -545,7 +567,11 @@ class _AudioPassthrough:
         self.src = av.open(str(path), metadata_errors="ignore")
         self.out = out
         self.warnings: list[str] = []
-        self.tracks = {s.index: t for s in self.src.streams.audio if (t := self._track(s, label)) is not None}
+        try:
+            self.tracks = {s.index: t for s in self.src.streams.audio if (t := self._track(s, label)) is not None}
+        except BaseException:
+            self.src.close()  # the sink never holds this object to close it
+            raise
         streams = [s for s in self.src.streams.audio if s.index in self.tracks]
         self.packets = self.src.demux(*streams) if streams else iter(())  # demux() of none reads all
         self.pending = None
@@ -768,6 +794,18 @@ def _remove_own(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         log.warning("%s: kept: it holds files derain did not write", folder)
+
+
+def check_output_name(dst: str) -> None:
+    """Refuse a name that is neither a video file nor plainly a folder: `-o out.xyz` (a typo, or a
+    container derain does not write) would otherwise become a folder of PNGs without a word, and
+    `-o -` a folder named "-" where a pipe to stdout was meant."""
+    if dst == "-":
+        raise OutputError("-: derain writes files, not a pipe to stdout; give an output file (.mp4, .mkv, ...)")
+    suffix = Path(dst).suffix.lower()
+    if suffix and suffix not in VIDEO_SUFFIXES and not dst.endswith(("/", os.sep)) and not Path(dst).is_dir():
+        raise OutputError(f"{dst}: {suffix!r} is not a video extension ({', '.join(VIDEO_SUFFIXES)}); "
+                          f"for a folder of PNGs end the name with a slash ({dst}/)")
 
 
 def open_sink(path: str | Path, info: SourceInfo, encode: EncodeSettings = EncodeSettings(),

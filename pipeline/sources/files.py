@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Iterator
 
 import av
-import cv2
-import numpy as np
 from av.codec.hwaccel import HWAccel
 
 from .. import hardware, trace
@@ -146,8 +144,9 @@ class VideoFileSource:
                     return
                 yield frame
         if decoder.bad_packets:
-            log.warning("%s: %d damaged packet%s passed over (%s); every frame that decodes is kept",
-                        self.path, decoder.bad_packets, "s" if decoder.bad_packets > 1 else "", decoder.bad_packet_error)
+            n = decoder.bad_packets
+            self._warn(f"{self.path}: {n} damaged packet{'s' if n > 1 else ''} passed over "
+                       f"({decoder.bad_packet_error}); every frame that decodes is kept")
         if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
             self.truncated = True
             log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
@@ -175,10 +174,11 @@ class VideoFileSource:
 
 class Decoder:
     """The one decode loop: the first video stream of an open container, in order, as RGB
-    Frames. A missing pts continues the clock; `container.decode()` sends the final flush
-    packet, so frame-threaded decoders hand over their last frames too. A corrupt or cut
-    tail (or a live connection's read timeout) ends the frames without raising: `error` says
-    why, and every frame before it was given. Files and live connections both decode here.
+    Frames. A missing pts continues the clock; the demuxer's final empty packet flushes the
+    decoder, so frame-threaded decoders hand over their last frames too. A packet the decoder
+    refuses is passed over (`bad_packets`); a demuxer that fails (a cut tail, or a live
+    connection's read timeout) ends the frames without raising: `error` says why, and every
+    frame before it was given. Files and live connections both decode here.
     `layout` "yuv420p" gives the planes (no swscale where the decoder's output is yuv420p)."""
 
     def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb", name: str = ""):
@@ -299,21 +299,7 @@ class ImageFolderSource:
         for seq, path in enumerate(self.files):
             if self._stop.is_set():
                 return
-            yield Frame(self._sized(read_rgb(path), path), seq, seq, self.info.time_base, self.source_id,
-                        time.monotonic())
-
-    def _sized(self, rgb: np.ndarray, path: Path) -> np.ndarray:
-        """An image of another size than the first, scaled to it (a video has one size), and said
-        once per size: a stray image in a folder must not pass unnoticed."""
-        w, h = self.info.width, self.info.height
-        if rgb.shape[:2] == (h, w):
-            return rgb
-        size = f"{rgb.shape[1]}x{rgb.shape[0]}"
-        if not any(f" {size}," in said for said in self.warnings):
-            self.warnings.append(f"{path}: {size}, not {w}x{h} as the folder's first image; scaled to "
-                                 f"{w}x{h} (and any other image of that size)")
-            log.warning("%s", self.warnings[-1])
-        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if rgb.shape[1] > w else cv2.INTER_CUBIC)
+            yield Frame(read_rgb(path), seq, seq, self.info.time_base, self.source_id, time.monotonic())
 
 
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
