@@ -252,7 +252,7 @@ class DecodeSettings:
     yuv: bool | Literal["auto"] = "auto"
 
     def problems(self) -> list[str]:
-        out = [] if self.fps > 0 else [f"fps: must be > 0 (got {self.fps})"]
+        out = [] if 0.01 <= self.fps <= 1000 else [f"fps: must be 0.01 to 1000 frames a second (got {self.fps})"]
         return out + threads_problems(self.threads)
 
     def thread_count(self, share: int | None = None) -> int:
@@ -276,6 +276,8 @@ class ArchiveSettings:
 
     def problems(self) -> list[str]:
         out = [] if self.workers >= 0 and self.retries >= 0 else ["workers and retries must be >= 0"]
+        if self.output_suffix and not self.output_suffix.startswith("."):
+            out.append(f"output_suffix: must start with a dot, as .mp4 (got {short(self.output_suffix)})")
         if self.streams_per_worker != "auto" and self.streams_per_worker < 1:
             out.append(f"streams_per_worker: must be >= 1 or 'auto' (got {self.streams_per_worker})")
         return out

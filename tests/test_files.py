@@ -557,3 +557,14 @@ def test_an_image_of_another_size_in_a_folder_is_scaled_in_a_video_and_kept_in_p
     stats = derain_file(folder, tmp_path / "pngs", LOCAL)  # a folder of PNGs keeps each image's size
     assert [cv2.imread(str(tmp_path / "pngs" / f"{i:03d}.png")).shape[1] for i in range(4)] == [64, 64, 80, 64]
     assert not [w for w in stats.warnings if "scaled" in w]
+
+
+def test_a_matroska_video_that_starts_after_its_audio_is_not_called_truncated(tmp_path, capsys, caplog):
+    """Matroska's DURATION tag is where the track ends: a video starting 0.5 s in lasts 0.5 s less."""
+    src = tmp_path / "late.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-itsoffset", "0.5", "-f", "lavfi", "-i",
+                    "testsrc2=size=160x120:rate=25:duration=1", "-f", "lavfi", "-i", "sine=duration=1.5",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(src)], check=True)
+    assert _run(src, tmp_path / "out.mkv") == 0
+    assert "truncated" not in capsys.readouterr().err + caplog.text
+    assert int(video_stream(ffprobe(tmp_path / "out.mkv"))["nb_read_frames"]) == 25

@@ -241,8 +241,8 @@ def test_webm_is_vp9_with_opus_and_a_bad_vp9_preset_is_one_line(tmp_path, capsys
 
 
 @pytest.mark.parametrize("extra,config,expected", [
-    (["--codec", "av1", "--preset", "medium"], "", "libsvtav1 encoder refuses 160x120 yuv420p video at encode.preset 'medium'"),
-    (["--preset", "bogus"], "", "libx264 encoder refuses 160x120 yuv420p video at encode.preset 'bogus'"),
+    (["--codec", "av1", "--preset", "good"], "", "encode.preset 'good' is no libsvtav1 preset (use placebo, "),
+    (["--preset", "bogus"], "", "encode.preset 'bogus' is no libx264 preset (use ultrafast, superfast,"),
     ([], "encode: {pix_fmt: rgb24}", "the libvpx-vp9 encoder does not take rgb24 (encode.pix_fmt; it takes yuv420p"),
 ], ids=["svt-av1-preset", "x264-preset", "vp9-pix-fmt"])
 def test_a_preset_or_pixel_format_the_encoder_refuses_is_named(tmp_path, capsys, no_pool, extra, config, expected):
@@ -253,3 +253,10 @@ def test_a_preset_or_pixel_format_the_encoder_refuses_is_named(tmp_path, capsys,
         extra = [*extra, "--config", str(tmp_path / "c.yaml")]
     assert _run(src, tmp_path / ("out.webm" if config else "out.mp4"), *extra) == 1
     assert expected in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("preset", ["ultrafast", "medium", "13"])
+def test_x264_preset_names_work_for_av1_too(tmp_path, capsys, preset):
+    src = make_video(tmp_path / "in.mp4", frames=3, size=(160, 120))
+    assert _run(src, tmp_path / "out.mkv", "--codec", "av1", "--preset", preset) == 0
+    assert video_stream(ffprobe(tmp_path / "out.mkv"))["codec_name"] == "av1"

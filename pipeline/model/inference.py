@@ -53,8 +53,10 @@ def pick_device(device: str = "auto") -> torch.device:
         picked = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"model.device: {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
-    if picked.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"model.device: {device} asked for, but torch {torch.__version__} sees no CUDA GPU here")
+    backend = getattr(torch, picked.type, None) if picked.type != "cpu" else None
+    if picked.type != "cpu" and not (backend is not None and backend.is_available()):
+        raise ConfigError(f"model.device: {device} asked for, but torch {torch.__version__} sees no "
+                          f"{'CUDA GPU' if picked.type == 'cuda' else picked.type + ' device'} here")
     if picked.type == "cuda" and (picked.index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"model.device: {device} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return picked

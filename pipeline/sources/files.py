@@ -252,16 +252,20 @@ def _bit_depth(pix_fmt: str | None) -> int:
 
 def _declared_seconds(container, stream) -> float | None:
     """How long the file says its video lasts: the stream's duration, Matroska's per-stream
-    DURATION tag, or the container's duration when the video is its only stream."""
+    DURATION tag (less the stream's start), or the container's duration when the video is its
+    only stream."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
     if tag:
         try:
             h, m, sec = tag.strip().split(":")
-            return int(h) * 3600 + int(m) * 60 + float(sec)
+            end = int(h) * 3600 + int(m) * 60 + float(sec)
         except ValueError:
             pass
+        else:  # the tag is where the track ends: a video that starts after the audio lasts less
+            start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+            return max(0.0, end - start)
     if container.duration and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
