@@ -260,3 +260,16 @@ def test_x264_preset_names_work_for_av1_too(tmp_path, capsys, preset):
     src = make_video(tmp_path / "in.mp4", frames=3, size=(160, 120))
     assert _run(src, tmp_path / "out.mkv", "--codec", "av1", "--preset", preset) == 0
     assert video_stream(ffprobe(tmp_path / "out.mkv"))["codec_name"] == "av1"
+
+
+def test_an_audio_delay_that_avi_cannot_keep_is_said(tmp_path, caplog):
+    src = tmp_path / "late.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+                    "-itsoffset", "0.5", "-f", "lavfi", "-i", "sine=duration=0.5", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-c:a", "pcm_s16le", str(src)], check=True)
+    assert _run(src, tmp_path / "out.avi") == 0
+    said = [r.getMessage() for r in caplog.records if "AVI keeps no audio delay" in r.getMessage()]
+    assert said == [f"{tmp_path / 'out.avi'}: AVI keeps no audio delay: audio #1, 0.50 s after the video, "
+                    "plays that much early (.mkv or .mp4 keep it)"]
+    assert _run(src, tmp_path / "out.mkv") == 0  # a container that keeps it says nothing
+    assert len([r for r in caplog.records if "AVI keeps" in r.getMessage()]) == 1

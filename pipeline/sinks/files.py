@@ -578,6 +578,17 @@ def _short(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _avi_offsets(src, audio, label) -> list[str]:
+    """AVI keeps no start time per stream: audio that starts after the video plays that much
+    early there. Said, with the containers that keep it (ffmpeg -c copy loses it the same way)."""
+    def start(s) -> float:
+        return float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
+
+    video = start(src.streams.video[0]) if src.streams.video else 0.0
+    return [f"{label}: AVI keeps no audio delay: audio #{s.index}, {start(s) - video:.2f} s after the video, "
+            "plays that much early (.mkv or .mp4 keep it)" for s in audio if start(s) - video > 0.04]
+
+
 class _AudioPassthrough:
     """The input's audio, interleaved with the video as it is written: each stream copied as
     it is, or, where the container cannot hold its codec, re-encoded to one it takes (with a
@@ -597,6 +608,8 @@ class _AudioPassthrough:
             self.src.close()  # the sink never holds this object to close it
             raise
         streams = [s for s in self.src.streams.audio if s.index in self.tracks]
+        if self.out.format.name == "avi":
+            self.warnings += _avi_offsets(self.src, streams, label)
         self.packets = self.src.demux(*streams) if streams else iter(())  # demux() of none reads all
         self.pending = None
         self.finished = False
