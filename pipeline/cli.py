@@ -111,7 +111,15 @@ def cmd_run(args) -> int:
     if not args.output:
         _fail(args, "-o/--output is required for a file input")
         return 2
-    stats = derain_file(args.input, args.output, _settings(args), overwrite=args.overwrite,
+    live_only = [f"--{k.replace('_', '-')}" for k in LIVE_ONLY if getattr(args, k, None)]
+    if live_only:
+        _fail(args, f"{', '.join(live_only)}: for live inputs only (a URL, a /dev/video device, or a file "
+                    "with --realtime); a file run would ignore it")
+        return 2
+    stats = derain_file(args.input, args.output, _settings(args, **{
+        "model.delay_ms": args.delay_ms, "batching.queue_size": args.queue_size,
+        "batching.max_wait_ms": args.max_wait_ms}),
+                        overwrite=args.overwrite,
                         progress=not args.json and sys.stderr.isatty())
     summary = {"input": args.input, "output": args.output, **stats.as_dict(),
                "warnings": list(getattr(stats, "warnings", []))}  # also logged, one line each
@@ -290,6 +298,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true", help="print one JSON summary line")
+
+
+# the live group's flags that a file run has no use for (--delay-ms, --queue-size, --max-wait-ms serve both)
+LIVE_ONLY = ("preview", "preview_token", "record", "segment_s", "restream", "snapshot", "transport", "duration_s",
+             "tries", "policy")  # a file keeps every frame: its queue blocks
 
 
 def _add_live_flags(p: argparse.ArgumentParser) -> None:

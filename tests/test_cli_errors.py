@@ -180,3 +180,14 @@ def test_a_run_started_under_nohup_outlives_the_hang_up(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out.exists() and "terminated" not in err
+
+
+def test_live_only_flags_on_a_file_run_are_refused_not_ignored(tmp_path, capsys):
+    """`derain run in.mp4 -o out.mp4 --record rec/` recorded nothing and said nothing."""
+    src = make_video(tmp_path / "in.mp4", frames=2)
+    assert main(["run", str(src), "-o", str(tmp_path / "out.mp4"), "--record", str(tmp_path / "rec"),
+                 "--duration-s", "3", *LOCAL]) == 2
+    assert one_error_line(capsys.readouterr().err) == ("derain run: error: --record, --duration-s: for live inputs "
+                                                       "only (a URL, a /dev/video device, or a file with --realtime); "
+                                                       "a file run would ignore it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
