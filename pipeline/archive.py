@@ -173,8 +173,10 @@ def _cores_per_gpu(nodes) -> float:
 def _codec_share(p, streams: int, nodes=None) -> int:
     """The cores each of a file worker's `streams` codec processes may use (`threads: auto`): its
     own cores, or a GPU worker's part of the cores beside its GPU (`nodes` given)."""
+    from .files import codec_share
+
     cores = _cores_per_gpu(nodes) * min(p.num_gpus, 1) if nodes is not None and p.num_gpus else p.threads
-    return max(1, int(cores) // streams)
+    return codec_share(streams, int(cores))
 
 
 def _start_shared_model(settings: RunSettings, ray) -> tuple:
@@ -259,7 +261,7 @@ def _input_stat(src: str | Path) -> dict:
     return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
-def _why_redo(src: Path, dst: Path, before: dict | None) -> str | None:
+def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
     """Whether to derain `src` again though it ran before: None keeps `dst`; otherwise the reason
     to say ("" where there is nothing to say: it never finished).
 
@@ -267,18 +269,17 @@ def _why_redo(src: Path, dst: Path, before: dict | None) -> str | None:
     when its output was written, or an output no longer the size written (cut, replaced). The note
     stays with a file whose redo failed (the old output is still there, and still stale). Without
     one (a report of an older version, or none) an output that exists is kept, as before: sinks
-    rename an output into place only once it is complete.
+    rename an output into place only once it is complete. `stat`: the input's `_input_stat` now.
     """
-    before = before or {}
     if not dst.exists():
         return "its output is missing" if before.get("status") in ("done", "skipped") else ""
     if "input_size" not in before:
         return None
-    if _input_stat(src) != {k: before.get(k) for k in ("input_size", "input_mtime_ns")}:
+    if stat != {k: before.get(k) for k in WRITTEN_FROM[:2]}:
         return "the input changed since it was derained"
-    written = before.get("output_size")
-    if written is not None and dst.is_file() and dst.stat().st_size != written:
-        return f"its output is {dst.stat().st_size} bytes, not the {written} written"
+    written, size = before.get("output_size"), _output_size(dst)
+    if written is not None and size is not None and size != written:
+        return f"its output is {size} bytes, not the {written} written"
     return None
 
 
@@ -289,14 +290,14 @@ def _plan(inputs: list[Path], in_root: Path, out_root: Path, suffix: str, previo
     records, redo = [], {}
     for src in inputs:
         dst = output_for(src, in_root, out_root, suffix)
-        before = previous.get(src.resolve())
-        why = "" if overwrite else _why_redo(src, dst, before)
+        before, stat = previous.get(src.resolve(), {}), _input_stat(src)
+        why = "" if overwrite else _why_redo(dst, before, stat)
         record = {"input": str(src), "output": str(dst), "status": "pending" if why is not None else "skipped",
                   "frames": None, "seconds": None, "fps": None, "error": None}
         if why is None:  # kept (as noted, or trusted): the note the next run compares
-            record.update(_input_stat(src), output_size=_output_size(dst))
+            record.update(stat, output_size=_output_size(dst))
         else:  # the note of the output on disk, until a new one is written (the worker's record)
-            record.update({k: before[k] for k in WRITTEN_FROM if k in (before or {})})
+            record.update({k: before[k] for k in WRITTEN_FROM if k in before})
         if why:
             redo[str(dst)] = f"{src}: {why}; deraining it again"
         records.append(record)

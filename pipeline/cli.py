@@ -467,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _fail(args, str(exc))
         return 1
-    except KeyboardInterrupt as exc:
-        signum = _terminated[0] if _terminated else signal.SIGTERM if isinstance(exc, Terminated) else None
+    except KeyboardInterrupt:
+        signum = _terminated[0] if _terminated else None  # Terminated is raised after the signal is noted
         what = f"terminated ({signal.Signals(signum).name})" if signum else "interrupted"
         with contextlib.suppress(OSError):  # after a hang-up the terminal is gone (EIO): still leave cleanly
             print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)

@@ -118,7 +118,7 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
     from .codec_process import CodecProcess
 
     cores, auto = usable_cores(), "auto" in (d.threads, settings.encode.threads)
-    settings = with_codec_threads(settings, codec_share(len(pairs)))  # an archive's worker did already
+    settings = stream_settings(settings, len(pairs), cores)  # an archive's worker did already
     d, e = settings.decode, settings.encode
     if auto:
         log.info("codec processes: %d file%s on %d cores, each decoded with %s and encoded with %s", len(pairs),
@@ -136,9 +136,15 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
         codec.ready()
 
 
-def codec_share(files: int) -> int:
-    """The cores each of `files` codec processes may use (`threads: auto`): a share of this machine's."""
-    return max(1, usable_cores() // files)
+def codec_share(files: int, cores: int | None = None) -> int:
+    """The cores each of `files` codec processes may use (`threads: auto`): a share of `cores`,
+    this machine's by default."""
+    return max(1, (usable_cores() if cores is None else cores) // files)
+
+
+def stream_settings(settings: RunSettings, files: int, cores: int | None = None) -> RunSettings:
+    """`settings` for each of `files` streams run side by side here: `threads: auto` sized to a share."""
+    return with_codec_threads(settings, codec_share(files, cores))
 
 
 def _threads(n: int) -> str:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..colour import I420
-from ..files import codec_share, derain_files, frame_layout
-from ..settings import RunSettings, codec_processes, with_codec_threads
+from ..files import derain_files, frame_layout, stream_settings
+from ..settings import RunSettings, codec_processes
 from ..sources.files import open_source
 from ..workers import drain, make_pool
 from .speed import DEFAULT_FRAMES, machine, synthetic_frames, time_model, write_clip
@@ -44,7 +44,7 @@ def run_streams_bench(settings: RunSettings, streams: int = 2, size: str = "640x
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     limit = min(v for v in (model_fps, codec["total_fps"]) if v)
-    each = with_codec_threads(settings, codec_share(streams))  # as files._open sizes each stream
+    each = stream_settings(settings, streams)
     result = {"mode": "streams", "profile": profile, "size": size, "streams": streams, "frames_per_stream": len(images),
               "batch": batch, "backend": settings.workers.backend, "machine": machine(),
               "codec_processes": codec_processes(settings.model, settings.workers),

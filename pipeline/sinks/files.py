@@ -35,23 +35,24 @@ from ..frames import FrameBatch
 from ..images import write_rgb
 from .. import hardware, trace
 from ..settings import EncodeSettings
-from ..sources.files import SourceInfo
+from ..sources.files import SourceInfo, start_seconds
 
 log = logging.getLogger(__name__)
 
 CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "libvpx-vp9": "medium"}
-# libvpx-vp9's speed (cpu-used, with the "good" deadline) for x264's preset names. FFmpeg's default,
-# cpu-used 1, took 2.3 s for 25 real-rain frames of 320x240 at crf 12 on one thread; 4 took 0.5 s
-# for 0.6 dB less PSNR at 4 % more bytes.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 # SVT-AV1's presets are numbers, 0 slowest to 13 fastest; its default here is 8 (x264's medium)
 SVT_PRESET = {"placebo": 1, "veryslow": 2, "slower": 4, "slow": 6, "medium": 8, "fast": 9, "faster": 10,
               "veryfast": 11, "superfast": 12, "ultrafast": 13}
-PRESETS = {"libx264": X264_PRESETS, "libx265": X264_PRESETS, "libsvtav1": SVT_PRESET}
+# libvpx-vp9's speed (cpu-used, with the "good" deadline) for x264's preset names. FFmpeg's default,
+# cpu-used 1, is several times slower than 4 for a fraction of a dB (try it: ffmpeg -i IN -c:v
+# libvpx-vp9 -crf 12 -b:v 0 -row-mt 1 -cpu-used N OUT.webm, N = 1 and 4).
 VP9_CPU_USED = {"placebo": 0, "veryslow": 0, "slower": 1, "slow": 2, "medium": 4, "fast": 5, "faster": 6,
                 "veryfast": 7, "superfast": 8, "ultrafast": 8}
+PRESETS = {"libx264": X264_PRESETS, "libx265": X264_PRESETS, "libsvtav1": SVT_PRESET, "libvpx-vp9": VP9_CPU_USED}
+NUMBERED = {"libsvtav1": (range(-2, 14), "preset"), "libvpx-vp9": (range(-8, 9), "speed")}  # own numbers, named
 
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs, NTFS, APFS)
 CONTAINER_NAMES = {"mp4": "MP4", "ipod": "M4V", "mov": "QuickTime (MOV)", "matroska": "Matroska",
@@ -229,19 +230,20 @@ def _video_options(codec: str, enc: EncodeSettings, path) -> dict:
 
 
 def _preset(codec: str, preset: str, path) -> str:
-    """The encoder's own preset for `preset`: x264's names everywhere (SVT-AV1's numbers for
-    them), or the encoder's own value; one line listing them for anything else."""
+    """The encoder's own preset for `preset`: x264's names everywhere (mapped onto the numbers of
+    SVT-AV1's presets and VP9's cpu-used), or the encoder's own value; one line listing them else."""
     names = PRESETS[codec]
-    if isinstance(names, dict):  # SVT-AV1: numbered presets, x264's names mapped onto them
-        if preset.lstrip("-").isdigit() and -2 <= int(preset) <= 13:
-            return preset
-        if preset in names:
-            return str(names[preset])
-        raise OutputError(f"{path}: encode.preset {preset!r} is no {codec} preset (use {', '.join(names)}, "
-                          "or its own number -2..13)")
-    if preset not in names:
-        raise OutputError(f"{path}: encode.preset {preset!r} is no {codec} preset (use {', '.join(names)})")
-    return preset
+    if codec not in NUMBERED:
+        if preset not in names:
+            raise OutputError(f"{path}: encode.preset {preset!r} is no {codec} preset (use {', '.join(names)})")
+        return preset
+    numbers, what = NUMBERED[codec]
+    if preset.lstrip("-").isdigit() and int(preset) in numbers:
+        return str(int(preset))
+    if preset in names:
+        return str(names[preset])
+    raise OutputError(f"{path}: encode.preset {preset!r} is no {codec} {what} (use {', '.join(names)}, "
+                      f"or its own number {numbers[0]}..{numbers[-1]})")
 
 
 def _vp9_options(preset: str, enc: EncodeSettings, path) -> dict:
@@ -249,11 +251,7 @@ def _vp9_options(preset: str, enc: EncodeSettings, path) -> dict:
     x264's, or the number), row multi-threading on. `-b:v 0 -crf N` asks for constant quality
     outright (FFmpeg's VP9 guide): FFmpeg 5.1 and 8 choose it for a crf alone too (rc_end_usage
     VPX_Q, the same bytes), where older ones capped a crf alone at a default bitrate."""
-    speed = int(preset) if preset.lstrip("-").isdigit() else VP9_CPU_USED.get(preset)
-    if speed is None or not -8 <= speed <= 8:
-        raise OutputError(f"{path}: encode.preset {preset!r} is no libvpx-vp9 speed "
-                          f"(use {', '.join(VP9_CPU_USED)}, or cpu-used as a number -8..8)")
-    options = {"deadline": "good", "cpu-used": str(speed), "row-mt": "1"}
+    options = {"deadline": "good", "cpu-used": _preset("libvpx-vp9", preset, path), "row-mt": "1"}
     if enc.bitrate is None and enc.crf is not None:
         options.update(crf=str(enc.crf), b="0")
     return options
@@ -297,13 +295,21 @@ def _header_refuses(fmt: str, add: Callable) -> str | None:
     return None
 
 
+def _refuses(fmt: str, codec: str, add: Callable) -> str | None:
+    """Why a `fmt` container cannot hold `codec` (None: it can): by the rules FFmpeg cannot tell,
+    then by writing the header of a trial with the stream `add` adds."""
+    return _rule_refuses(fmt, codec) or _header_refuses(fmt, add)
+
+
 def _video_refuses(fmt: str, encoder: str, options: dict, pix_fmt: str) -> str | None:
     """Why a `fmt` container cannot hold what `encoder` writes (None: it can); a size the
     encoder refuses is `Encoder._check_encoder`'s to say, not this."""
-    why = _rule_refuses(fmt, av.Codec(encoder, "w").canonical_name)
-    if why:
-        return why
+    return _video_refuses_once(fmt, encoder, tuple(sorted(options.items())), pix_fmt)
 
+
+@functools.cache
+def _video_refuses_once(fmt: str, encoder: str, options: tuple, pix_fmt: str) -> str | None:
+    """`_video_refuses`, asked once a process: a live recorder opens a sink per segment."""
     def add(trial) -> bool:
         stream = trial.add_stream(encoder, rate=25, options=dict(options))
         stream.width, stream.height, stream.pix_fmt = 64, 64, pix_fmt
@@ -314,7 +320,7 @@ def _video_refuses(fmt: str, encoder: str, options: dict, pix_fmt: str) -> str |
             return False
         return True
 
-    return _header_refuses(fmt, add)
+    return _refuses(fmt, av.Codec(encoder, "w").canonical_name, add)
 
 
 class Encoder:
@@ -349,7 +355,8 @@ class Encoder:
         self._check_container(name, codec, options)
         rate = info.rate or (1 / info.time_base)
         self.width, self.height = self._output_size()
-        hw = self._hardware(rate)  # NVENC, opened once on the side already
+        self._kept_sizes = {(self.height, self.width), (info.height, info.width)}  # frames cut, not scaled
+        hw = self._hardware(name, rate)  # NVENC, opened once on the side already
         if hw:
             codec, options = hw
         else:
@@ -411,10 +418,10 @@ class Encoder:
                        "(encode.pix_fmt: yuv444p keeps the size)")
         return ow, oh
 
-    def _hardware(self, rate) -> tuple[str, dict] | None:
-        """NVENC for this codec when wanted and the GPU opens it; None: the CPU codec."""
+    def _hardware(self, name: str, rate) -> tuple[str, dict] | None:
+        """NVENC for codec `name` when wanted and the GPU opens it; None: the CPU codec."""
         enc = self.encode
-        nv = hardware.NVENC.get(enc.codec_for(self.path))
+        nv = hardware.NVENC.get(name)
         if not hardware.wanted(enc.hardware) or nv is None or nv not in av.codecs_available:
             return None
         nv_options = hardware.nvenc_options(enc.preset, enc.crf, enc.bitrate)
@@ -454,7 +461,7 @@ class Encoder:
         of another size (an odd image in a folder), scaled to it and said once per size; a video
         has one size, where a folder of PNGs keeps each image's."""
         h, w = image.shape[:2]
-        if (h, w) in ((self.height, self.width), (self.info.height, self.info.width)):
+        if (h, w) in self._kept_sizes:
             return image[:self.height, :self.width]
         if (w, h) not in self._scaled:
             self._scaled.add((w, h))
@@ -472,6 +479,7 @@ class Encoder:
 
     def _write(self, batch: FrameBatch) -> None:
         planes = is_i420(batch.images)  # yuv420p already (pipeline.colour): no conversion here
+        matrix = self.matrix
         for image, pts, tb in zip(batch.images, batch.pts, batch.time_base):
             if planes:
                 frame = av.VideoFrame.from_ndarray(image, format=I420)
@@ -479,15 +487,16 @@ class Encoder:
                 image = self._sized(image)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             # swscale converts RGB with the frame's matrix: the input's, which the stream is tagged with
-            frame.colorspace = self.matrix
+            frame.colorspace = matrix
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
-            frame.pts, frame.time_base = pts, tb or self.info.time_base
+            tb = tb or self.info.time_base
+            frame.pts, frame.time_base = pts, tb
             self._last_pts = pts
             self.out.mux(self.video.encode(frame))
             self.frames_written += 1
             if self._audio:
-                self._audio.mux_until(float(pts * frame.time_base))
+                self._audio.mux_until(float(pts * tb))
 
 
 class VideoFileSink(Encoder):
@@ -581,12 +590,9 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 def _avi_offsets(src, audio, label) -> list[str]:
     """AVI keeps no start time per stream: audio that starts after the video plays that much
     early there. Said, with the containers that keep it (ffmpeg -c copy loses it the same way)."""
-    def start(s) -> float:
-        return float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
-
-    video = start(src.streams.video[0]) if src.streams.video else 0.0
-    return [f"{label}: AVI keeps no audio delay: audio #{s.index}, {start(s) - video:.2f} s after the video, "
-            "plays that much early (.mkv or .mp4 keep it)" for s in audio if start(s) - video > 0.04]
+    video = start_seconds(src.streams.video[0]) if src.streams.video else 0.0
+    return [f"{label}: AVI keeps no audio delay: audio #{s.index}, {start_seconds(s) - video:.2f} s after the "
+            "video, plays that much early (.mkv or .mp4 keep it)" for s in audio if start_seconds(s) - video > 0.04]
 
 
 class _AudioPassthrough:
@@ -661,20 +667,19 @@ def _codec_name(stream) -> str:
     return ctx.codec.canonical_name if ctx is not None else "an unknown codec"
 
 
+@functools.cache
 def _audio_encoder(fmt: str) -> str | None:
     """The first of AUDIO_ENCODERS in this FFmpeg whose audio a `fmt` container holds."""
     for encoder in AUDIO_ENCODERS:
-        if encoder in av.codecs_available and not (
-                _rule_refuses(fmt, av.Codec(encoder, "w").canonical_name)
-                or _header_refuses(fmt, lambda trial: bool(trial.add_stream(encoder)))):
+        if encoder in av.codecs_available and not _refuses(fmt, av.Codec(encoder, "w").canonical_name,
+                                                           lambda trial: bool(trial.add_stream(encoder))):
             return encoder
     return None
 
 
 def _audio_refuses(fmt: str, stream) -> str | None:
     """Why a `fmt` container cannot hold `stream`'s audio as it is (None: it can)."""
-    return _rule_refuses(fmt, _codec_name(stream)) or \
-        _header_refuses(fmt, lambda trial: bool(trial.add_stream_from_template(stream)))
+    return _refuses(fmt, _codec_name(stream), lambda trial: bool(trial.add_stream_from_template(stream)))
 
 
 class _CopiedAudio:

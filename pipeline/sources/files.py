@@ -219,13 +219,16 @@ class Decoder:
         """The stream's frames, packet by packet. A packet the decoder refuses (a damaged one, or
         the cut last one of a truncated file) is passed over and the decoder goes on, as ffmpeg's
         does: the frames after it still decode. The demuxer failing ends the frames (`error`)."""
+        decode = stream.codec_context.decode
         try:
             for packet in self.container.demux(stream):
                 try:
-                    yield from stream.codec_context.decode(packet)
+                    frames = decode(packet)
                 except av.InvalidDataError as exc:
                     self.bad_packets += 1
                     self.bad_packet_error = self.bad_packet_error or exc
+                    continue
+                yield from frames
         except av.FFmpegError as exc:
             self.error = exc
 
@@ -264,11 +267,15 @@ def _declared_seconds(container, stream) -> float | None:
         except ValueError:
             pass
         else:  # the tag is where the track ends: a video that starts after the audio lasts less
-            start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
-            return max(0.0, end - start)
+            return max(0.0, end - start_seconds(stream))
     if container.duration and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
+
+
+def start_seconds(stream) -> float:
+    """When a stream starts, in seconds (0 where the container does not say)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
 
 
 def _frame_step(stream) -> int:
