@@ -142,9 +142,26 @@ def test_training_clips_repeat_a_clamped_edge_frame_exactly(monkeypatch):
     monkeypatch.setattr(data, "_MOTION", MotionRanges(causal=1.0, edge=1.0))
     sampler_rng = np.random.default_rng(5)
     for _ in range(10):
-        rainy, _ = sampler.sample_clip(sampler_rng)
+        (rainy,), _ = sampler.sample_clip(sampler_rng)
         assert rainy.shape == (3, 32, 32, 3)
         np.testing.assert_array_equal(rainy[1], rainy[2])
+
+
+def test_twins_rain_the_same_clip_twice():
+    """data.twins: rows n..2n-1 of a batch are rows 0..n-1's clips rained again: the same clean
+    target and scene (a frame repeated at an edge repeats in both), other streaks."""
+    from pipeline.model.data import PatchSampler
+
+    photo = (np.random.default_rng(1).random((80, 90, 3)) * 255).astype(np.uint8)
+    args = ([photo], [], 32, {"light": 1.0})
+    rainy, clean = PatchSampler(*args, frames=3, twins=True).batch(4, np.random.default_rng(2))
+    assert rainy.shape == (8, 9, 32, 32) and clean.shape == (8, 3, 32, 32)
+    np.testing.assert_array_equal(clean[:4], clean[4:])
+    for i in range(4):
+        twin, other = np.abs(rainy[i] - rainy[i + 4]).mean(), np.abs(rainy[i] - rainy[4 + (i + 1) % 4]).mean()
+        assert 0.002 < twin < 0.5 * other  # other rain, on the same scene (not another clip's)
+    single, _ = PatchSampler(*args, frames=3).batch(4, np.random.default_rng(2))
+    assert single.shape == (4, 9, 32, 32)
 
 
 def test_the_pipeline_gives_the_frames_eval_scores(clip):

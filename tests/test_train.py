@@ -238,3 +238,18 @@ def test_a_fresh_validation_draw_has_other_crops_of_the_same_photos(shared_data)
     fresh = validation_batches(clean, count=16, draw=1)
     assert np.array_equal(first[0][0], again[0][0])
     assert first[0][0].shape == fresh[0][0].shape and not np.array_equal(first[0][1], fresh[0][1])
+
+
+def test_the_consistency_loss_compares_a_clips_two_rain_draws(config, tmp_path):
+    """data.twins with loss.consistency: each step logs how far apart the derained twins are (and
+    trains on it); either key without what it needs is refused, naming it."""
+    path, _ = config
+    temporal = {"network": {"type": "TemporalDerainNet", "width": 4, "frames": 3}, "data.frames": 3,
+                "autoencoder.iters": 0, "train.iters": 2}
+    out = train(str(path), progress=False, overrides={**temporal, "data.twins": True, "loss.consistency": 2.0})
+    rows = log_rows(out.parent)
+    assert len(rows) == 2 and all(0 < float(r["consist"]) < 1 for r in rows)
+    with pytest.raises(ConfigError, match="loss.consistency: compares a clip's two rain draws; set data.twins: true"):
+        train(str(path), progress=False, overrides={**temporal, "loss.consistency": 1.0})
+    with pytest.raises(ConfigError, match="data.twins: rains windows twice, for a temporal network"):
+        train(str(path), progress=False, overrides={"data.twins": True})

@@ -21,8 +21,8 @@ class PatchSampler:
 
     def __init__(self, photos: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]], patch: int,
                  rain_mix: dict[str, float], paired_fraction: float = 0.0, jpeg: float = 0.0,
-                 jpeg_quality: tuple[int, int] = (60, 95), frames: int = 1):
-        self.patch, self.mix, self.frames = patch, rain_mix, frames
+                 jpeg_quality: tuple[int, int] = (60, 95), frames: int = 1, twins: bool = False):
+        self.patch, self.mix, self.frames, self.twins = patch, rain_mix, frames, twins
         self.jpeg, self.jpeg_quality = jpeg, jpeg_quality
         self.paired_fraction = paired_fraction
         self.clean = [im for im in photos if min(im.shape[:2]) >= patch]
@@ -31,11 +31,11 @@ class PatchSampler:
     @classmethod
     def from_dirs(cls, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int, rain_mix: dict[str, float],
                   paired_fraction: float, jpeg: float = 0.0, jpeg_quality: tuple[int, int] = (60, 95),
-                  frames: int = 1, exclude: tuple[str, ...] = ()) -> "PatchSampler":
+                  frames: int = 1, exclude: tuple[str, ...] = (), twins: bool = False) -> "PatchSampler":
         """Load the clean photos under `clean_dirs` (less the `exclude`d names) and the real pairs."""
         photos = [read_rgb(p) for d in clean_dirs for p in _walk_images(d) if p.name not in exclude]
         pairs = [(read_rgb(r), read_rgb(c)) for rd, cd in paired for r, c in pair_files(rd, cd)]
-        sampler = cls(photos, pairs, patch, rain_mix, paired_fraction, jpeg, jpeg_quality, frames)
+        sampler = cls(photos, pairs, patch, rain_mix, paired_fraction, jpeg, jpeg_quality, frames, twins)
         if not sampler.clean and not sampler.pairs:
             raise InputError(f"no training images found in {clean_dirs} or {paired}")
         return sampler
@@ -62,9 +62,12 @@ class PatchSampler:
             rainy = _jpeg(rainy, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
         return rainy.astype(np.float32) / 255, clean
 
-    def sample_clip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A rainy window (frames, patch, patch, 3), target first, and the clean target (patch, patch, 3),
-        float32 in [0, 1]: one scene under camera motion, the clip's rain drawn anew in every frame."""
+    def sample_clip(self, rng: np.random.Generator, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Rainy windows (draws, frames, patch, patch, 3), target first, and the clean target
+        (patch, patch, 3), float32 in [0, 1]: one scene under camera motion, the clip's rain drawn
+        anew in every frame. A second draw rains the same clean clip again (same style, same JPEG
+        quality, other streaks): what the network makes of the two should not differ, and where
+        it does, a video flickers."""
         photo = self.clean[rng.integers(len(self.clean))]
         if rng.random() < 0.5:
             photo = photo[:, ::-1]
@@ -73,20 +76,27 @@ class PatchSampler:
         style = frozen(random_style(rng, self.mix), rng)
         quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
         use_jpeg = self.jpeg and rng.random() < self.jpeg
-        rainy: dict[int, np.ndarray] = {}  # by time: a frame standing in twice is the same rainy image
-        for t, frame in zip([0, *offsets], clip):
-            if t not in rainy:
-                r = np.round(add_rain(frame, rng, style) * 255).astype(np.uint8)
-                rainy[t] = _jpeg(r, quality) if use_jpeg else r
-        return np.stack([rainy[t] for t in [0, *offsets]]).astype(np.float32) / 255, clip[0]
+        windows = []
+        for _ in range(draws):
+            rainy: dict[int, np.ndarray] = {}  # by time: a frame standing in twice is the same rainy image
+            for t, frame in zip([0, *offsets], clip):
+                if t not in rainy:
+                    r = np.round(add_rain(frame, rng, style) * 255).astype(np.uint8)
+                    rainy[t] = _jpeg(r, quality) if use_jpeg else r
+            windows.append(np.stack([rainy[t] for t in [0, *offsets]]))
+        return np.stack(windows).astype(np.float32) / 255, clip[0]
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rainy, clean), float32 (n, 3 * frames, patch, patch) and (n, 3, patch, patch); a window's
-        target frame comes first."""
+        target frame comes first. With `twins` (windows only) 2n of each: the second n rain the
+        first n's clips again."""
         if self.frames > 1:
-            clips = [self.sample_clip(rng) for _ in range(n)]
-            rainy = np.stack([c[0] for c in clips]).transpose(0, 1, 4, 2, 3).reshape(n, -1, self.patch, self.patch)
-            clean = np.stack([c[1] for c in clips]).transpose(0, 3, 1, 2)
+            draws = 2 if self.twins else 1
+            clips = [self.sample_clip(rng, draws) for _ in range(n)]
+            # (draw, n, ...): with twins, rows n..2n-1 are rows 0..n-1 rained again
+            rainy = np.stack([c[0] for c in clips], 1).transpose(0, 1, 2, 5, 3, 4)
+            rainy = rainy.reshape(draws * n, -1, self.patch, self.patch)
+            clean = np.tile(np.stack([c[1] for c in clips]).transpose(0, 3, 1, 2), (draws, 1, 1, 1))
             return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
         pairs = [self.sample(rng) for _ in range(n)]
         rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)

@@ -44,9 +44,13 @@ class DataSettings:
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # its quality range
     # > 1: train on synthetic clips of this many frames (motion.py), for a temporal network
     frames: int = 1
+    # Windows only: every clip rained twice (data.py), for loss.consistency
+    twins: bool = False
 
     def problems(self) -> list[str]:
         out = []
+        if self.twins and self.frames < 2:
+            out.append("twins: rains windows twice, for a temporal network; set data.frames > 1 too")
         if self.patch < 16 or self.patch % 8:
             out.append(f"patch: must be a multiple of 8 >= 16 (got {self.patch})")
         if not self.clean_dirs and not self.paired:
@@ -90,6 +94,11 @@ class LossWeights:
     # L1 between derained and clean. Not in the thesis (0 there): SSIM barely sees a global
     # offset, so a short run leaves the rain layer's mean loose; this pins it.
     pixel: float = 0.0
+    # L1 between the derained targets of one clip rained twice (data.twins): the rain, not the
+    # scene, differs between them, so any difference is what a video shows as flicker. Not in
+    # the thesis; the flicker it judges frame by frame is what the deflicker removes after the
+    # network (MODEL.md "What is left" 2).
+    consistency: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,15 @@ class TrainSettings:
         problems = [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
         if self.upsample not in UPSAMPLERS:
             problems.append(f"upsample: must be one of {', '.join(UPSAMPLERS)} (got {self.upsample!r})")
+        if self.loss.consistency and not self.data.twins:
+            problems.append("loss.consistency: compares a clip's two rain draws; set data.twins: true")
         if self.network.get("frames", 1) != self.data.frames:
             problems.append(f"data.frames: {self.data.frames} but the network sees {self.network.get('frames', 1)}"
                             " frames; make them equal")
         return problems
+
+
+_LOGGED = ("loss", "ssim", "embed", "att", "consist")  # log.csv's columns after the lr
 
 
 class Trainer:
@@ -151,7 +165,7 @@ class Trainer:
         self.ae.to(self.device)
         d = settings.data
         self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
-                                    d.paired_fraction, d.jpeg, tuple(d.jpeg_quality), d.frames, HELD_OUT),
+                                    d.paired_fraction, d.jpeg, tuple(d.jpeg_quality), d.frames, HELD_OUT, d.twins),
                                    settings.seed, d.workers)
         self.val = validation_batches(d.clean_dirs, d.frames) if settings.val_every else []
         self.best = -float("inf")
@@ -263,7 +277,12 @@ class Trainer:
         loss = w.embed * l_embed + w.att * l_att + w.image * l_image
         if w.pixel:
             loss = loss + w.pixel * torch.nn.functional.l1_loss(derained, clean)
-        return {"loss": loss, "ssim": -l_image, "embed": l_embed, "att": l_att}
+        terms = {"loss": loss, "ssim": -l_image, "embed": l_embed, "att": l_att}
+        if self.s.data.twins:
+            first, second = derained.chunk(2)  # one clip's two rain draws (data.py)
+            terms["consist"] = torch.nn.functional.l1_loss(first, second)
+            terms["loss"] = loss + w.consistency * terms["consist"]
+        return terms
 
     def _stage_settings(self) -> StageSettings:
         return self.s.autoencoder if self.stage == "autoencoder" else self.s.train
@@ -308,7 +327,7 @@ class Trainer:
         with open(log_path, "a", newline="") as fh:
             log = csv.writer(fh)
             if new_log:
-                log.writerow(["time", "stage", "step", "lr", "loss", "ssim", "embed", "att"])
+                log.writerow(["time", "stage", "step", "lr", *_LOGGED])
             while True:
                 st = self._stage_settings()
                 if self._done(st):
@@ -351,7 +370,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}",
                                     **({"done": f"{self._progress(st):.1%}"} if st.seconds else {}))
                     log.writerow([f"{time.time():.1f}", self.stage, self.step, lr,
-                                  *(f"{vals.get(k, float('nan')):.5f}" for k in ("loss", "ssim", "embed", "att"))])
+                                  *(f"{vals.get(k, float('nan')):.5f}" for k in _LOGGED)])
                     out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
                     if self.val and self.stage == "derain" and (self.step % self.s.val_every == 0 or self._done(st)):
                         self._validate()
