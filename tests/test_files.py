@@ -21,7 +21,7 @@ from pipeline.errors import OutputError
 from pipeline.files import derain_file
 from pipeline.frames import FrameBatch
 from pipeline.settings import RunSettings
-from pipeline.sinks.files import MARKER, VideoFileSink, partial_path, partials
+from pipeline.sinks.files import MARKER, VideoFileSink, partial_path, partials, temp_token
 from pipeline.sources.files import open_source
 
 LOCAL = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local"})
@@ -210,6 +210,31 @@ def test_ctrl_c_removes_the_partial_output(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert not out.exists() and not partials(out)
+
+
+def test_a_killed_runs_partial_output_is_removed_by_the_next_run(tmp_path, capsys):
+    """SIGKILL leaves no chance to clean up; the next run to that output removes what was left,
+    and says so. A partial whose writer may be alive, or lived elsewhere, stays."""
+    src = make_video(tmp_path / "in.mp4", frames=200)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(out),
+                             "--config", str(_slow_config(tmp_path))], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not partials(out) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait(timeout=30)
+    (left,) = partials(out)
+    elsewhere = partial_path(out, f"{proc.pid}-000000{'0' * 8}")  # the same pid, another machine's
+    elsewhere.touch()
+    alive = partial_path(out, temp_token().replace(str(os.getpid()), "1", 1))  # pid 1 is alive here
+    alive.touch()
+    assert _run(src, out, "--json") == 0
+    (said,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["warnings"]
+    assert said == f"{out}: removed {left.name}, the partial output of a run that was killed (pid {proc.pid})"
+    assert video_stream(ffprobe(out))["nb_read_frames"] == "200"
+    assert partials(out) == sorted([elsewhere, alive])
 
 
 def _slow_config(tmp_path):

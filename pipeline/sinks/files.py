@@ -3,8 +3,10 @@
 The one place that encodes. Every sink writes to a temporary name beside the target
 and renames it on success, so a crash or Ctrl-C never leaves a half-written output
 that looks complete; `close(ok=False)` removes the partial file. Temporary names are unique
-per run (pid and a random part), and `--overwrite` replaces only what derain wrote: a file,
-or a folder of PNGs that carries its `.derain-output` marker and nothing else.
+per run (pid, the pid's host and namespace, and a random part), so the next run to the same
+output removes what a killed one (SIGKILL, out of memory) left on this machine. `--overwrite`
+replaces only what derain wrote: a file, or a folder of PNGs that carries its `.derain-output`
+marker and nothing else.
 
 What a container holds is asked of FFmpeg (a header written into memory) before any frame is
 derained: a video codec it cannot hold is one line saying what can; audio it cannot hold as it
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -21,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -71,8 +75,24 @@ MARKER = ".derain-output"  # in every image folder derain writes: what it wrote,
 
 
 def temp_token() -> str:
-    """A name part unique to one writer: its pid and a random suffix."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+    """A name part unique to one writer: its pid, the pid space it lives in (`_pid_space`) and a
+    random part."""
+    return f"{os.getpid()}-{_pid_space()}{secrets.token_hex(4)}"
+
+
+@functools.cache
+def _pid_space() -> str:
+    """6 hex digits naming where a pid means one process: this host, this boot of its kernel and
+    this pid namespace (a container sharing the host's name has its own). Outputs on shared
+    storage are seen from other machines and containers, whose pids say nothing here."""
+    parts = [socket.gethostname()]
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: str(os.stat("/proc/self/ns/pid").st_ino)):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=3).hexdigest()
 
 
 def partial_path(path: str | Path, token: str | None = None) -> Path:
@@ -103,6 +123,31 @@ def partials(path: str | Path) -> list[Path]:
                       if (m := pattern.fullmatch(p.name)) and partial_path(path, m[1]).name == p.name)
     except OSError:
         return []
+
+
+def clear_stale_partials(path: str | Path) -> list[Path]:
+    """Remove the temporaries for `path` that a killed run left (SIGKILL, out of memory): those
+    whose writer was in this pid space and is gone. Any other is left alone: another machine's or
+    container's run may still be writing it, and a pid alive here may be a new process that took a
+    dead writer's number, so only a pid that names no process counts as gone. Returns what it
+    removed, as a warning for the run to say."""
+    said = []
+    for p in partials(path):
+        pid, _, rest = p.name[:-len(f".partial{Path(path).suffix}")].rpartition(".")[2].partition("-")
+        if len(rest) == 14 and rest[:6] == _pid_space() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_partial(p)
+            said.append(f"{path}: removed {p.name}, the partial output of a run that was killed (pid {pid})")
+    return said
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or a number no pid here can be: not ours to judge
+    return True
 
 
 def remove_partial(path: Path) -> None:
@@ -506,6 +551,7 @@ class VideoFileSink(Encoder):
                  overwrite: bool = False, token: str | None = None):
         path = Path(path)
         claim_file(path, overwrite)
+        stale = clear_stale_partials(path)
         self.path, self.overwrite = path, overwrite
         self.tmp = partial_path(path, token)
         try:
@@ -523,6 +569,8 @@ class VideoFileSink(Encoder):
         except BaseException:
             self.close(ok=False)
             raise
+        for message in stale:
+            self._warn(message)
 
     def close(self, ok: bool = True) -> None:
         """Flush and close; on success rename into place, else delete the partial file.
@@ -767,6 +815,9 @@ class ImageFolderSink:
     def __init__(self, folder: str | Path, info: SourceInfo, overwrite: bool = False, token: str | None = None):
         self.folder = Path(folder)
         _claim_folder(self.folder, overwrite)
+        self.warnings: list[str] = clear_stale_partials(self.folder)
+        for message in self.warnings:
+            log.warning("%s", message)
         self.tmp = partial_path(self.folder, token)
         try:
             self.tmp.mkdir()
@@ -775,7 +826,6 @@ class ImageFolderSink:
         self.names = info.names
         self.frames_written = 0
         self.written: list[str] = []
-        self.warnings: list[str] = []
 
     def write(self, batch: FrameBatch) -> None:
         for image, seq in zip(batch.images, batch.seq):
