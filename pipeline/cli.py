@@ -106,6 +106,10 @@ def cmd_run_live(args) -> int:
 def cmd_run(args) -> int:
     from .files import derain_file
 
+    if args.fps and not (args.input and Path(args.input).is_dir()):
+        _fail(args, f"--fps: the frame rate of a folder of images; {args.input or 'a camera'} has its own "
+                    "timestamps, which are kept")
+        return 2
     if _is_live_run(args):
         return cmd_run_live(args)
     if not args.output:
@@ -117,7 +121,7 @@ def cmd_run(args) -> int:
                     "with --realtime); a file run would ignore it")
         return 2
     stats = derain_file(args.input, args.output, _settings(args, **{
-        "model.delay_ms": args.delay_ms, "batching.queue_size": args.queue_size,
+        "decode.fps": args.fps, "model.delay_ms": args.delay_ms, "batching.queue_size": args.queue_size,
         "batching.max_wait_ms": args.max_wait_ms}),
                         overwrite=args.overwrite,
                         progress=not args.json and sys.stderr.isatty())
@@ -334,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="derain a video file or image folder, or a live camera (URL, /dev/videoN)")
     p.add_argument("input", nargs="?", help="file, folder, URL or /dev/videoN (none: live.cameras of --config)")
     p.add_argument("-o", "--output", help="output file or folder (optional for live inputs)")
+    p.add_argument("--fps", metavar="RATE", help="a folder of images' frame rate, e.g. 24 or 30000/1001 "
+                                                 "(default 25; decode.fps)")
     _add_run_flags(p)
     _add_live_flags(p)
     p.set_defaults(func=cmd_run)

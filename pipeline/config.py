@@ -13,9 +13,11 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import reprlib
 import types
 import typing
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -202,12 +204,19 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
         if not math.isfinite(value):
             errors.append(f"{key}: must be a finite number (got {value})")
         return float(value)
+    if tp is float and isinstance(value, str) and (ratio := _RATIO.fullmatch(value)):
+        # a frame rate as FFmpeg and cameras give it (30000/1001): exact where 29.97 is not
+        if float(ratio[2]):
+            return float(Fraction(ratio[1]) / Fraction(ratio[2]))
     if tp is float:
         errors.append(f"{key}: must be a number (got {short(value)})")
         return value
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         errors.append(f"{key}: must be {tp.__name__} (got {short(value)})")
     return value
+
+
+_RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*")
 
 
 def _describe(tp: Any) -> str:

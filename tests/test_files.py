@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from media import cut_file, make_video
@@ -593,3 +594,20 @@ def test_a_matroska_video_that_starts_after_its_audio_is_not_called_truncated(tm
     assert _run(src, tmp_path / "out.mkv") == 0
     assert "truncated" not in capsys.readouterr().err + caplog.text
     assert int(video_stream(ffprobe(tmp_path / "out.mkv"))["nb_read_frames"]) == 25
+
+
+def test_a_folders_rate_may_be_a_ratio_and_a_video_keeps_its_own(tmp_path, capsys):
+    """--fps (decode.fps) 30000/1001 is NTSC's exact rate, as FFmpeg takes it; 29.97 is not it."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    out = tmp_path / "out.mp4"
+    assert _run(folder, out, "--fps", "30000/1001") == 0
+    assert video_stream(ffprobe(out))["r_frame_rate"] == "30000/1001"
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    capsys.readouterr()
+    assert _run(src, tmp_path / "v.mp4", "--fps", "25") == 2
+    assert "--fps: the frame rate of a folder of images" in _one_error_line(capsys.readouterr().err)
+    assert _run(folder, tmp_path / "bad.mp4", "--fps", "30000/0") == 1
+    assert "decode.fps: must be a number (got '30000/0')" in capsys.readouterr().err
