@@ -237,16 +237,27 @@ def _summary(records: list[dict]) -> dict:
     return summary
 
 
-def _previous(report: Path) -> dict[Path, dict]:
-    """The last run's records by resolved input path; none where there is no readable report."""
+def _previous(report: Path, in_root: Path) -> dict[str, dict]:
+    """The last run's records by input path under the input folder (`name`), so a rerun from
+    another working directory, or naming the folder another way, finds them; none where there is
+    no readable report. A report of an older version has only the inputs as they were given,
+    read from here."""
     try:
         files = json.loads(report.read_text())["files"]
-        return {Path(r["input"]).resolve(): r for r in files}
+        return {key: r for r in files if (key := r.get("name") or _name(Path(r["input"]).resolve(), in_root.resolve()))}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: cannot read the last run's report (%s); outputs that exist are kept", report, exc)
         return {}
+
+
+def _name(src: Path, in_root: Path) -> str | None:
+    """`src`'s path under the input folder, as the report keys it (None: not under it)."""
+    try:
+        return src.relative_to(in_root).as_posix()
+    except ValueError:
+        return None
 
 
 WRITTEN_FROM = ("input_size", "input_mtime_ns", "output_size")  # a record's note of what its output was made from
@@ -283,16 +294,18 @@ def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
     return None
 
 
-def _plan(inputs: list[Path], in_root: Path, out_root: Path, suffix: str, previous: dict[Path, dict],
+def _plan(inputs: list[Path], in_root: Path, out_root: Path, suffix: str, previous: dict[str, dict],
           overwrite: bool) -> tuple[list[dict], dict[str, str]]:
     """One record per input (skipped or pending) and, by output, the line saying why a file that
     finished before is derained again."""
     records, redo = [], {}
     for src in inputs:
         dst = output_for(src, in_root, out_root, suffix)
-        before, stat = previous.get(src.resolve(), {}), _input_stat(src)
+        name = _name(src, in_root)
+        before, stat = previous.get(name, {}), _input_stat(src)
         why = "" if overwrite else _why_redo(dst, before, stat)
-        record = {"input": str(src), "output": str(dst), "status": "pending" if why is not None else "skipped",
+        record = {"input": str(src), "name": name, "output": str(dst),
+                  "status": "pending" if why is not None else "skipped",
                   "frames": None, "seconds": None, "fps": None, "error": None}
         if why is None:  # kept (as noted, or trusted): the note the next run compares
             record.update(stat, output_size=_output_size(dst))
@@ -334,7 +347,8 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     """
     import ray
 
-    in_root, out_root = Path(in_dir), Path(out_dir)
+    # absolute: file workers run elsewhere (another working directory, another node)
+    in_root, out_root = Path(in_dir).absolute(), Path(out_dir).absolute()
     a = settings.archive
     inputs = find_inputs(in_root, a.patterns, a.recursive)
     check_roots(in_root, out_root)
@@ -352,7 +366,7 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
-    records, redo = _plan(inputs, in_root, out_root, a.output_suffix, _previous(report.path), overwrite)
+    records, redo = _plan(inputs, in_root, out_root, a.output_suffix, _previous(report.path, in_root), overwrite)
     start = time.monotonic()
     report.write(records)
     if report.error:

@@ -335,7 +335,8 @@ def test_a_file_worker_that_never_comes_back_is_given_up_and_the_others_take_its
     assert not list(out.rglob("*.partial*"))
 
 
-def test_a_rerun_redoes_a_changed_input_and_a_cut_or_missing_output(tmp_path, capsys, caplog, ray_session):
+def test_a_rerun_redoes_a_changed_input_and_a_cut_or_missing_output(tmp_path, capsys, caplog, ray_session,
+                                                                      monkeypatch):
     """As rsync or make judge it: the report keeps each input's size and mtime and its output's size."""
     src, out = tmp_path / "in", tmp_path / "out"
     for name in ("changed", "cut", "gone", "kept"):
@@ -368,6 +369,17 @@ def test_a_rerun_redoes_a_changed_input_and_a_cut_or_missing_output(tmp_path, ca
     make_video(src / "gone.mp4", frames=4)  # mended: redone, then all kept while nothing changes
     code, summary, report = run_archive(src, out, capsys)
     assert summary["done"] == 1 and run_archive(src, out, capsys)[1]["skipped"] == 4
+
+    # The notes are kept by the path under the input folder: a rerun from another working
+    # directory, naming the folders relatively, still sees that an input changed.
+    monkeypatch.chdir(tmp_path / "in")
+    make_video(src / "kept.mp4", frames=5)
+    caplog.clear()
+    code, summary, report = run_archive(Path("."), Path("../out"), capsys)
+    assert summary["done"] == 1 and summary["skipped"] == 3
+    # (said, and sent to the file workers, whose working directory is not ours, as absolute paths)
+    assert f"{src / 'kept.mp4'}: the input changed since it was derained; deraining it again" in caplog.messages
+    assert {r["name"] for r in report["files"]} == {"changed.mp4", "cut.mp4", "gone.mp4", "kept.mp4"}
 
     # A report of the older version (no sizes) keeps every output that exists, as that version did.
     report = json.loads((out / REPORT_NAME).read_text())
