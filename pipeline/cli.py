@@ -298,7 +298,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="frames per batch (default: auto: files 8 on CUDA, 1 on CPUs, 2 fast on CPUs; cameras 1)")
     p.add_argument("--codec", choices=["auto", "h264", "h265", "hevc", "av1", "vp9"],
                    help="video codec written (default auto: vp9 into .webm, else h264)")
-    p.add_argument("--crf", type=int)
+    p.add_argument("--crf", type=int, help="constant quality in the codec's own scale, lower is better "
+                                           "(default auto: x264 12, x265 15, vp9 14, av1 10)")
     p.add_argument("--preset")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true", help="print one JSON summary line")

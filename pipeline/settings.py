@@ -75,7 +75,9 @@ class WorkerSettings:
 @dataclass(frozen=True)
 class EncodeSettings:
     codec: Literal["auto", "h264", "h265", "hevc", "av1", "vp9"] = "auto"  # auto: vp9 in .webm (which holds no H.264), else h264
-    crf: int | None = 12  # constant quality, ignored with bitrate; 12 keeps >= 90 % of the derain gain
+    # constant quality, ignored with bitrate; auto: per codec, the highest CRF keeping >= 90 % of the
+    # derain gain (x264 12, x265 15, VP9 14, SVT-AV1 10: docs/BENCHMARKS.md); a number is the codec's own scale
+    crf: int | Literal["auto"] | None = "auto"
     bitrate: int | None = None  # bits per second
     preset: str | None = None  # None: the codec's default (medium for x264/x265; VP9: x264's names map to cpu-used, medium 4)
     pix_fmt: str = "yuv420p"
@@ -85,7 +87,7 @@ class EncodeSettings:
 
     def problems(self) -> list[str]:
         out = []
-        if self.crf is not None and not 0 <= self.crf <= 63:
+        if isinstance(self.crf, int) and not 0 <= self.crf <= 63:
             out.append(f"crf: must be in 0..63 (got {self.crf})")
         if self.bitrate is not None and self.bitrate <= 0:
             out.append(f"bitrate: must be > 0 bits per second (got {self.bitrate})")

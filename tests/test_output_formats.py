@@ -215,6 +215,28 @@ def test_a_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
     assert _one_error_line(capsys.readouterr().err).endswith(f"{out}: cannot write here (Read-only file system)")
 
 
+# --- constant quality: each codec's own scale -------------------------------------------------
+
+def test_auto_crf_is_each_encoders_own_number_for_the_same_share_of_the_gain(tmp_path):
+    """The same CRF keeps different shares of the derain gain in different encoders
+    (scripts/encoder-quality.py --codec C): auto gives each the number measured for it, a number
+    set is passed as it is."""
+    out = tmp_path / "out.mkv"
+    auto = {enc: _video_options(enc, EncodeSettings(), out)["crf"]
+            for enc in ("libx264", "libx265", "libvpx-vp9", "libsvtav1")}
+    assert auto == {"libx264": "12", "libx265": "15", "libvpx-vp9": "14", "libsvtav1": "10"}
+    assert _video_options("libx265", EncodeSettings(crf=20), out)["crf"] == "20"
+    assert "crf" not in _video_options("libx265", EncodeSettings(bitrate=500_000), out)
+
+
+def test_a_codec_at_its_auto_crf_writes_a_playable_file(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=6, size=(64, 48))
+    for codec, suffix in (("h265", ".mkv"), ("av1", ".mkv")):
+        out = tmp_path / f"out-{codec}{suffix}"
+        assert _run(src, out, "--codec", codec) == 0
+        assert video_stream(ffprobe(out))["nb_read_frames"] == "6"
+
+
 # --- VP9: constant quality at a usable speed ------------------------------------------------
 
 def test_vp9_is_constant_quality_with_a_speed_from_the_preset(tmp_path):

@@ -55,6 +55,10 @@ SVT_PRESET = {"placebo": 1, "veryslow": 2, "slower": 4, "slow": 6, "medium": 8, 
 # libvpx-vp9 -crf 12 -b:v 0 -row-mt 1 -cpu-used N OUT.webm, N = 1 and 4).
 VP9_CPU_USED = {"placebo": 0, "veryslow": 0, "slower": 1, "slow": 2, "medium": 4, "fast": 5, "faster": 6,
                 "veryfast": 7, "superfast": 8, "ultrafast": 8}
+# encode.crf auto: per encoder, the highest CRF that keeps >= 90 % of the derain gain with a margin
+# (scripts/encoder-quality.py --codec C; docs/BENCHMARKS.md). The scales differ: SVT-AV1 needs a
+# lower number than x264 for the same share, x265 a higher one. NVENC's cq is close to x264's.
+AUTO_CRF = {"libx264": 12, "libx265": 15, "libvpx-vp9": 14, "libsvtav1": 10}
 PRESETS = {"libx264": X264_PRESETS, "libx265": X264_PRESETS, "libsvtav1": SVT_PRESET, "libvpx-vp9": VP9_CPU_USED}
 NUMBERED = {"libsvtav1": (range(-2, 14), "preset"), "libvpx-vp9": (range(-8, 9), "speed")}  # own numbers, named
 
@@ -268,10 +272,15 @@ def _video_options(codec: str, enc: EncodeSettings, path) -> dict:
         preset = _preset(codec, str(preset), path)
     options = {"preset": str(preset)} if preset else {}
     if enc.bitrate is None and enc.crf is not None:
-        options["crf"] = str(enc.crf)
+        options["crf"] = str(crf_for(codec, enc))
     if codec == "libx265":
         options["x265-params"] = "log-level=error"
     return options
+
+
+def crf_for(codec: str, enc: EncodeSettings) -> int:
+    """The CRF given to encoder `codec`: as set, or for auto its own (AUTO_CRF)."""
+    return AUTO_CRF.get(codec, AUTO_CRF["libx264"]) if enc.crf == "auto" else enc.crf
 
 
 def _preset(codec: str, preset: str, path) -> str:
@@ -298,7 +307,7 @@ def _vp9_options(preset: str, enc: EncodeSettings, path) -> dict:
     VPX_Q, the same bytes), where older ones capped a crf alone at a default bitrate."""
     options = {"deadline": "good", "cpu-used": _preset("libvpx-vp9", preset, path), "row-mt": "1"}
     if enc.bitrate is None and enc.crf is not None:
-        options.update(crf=str(enc.crf), b="0")
+        options.update(crf=str(crf_for("libvpx-vp9", enc)), b="0")
     return options
 
 
@@ -469,7 +478,8 @@ class Encoder:
         nv = hardware.NVENC.get(name)
         if not hardware.wanted(enc.hardware) or nv is None or nv not in av.codecs_available:
             return None
-        nv_options = hardware.nvenc_options(enc.preset, enc.crf, enc.bitrate)
+        nv_options = hardware.nvenc_options(enc.preset, crf_for("libx264", enc) if enc.crf is not None else None,
+                                            enc.bitrate)
         try:
             self._check_encoder(nv, nv_options, rate)
         except OutputError as exc:
