@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -30,15 +29,7 @@ def encode(frames: np.ndarray, path: Path) -> tuple[float, float]:
     best = float("inf")
     for _ in range(2):
         start = time.monotonic()
-        with av.open(str(path), "w") as c:
-            s = c.add_stream("libx264", rate=FPS, options={"crf": "12", "preset": "veryfast"})
-            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-            s.codec_context.thread_count = 2
-            for i, img in enumerate(frames):
-                f = av.VideoFrame.from_ndarray(img, format="rgb24")
-                f.pts, f.time_base = i, Fraction(1, FPS)
-                c.mux(s.encode(f))
-            c.mux(s.encode(None))
+        write_clip(path, frames, FPS, crf=12, threads=2)
         best = min(best, time.monotonic() - start)
     return 1000 * best / len(frames), os.path.getsize(path) * 8 * FPS / len(frames) / 1e6
 

@@ -29,7 +29,7 @@ from pipeline.model.align import PRESETS  # noqa: E402
 from pipeline.model.deflicker import Deflicker  # noqa: E402
 from pipeline.model.flicker import WarpReference  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
-from pipeline.model.valset import (VIDEO_STYLES, _y_psnr, by_style, clip_psnrs, derain_videos,  # noqa: E402
+from pipeline.model.valset import (VIDEO_STYLES, _y_psnr, by_style, derain_videos,  # noqa: E402
                                    validation_batches, validation_videos, video_scores)
 
 CLEAN = [str(Path(__file__).resolve().parents[2] / "shared/data/clean_corpus")]
@@ -59,10 +59,10 @@ def main(profiles: list[str]) -> None:
     clips = validation_videos(CLEAN)
     refs = [WarpReference(list(clean)) for _, clean in clips]
     batches = validation_batches(CLEAN, frames=3)
-    inp = video_scores(refs, clips, [r for r, _ in clips])
-    clean = video_scores(refs, clips, [c for _, c in clips])
-    print(f"validation videos: {len(clips)} clips of {len(clips[0][0])} frames; input Y-PSNR {inp[0]:.3f}, "
-          f"warping error: input {inp[1]:.6f}, clean {clean[1]:.6f}")
+    inp, inp_warp = video_scores(refs, clips, [r for r, _ in clips])
+    _, clean_warp = video_scores(refs, clips, [c for _, c in clips])
+    print(f"validation videos: {len(clips)} clips of {len(clips[0][0])} frames; input Y-PSNR {inp.mean():.3f}, "
+          f"warping error: input {inp_warp:.6f}, clean {clean_warp:.6f}")
     grid_scores = {}  # (strength, sigma) -> per profile (psnr, warp, the profile's unaligned warp)
     for profile in profiles:
         runs = {}
@@ -71,21 +71,22 @@ def main(profiles: list[str]) -> None:
             t = time.time()
             outputs = derain_videos(d, clips)
             secs = time.time() - t
-            win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
-            runs[align] = (win, ps, we, outputs)
+            win, (per_clip, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
+            ps = float(per_clip.mean())
+            runs[align] = (win, ps, we, outputs, per_clip)
             print(f"{profile} align={align}: windows {win:.3f} dB; videos {ps:.3f} dB, warp {we:.6f} ({secs:.0f} s)",
                   flush=True)
         # The alignment: the best mean of the two PSNRs (windows, videos).
         align = max(PRESETS, key=lambda a: runs[a][0] + runs[a][1])
         print(f"{profile}: align={align} chosen (the highest mean of windows' and videos' Y-PSNR)")
-        plain = by_style(clip_psnrs(clips, runs[align][3]))
+        plain = by_style(runs[align][4])
         grid_scores.setdefault("off", []).append((runs[align][1], runs[align][2], runs["none"][2], 0.0))
         print(f"{profile} align={align}, by style ({', '.join(VIDEO_STYLES)}): "
               + " ".join(f"{p:.2f}" for p in plain))
         for strength, sigma, preset in GRID:
             smoothed = [Deflicker(strength, sigma, preset).frames(out) for out in runs[align][3]]
-            ps, we = video_scores(refs, clips, smoothed)
-            worst = float((by_style(clip_psnrs(clips, smoothed)) - plain).min())
+            per_clip, we = video_scores(refs, clips, smoothed)
+            ps, worst = float(per_clip.mean()), float((by_style(per_clip) - plain).min())
             grid_scores.setdefault((strength, sigma, preset), []).append((ps, we, runs["none"][2], worst))
             print(f"{profile} align={align} deflicker strength={strength} sigma={sigma} flow={preset}: "
                   f"videos {ps:.3f} dB, warp {we:.6f}, worst style {worst:+.3f} dB", flush=True)
@@ -109,11 +110,12 @@ def compare(weights: str, profile: str) -> None:
     for name, path in (("shipped", None), (weights, weights)):
         d = Derainer.load(profile, weights=path, device="cpu")
         outputs = derain_videos(d, clips)
-        win, (ps, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
+        win, (per_clip, we) = window_psnr(d, batches), video_scores(refs, clips, outputs)
+        ps = float(per_clip.mean())
         scores[name] = (win, ps, we)
         print(f"{profile} {name} (align={d.align}, deflicker={d.deflicker}): windows {win:.3f} dB; videos {ps:.3f} dB, "
               f"warp {we:.6f}; by style ({', '.join(VIDEO_STYLES)}): "
-              + " ".join(f"{p:.2f}" for p in by_style(clip_psnrs(clips, outputs))), flush=True)
+              + " ".join(f"{p:.2f}" for p in by_style(per_clip)), flush=True)
     (w0, p0, e0), (w1, p1, e1) = scores["shipped"], scores[weights]
     better = (w1 + p1) / 2 >= (w0 + p0) / 2 + MARGIN and e1 <= e0
     print(f"{weights}: " + ("replaces" if better else "does not replace") + f" the shipped weights (by {MARGIN} dB or more: mean of windows' and "

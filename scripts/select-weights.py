@@ -29,7 +29,7 @@ from pipeline.model.data import PatchSampler  # noqa: E402
 from pipeline.model.synth import STYLES  # noqa: E402
 from pipeline.model.flicker import WarpReference  # noqa: E402
 from pipeline.model.inference import Derainer  # noqa: E402
-from pipeline.model.valset import (SEED, VIDEO_STYLES, by_style, clip_psnrs, derain_videos, held_out_photos,  # noqa: E402
+from pipeline.model.valset import (SEED, VIDEO_STYLES, by_style, derain_videos, held_out_photos,  # noqa: E402
                                    validation_batches, validation_psnr, validation_videos, video_scores)
 from pipeline.model.weights import default_weights, load_weights  # noqa: E402
 
@@ -64,9 +64,10 @@ def main() -> None:
         print(f"{label:9s} {path}: " + ", ".join(f"{k} {v:.2f}" for k, v in run.items()), flush=True)
         d = Derainer.load(a.profile, weights=path, device="cpu")
         outputs = derain_videos(d, clips)
-        ps, we = video_scores(refs, clips, outputs)
+        per_clip, we = video_scores(refs, clips, outputs)
+        ps = float(per_clip.mean())
         print(f"{'':9s} validation videos: {ps:.3f} dB, warping error {we:.6f}; by style ({', '.join(VIDEO_STYLES)}): "
-              + " ".join(f"{p:.2f}" for p in by_style(clip_psnrs(clips, outputs))), flush=True)
+              + " ".join(f"{p:.2f}" for p in by_style(per_clip)), flush=True)
     old, new = scores["shipped"], scores["candidate"]
     gain0, gain1 = (new[k] - old[k] for k in sets)
     replace = gain1 >= MARGIN and gain0 >= 0

@@ -39,13 +39,15 @@ def synthetic_frames(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
     return frames
 
 
-def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+def write_clip(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 20, threads: int = 0) -> Path:
+    """RGB frames as an x264 veryfast file (threads 0: FFmpeg's choice)."""
     import av  # here, not at the top: --model-only runs where PyAV is not installed (a bare GPU box)
 
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast"})
+        s = c.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
         s.height, s.width = frames.shape[1:3]
         s.pix_fmt = "yuv420p"
+        s.codec_context.thread_count = threads
         for i, img in enumerate(frames):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts, f.time_base = i, Fraction(1, fps)

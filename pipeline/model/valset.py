@@ -135,10 +135,10 @@ def clip_psnrs(clips, outputs) -> np.ndarray:
                      for (_, clean), out in zip(clips, outputs)])
 
 
-def video_scores(refs, clips, outputs) -> tuple[float, float]:
-    """The validation videos' mean Y-PSNR and warping error (`refs`: a flicker.WarpReference of
-    each clip's clean frames)."""
-    return float(clip_psnrs(clips, outputs).mean()), float(np.mean([ref.error(list(out)) for ref, out in zip(refs, outputs)]))
+def video_scores(refs, clips, outputs) -> tuple[np.ndarray, float]:
+    """Each validation video's Y-PSNR (`clip_psnrs`: its mean, or `by_style`) and the mean warping
+    error (`refs`: a flicker.WarpReference of each clip's clean frames)."""
+    return clip_psnrs(clips, outputs), float(np.mean([ref.error(list(out)) for ref, out in zip(refs, outputs)]))
 
 
 def by_style(per_clip: np.ndarray) -> np.ndarray:
