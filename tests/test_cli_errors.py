@@ -160,7 +160,8 @@ def test_a_url_of_a_scheme_derain_does_not_read_is_named_whole(tmp_path, capsys,
     """It was taken for a path and said as 'ftp:/127.0.0.1:9/x.mp4: file not found'."""
     assert main(["run", url, "-o", str(tmp_path / "out.mp4"), *LOCAL]) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert line.startswith(f"derain run: error: {url}: derain reads files, folders and live URLs")
+    assert line.startswith(f"derain run: error: {url}: derain reads files, folders and live URLs (rtsp, rtsps, rtmp, "
+                           "http, https, tcp, udp, srt)")
     assert f"not {url.split(':')[0]}://" in line
 
 

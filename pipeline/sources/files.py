@@ -322,7 +322,10 @@ def open_source(uri: str | Path, threads: int = 1, fps: float = 25.0, source_id:
     `hardware` as `decode.hardware` (NVDEC where wanted and the GPU answers); `layout` "yuv420p"
     for a video file's frames as planes (`pipeline.colour`)."""
     if URL.match(str(uri)):  # a live URL never comes here: this scheme is none derain reads
-        raise InputError(f"{uri}: derain reads files, folders and live URLs (rtsp, rtmp, http(s), tcp, udp, srt), "
+        from .live import LIVE_SCHEMES  # here: live.py imports this module
+
+        schemes = ", ".join(s.removesuffix("://") for s in LIVE_SCHEMES)
+        raise InputError(f"{uri}: derain reads files, folders and live URLs ({schemes}), "
                          f"not {str(uri).split(':', 1)[0]}:// (copy the file here first)")
     path = Path(uri)
     if path.is_dir():
