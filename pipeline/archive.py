@@ -32,7 +32,7 @@ from pathlib import Path
 from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
 from .settings import RunSettings, with_codec_threads
 from .sinks.files import MARKER, VIDEO_SUFFIXES, partial_path, remove_partial, temp_token
-from .workers import cluster_nodes, describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
+from .workers import describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +133,17 @@ class FileWorker:
         return os.getpid()
 
 
-def _worker_layout(settings: RunSettings, ray, files: int, shared: bool = False) -> list:
-    """Each file worker's resources, sized to the nodes: one per GPU, else one per node holding
-    its cores (see pipeline.workers.plan_workers); a request no node can hold is an error.
-    With a shared model, CPU workers on the cores its model workers left."""
+def _worker_layout(settings: RunSettings, nodes: list, files: int, shared: bool = False) -> list:
+    """Each file worker's resources, sized to the `nodes` (as usable_nodes found them): one per
+    GPU, else one per node holding its cores (see pipeline.workers.plan_workers); a request no
+    node can hold is an error. With a shared model, CPU workers on the cores its model workers left."""
     a = settings.archive
-    nodes = usable_nodes(ray, settings.workers.start_timeout_s)
     if shared:
-        nodes = [n for n in nodes if n.free.get("CPU", 0) >= 1]
-        if not nodes:
-            raise WorkerError(f"shared model: its model workers hold every core ({describe_nodes(cluster_nodes(ray))}); "
+        free = [n for n in nodes if n.free.get("CPU", 0) >= 1]
+        if not free:
+            raise WorkerError(f"shared model: its model workers hold every core ({describe_nodes(nodes)}); "
                               "no node is left for the file workers: add nodes or use archive.shared_model: false")
+        nodes = free
     return plan_workers(nodes, "cpu" if shared else settings.model.device, a.workers, a.threads_per_worker,
                         limit=files, knobs="archive.workers (--file-workers) or archive.threads_per_worker")
 
@@ -179,12 +179,11 @@ def _codec_share(p, streams: int, nodes=None) -> int:
     return codec_share(streams, int(cores))
 
 
-def _start_shared_model(settings: RunSettings, ray) -> tuple:
+def _start_shared_model(settings: RunSettings, nodes: list) -> tuple:
     """The model workers (one per GPU, as `derain run` starts them) and the file workers' settings:
     with the model on a GPU, their codecs run as next to one (codec processes, yuv420p frames)."""
     from .workers import RayPool
 
-    nodes = usable_nodes(ray, settings.workers.start_timeout_s)
     gpu = _on_gpus(settings, nodes)
     w = settings.workers
     if not gpu and not (w.count and w.threads):
@@ -294,13 +293,12 @@ def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
     return None
 
 
-def _plan(inputs: list[Path], in_root: Path, out_root: Path, suffix: str, previous: dict[str, dict],
+def _plan(pairs: list[tuple[Path, Path]], in_root: Path, previous: dict[str, dict],
           overwrite: bool) -> tuple[list[dict], dict[str, str]]:
-    """One record per input (skipped or pending) and, by output, the line saying why a file that
-    finished before is derained again."""
+    """One record per (input, output) (skipped or pending) and, by output, the line saying why a
+    file that finished before is derained again."""
     records, redo = [], {}
-    for src in inputs:
-        dst = output_for(src, in_root, out_root, suffix)
+    for src, dst in pairs:
         name = _name(src, in_root)
         before, stat = previous.get(name, {}), _input_stat(src)
         why = "" if overwrite else _why_redo(dst, before, stat)
@@ -352,7 +350,8 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     a = settings.archive
     inputs = find_inputs(in_root, a.patterns, a.recursive)
     check_roots(in_root, out_root)
-    targets = {output_for(src, in_root, out_root, a.output_suffix).resolve(): src for src in inputs}
+    pairs = [(src, output_for(src, in_root, out_root, a.output_suffix)) for src in inputs]
+    targets = {dst.resolve(): src for src, dst in pairs}
     clash = next((t for t in targets if t in {p.resolve() for p in inputs}), None)
     if clash is not None:
         raise OutputError(f"{clash}: would be written over an input (from {targets[clash]}); "
@@ -366,7 +365,7 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
-    records, redo = _plan(inputs, in_root, out_root, a.output_suffix, _previous(report.path, in_root), overwrite)
+    records, redo = _plan(pairs, in_root, _previous(report.path, in_root), overwrite)
     start = time.monotonic()
     report.write(records)
     if report.error:
@@ -395,13 +394,15 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
     try:
         nodes = usable_nodes(ray, settings.workers.start_timeout_s)
         if _shared_model(settings, nodes):
-            model_pool, file_settings, gpu = _start_shared_model(settings, ray)
-            layout = _worker_layout(settings, ray, len(todo), shared=True)
+            model_pool, file_settings, gpu = _start_shared_model(settings, nodes)
+            # asked again: the free cores are now those the model workers left
+            layout = _worker_layout(settings, usable_nodes(ray, settings.workers.start_timeout_s), len(todo),
+                                    shared=True)
             streams = settings.archive.streams(gpu)
             args = lambda p: (asdict(file_settings), p.threads, model_pool.actors,  # noqa: E731
                               _codec_share(p, streams))
         else:
-            layout = _worker_layout(settings, ray, len(todo))
+            layout = _worker_layout(settings, nodes, len(todo))
             gpu = any(p.num_gpus for p in layout)
             streams = settings.archive.streams(gpu)
             args = lambda p: (asdict(settings), p.threads, None, _codec_share(p, streams, nodes))  # noqa: E731
