@@ -106,11 +106,16 @@ class FileWorker:
             return RayPool.attach(self.model_workers, self.settings.model, self.settings.workers)
         return self.pool.view()
 
-    def process(self, src: str, dst: str, overwrite: bool, token: str | None = None) -> dict:
+    def process(self, src: str, dst: str, overwrite: bool, token: str | None = None,
+                made_from: dict | None = None) -> dict:
+        """Derain one file; its record. `made_from`: the input's size and mtime as the driver saw
+        them before sending it (the next run compares what the driver sees: a node may mount the
+        files another way), else as seen here."""
         from .files import derain_file
 
         start, started = time.monotonic(), round(time.time(), 3)
-        made_from = _input_stat(src)  # before reading it: an input changed meanwhile is redone next time
+        if made_from is None:
+            made_from = _input_stat(src)  # before reading it: an input changed meanwhile is redone next time
         pool = self._pool()
         try:
             stats = derain_file(src, dst, self.settings, pool=pool, overwrite=overwrite, token=token)
@@ -446,7 +451,7 @@ class _Dispatch:
             rec, tries = self.queue.pop(0)
             token = temp_token()  # the driver knows each file's temporary name
             ref = self.actors[idx].process.remote(rec["input"], rec["output"], rec["output"] in self.replace_ok,
-                                                  token)
+                                                  token, _input_stat(rec["input"]))
             self.running[ref] = (rec, idx, tries, token)
             self.load[idx] += 1
 

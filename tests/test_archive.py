@@ -484,3 +484,20 @@ def test_a_report_that_can_no_longer_be_written_stops_no_file_and_leaves_no_temp
         assert said == [f"{reports / REPORT_NAME}: the report could not be written "
                         f"({'No space left on device' if small else 'Permission denied'}); the outputs that "
                         "exist are the files that finished"]
+
+
+def test_the_input_note_is_what_the_driver_sees(tmp_path, capsys, monkeypatch, ray_session):
+    """A node may mount the inputs another way (other mtimes): the note a rerun compares is the
+    driver's own view, taken before the file is sent, never the worker's."""
+    from pipeline import archive
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "a.mp4", frames=4)
+    seen = {"input_size": 12345, "input_mtime_ns": 678}  # what this driver's mount says
+    monkeypatch.setattr(archive, "_input_stat", lambda path: dict(seen))
+    code, summary, report = run_archive(src, out, capsys)
+    (rec,) = report["files"]
+    assert code == 0 and (rec["input_size"], rec["input_mtime_ns"]) == (12345, 678)
+    assert run_archive(src, out, capsys)[1]["skipped"] == 1
+    seen["input_mtime_ns"] = 679  # the driver sees a change: redone
+    assert run_archive(src, out, capsys)[1]["done"] == 1
