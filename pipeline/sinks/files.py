@@ -129,7 +129,7 @@ def partials(path: str | Path) -> list[Path]:
         return []
 
 
-def clear_stale_partials(path: str | Path) -> list[Path]:
+def clear_stale_partials(path: str | Path) -> list[str]:
     """Remove the temporaries for `path` that a killed run left (SIGKILL, out of memory): those
     whose writer was in this pid space and is gone. Any other is left alone: another machine's or
     container's run may still be writing it, and a pid alive here may be a new process that took a
