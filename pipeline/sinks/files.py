@@ -140,7 +140,8 @@ def clear_stale_partials(path: str | Path) -> list[str]:
         pid, _, rest = p.name[:-len(f".partial{Path(path).suffix}")].rpartition(".")[2].partition("-")
         if len(rest) == 14 and rest[:6] == _pid_space() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove_partial(p)
-            said.append(f"{path}: removed {p.name}, the partial output of a run that was killed (pid {pid})")
+            if not p.exists():  # a place that refuses writes refuses removals too: then nothing is said
+                said.append(f"{path}: removed {p.name}, the partial output of a run that was killed (pid {pid})")
     return said
 
 
