@@ -106,6 +106,10 @@ def cmd_run_live(args) -> int:
 def cmd_run(args) -> int:
     from .files import derain_file
 
+    if args.realtime and args.input and Path(args.input).is_dir():
+        _fail(args, f"--realtime: plays a video file as a camera; {args.input} is a folder (derain it without "
+                    "--realtime, to a video with --fps)")
+        return 2
     if args.fps and not (args.input and Path(args.input).is_dir()):
         _fail(args, f"--fps: the frame rate of a folder of images; {args.input or 'a camera'} has its own "
                     "timestamps, which are kept")

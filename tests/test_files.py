@@ -609,5 +609,7 @@ def test_a_folders_rate_may_be_a_ratio_and_a_video_keeps_its_own(tmp_path, capsy
     capsys.readouterr()
     assert _run(src, tmp_path / "v.mp4", "--fps", "25") == 2
     assert "--fps: the frame rate of a folder of images" in _one_error_line(capsys.readouterr().err)
+    assert _run(folder, tmp_path / "live.mp4", "--realtime") == 2
+    assert "--realtime: plays a video file as a camera; " in _one_error_line(capsys.readouterr().err)
     assert _run(folder, tmp_path / "bad.mp4", "--fps", "30000/0") == 1
     assert "decode.fps: must be a number (got '30000/0')" in capsys.readouterr().err
