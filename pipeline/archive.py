@@ -106,16 +106,13 @@ class FileWorker:
             return RayPool.attach(self.model_workers, self.settings.model, self.settings.workers)
         return self.pool.view()
 
-    def process(self, src: str, dst: str, overwrite: bool, token: str | None = None,
-                made_from: dict | None = None) -> dict:
+    def process(self, src: str, dst: str, overwrite: bool, token: str, made_from: dict) -> dict:
         """Derain one file; its record. `made_from`: the input's size and mtime as the driver saw
-        them before sending it (the next run compares what the driver sees: a node may mount the
-        files another way), else as seen here."""
+        them just before sending it (the next run compares what the driver sees: a node may mount
+        the files another way; an input changed meanwhile is redone next time)."""
         from .files import derain_file
 
         start, started = time.monotonic(), round(time.time(), 3)
-        if made_from is None:
-            made_from = _input_stat(src)  # before reading it: an input changed meanwhile is redone next time
         pool = self._pool()
         try:
             stats = derain_file(src, dst, self.settings, pool=pool, overwrite=overwrite, token=token)
@@ -357,7 +354,8 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     check_roots(in_root, out_root)
     pairs = [(src, output_for(src, in_root, out_root, a.output_suffix)) for src in inputs]
     targets = {dst.resolve(): src for src, dst in pairs}
-    clash = next((t for t in targets if t in {p.resolve() for p in inputs}), None)
+    resolved_inputs = {p.resolve() for p in inputs}
+    clash = next((t for t in targets if t in resolved_inputs), None)
     if clash is not None:
         raise OutputError(f"{clash}: would be written over an input (from {targets[clash]}); "
                           "give an output folder outside the input folder")

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from .errors import DerainError
+from .signals import stop_signals
 
 
 class Terminated(KeyboardInterrupt):
@@ -24,13 +25,6 @@ class Terminated(KeyboardInterrupt):
     cleanup (a closed terminal or ssh session sends SIGHUP, whose default would leave partials)."""
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def stop_signals() -> tuple[int, ...]:
-    """The signals that end a run cleanly: SIGTERM, and SIGHUP unless this process was started
-    to ignore it (`nohup derain ...` must outlive the terminal)."""
-    return tuple(sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN)
 _terminated: list[int] = []  # the signal; Ray re-raises an exception from a handler as a plain KeyboardInterrupt
 
 

@@ -45,6 +45,7 @@ from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
 from .redact import redact
 from .settings import BatchSettings
+from .signals import stop_signals
 from .sources.files import start_reader
 from .stats import LaneStats, Metrics
 from .steady import SteadyLane
@@ -153,9 +154,7 @@ class Runner:
 
     def install_signals(self) -> None:
         """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop cleanly (call from the main thread)."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
-                continue  # started under nohup: the run outlives the terminal
+        for sig in (signal.SIGINT, *stop_signals()):
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> Metrics:

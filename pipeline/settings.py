@@ -110,7 +110,10 @@ class EncodeSettings:
 
 
 def _is_pix_fmt(name: str) -> bool:
-    from av import VideoFormat
+    try:
+        from av import VideoFormat
+    except ImportError:  # a bare GPU box (bench --model-only) has no PyAV: the encoder checks it there
+        return True
 
     try:
         VideoFormat(name)

@@ -138,9 +138,6 @@ class TrainSettings:
         return problems
 
 
-_LOGGED = ("loss", "ssim", "embed", "att", "consist")  # log.csv's columns after the lr
-
-
 class Trainer:
     """Owns the models, optimizers and sampler of one run; `run()` trains both stages."""
 
@@ -284,6 +281,11 @@ class Trainer:
             terms["loss"] = loss + w.consistency * terms["consist"]
         return terms
 
+    def _logged(self) -> tuple[str, ...]:
+        """log.csv's columns after the lr: the twins' distance only where there are twins, so a
+        run resumed from before it was logged keeps the columns its header has."""
+        return ("loss", "ssim", "embed", "att", *(("consist",) if self.s.data.twins else ()))
+
     def _stage_settings(self) -> StageSettings:
         return self.s.autoencoder if self.stage == "autoencoder" else self.s.train
 
@@ -327,7 +329,7 @@ class Trainer:
         with open(log_path, "a", newline="") as fh:
             log = csv.writer(fh)
             if new_log:
-                log.writerow(["time", "stage", "step", "lr", *_LOGGED])
+                log.writerow(["time", "stage", "step", "lr", *self._logged()])
             while True:
                 st = self._stage_settings()
                 if self._done(st):
@@ -370,7 +372,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}",
                                     **({"done": f"{self._progress(st):.1%}"} if st.seconds else {}))
                     log.writerow([f"{time.time():.1f}", self.stage, self.step, lr,
-                                  *(f"{vals.get(k, float('nan')):.5f}" for k in _LOGGED)])
+                                  *(f"{vals.get(k, float('nan')):.5f}" for k in self._logged())])
                     out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
                     if self.val and self.stage == "derain" and (self.step % self.s.val_every == 0 or self._done(st)):
                         self._validate()

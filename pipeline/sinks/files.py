@@ -281,7 +281,7 @@ def _video_options(codec: str, enc: EncodeSettings, path) -> dict:
 
 def crf_for(codec: str, enc: EncodeSettings) -> int:
     """The CRF given to encoder `codec`: as set, or for auto its own (AUTO_CRF)."""
-    return AUTO_CRF.get(codec, AUTO_CRF["libx264"]) if enc.crf == "auto" else enc.crf
+    return AUTO_CRF[codec] if enc.crf == "auto" else enc.crf
 
 
 def _preset(codec: str, preset: str, path) -> str:
