@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# A GPU slice of fine-tunes, side by side on the one GPU: each config in CONFIGS (default: the
-# full and temporal profiles from the first honest run, copied to runs/init/) trains for at most
+# A GPU slice of fine-tunes, side by side on the one GPU: each config in CONFIGS (default: the two
+# prepared from the shipped weights, faint rain for full and consistency for temporal) trains for at most
 # MAX_SECONDS, and its validation-best weights, val.csv and log.csv come back in OUT (what a
 # lent machine returns). The validation set chooses; the test sets are scored afterwards, here.
-#   DATA=runs/corpus OUT=dir WHEELS=runs/wheels bash scripts/gpu-finetune.sh
+#   DATA=runs/corpus OUT=dir WHEELS=runs/wheels-train bash scripts/gpu-finetune.sh   (scripts/gpu-prepare.sh makes runs/)
 #   CONFIGS=finetune-faint-gpu MAX_SECONDS=420 DATA=runs/corpus WHEELS=runs/wheels-train OUT=dir bash scripts/gpu-finetune.sh
 # EXTRA adds settings to every run (a CPU check: EXTRA="--set train.batch=2 --set val_every=2").
 set -uo pipefail
 DATA=${DATA:-../shared/data/clean_corpus}
 OUT=${OUT:-runs/gpu-out}
 PY=${PY:-python3}
-CONFIGS=${CONFIGS:-finetune-gpu finetune-temporal-gpu}
+CONFIGS=${CONFIGS:-finetune-faint-gpu finetune-temporal-consistency-gpu}
 MAX_SECONDS=${MAX_SECONDS:-210}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true

@@ -162,6 +162,13 @@ def test_twins_rain_the_same_clip_twice():
         assert 0.002 < twin < 0.5 * other  # other rain, on the same scene (not another clip's)
     single, _ = PatchSampler(*args, frames=3).batch(4, np.random.default_rng(2))
     assert single.shape == (4, 9, 32, 32)
+    # One frame: one crop rained twice, the same way (style and JPEG quality), other streaks.
+    rainy, clean = PatchSampler(*args, jpeg=1.0, twins=True).batch(4, np.random.default_rng(2))
+    assert rainy.shape == clean.shape == (8, 3, 32, 32)
+    np.testing.assert_array_equal(clean[:4], clean[4:])
+    for i in range(4):
+        twin, other = np.abs(rainy[i] - rainy[i + 4]).mean(), np.abs(rainy[i] - rainy[4 + (i + 1) % 4]).mean()
+        assert 0.002 < twin < 0.5 * other
 
 
 def test_the_pipeline_gives_the_frames_eval_scores(clip):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.model.train import train
 from pipeline.model.weights import load_weights
 
@@ -174,7 +174,7 @@ def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_decoder(confi
 
     path, _ = config
     first = train(str(path), progress=False)
-    s = load_settings(TrainSettings, path, {"init": str(first), "autoencoder.iters": 0, "train.iters": 0,
+    s = load_settings(TrainSettings, path, {"init": str(first), "autoencoder.iters": 0, "train.iters": 0, "loss.embed": 0,
                                             "out_dir": str(tmp_path / "ft")})
     t = Trainer(s, progress=False)
     t.run()
@@ -221,7 +221,7 @@ def test_a_fine_tune_scores_its_starting_weights_first(config, tmp_path):
     first = train(str(path), progress=False)
     out = tmp_path / "ft"
     train(str(path), progress=False, overrides={"init": str(first), "autoencoder.iters": 0, "train.iters": 2,
-                                                "val_every": 1, "out_dir": str(out)})
+                                                "loss.embed": 0, "val_every": 1, "out_dir": str(out)})
     rows = [line.split(",") for line in (out / "val.csv").read_text().split()]
     assert [int(r[0]) for r in rows] == [0, 1, 2]
     best = torch.load(out / "full-best.pt", map_location="cpu", weights_only=False)
@@ -245,11 +245,28 @@ def test_the_consistency_loss_compares_a_clips_two_rain_draws(config, tmp_path):
     trains on it); either key without what it needs is refused, naming it."""
     path, _ = config
     temporal = {"network": {"type": "TemporalDerainNet", "width": 4, "frames": 3}, "data.frames": 3,
-                "autoencoder.iters": 0, "train.iters": 2}
+                "autoencoder.iters": 0, "train.iters": 2, "loss.embed": 0}
     out = train(str(path), progress=False, overrides={**temporal, "data.twins": True, "loss.consistency": 2.0})
     rows = log_rows(out.parent)
     assert len(rows) == 2 and all(0 < float(r["consist"]) < 1 for r in rows)
+    # A single-frame network's twins are one crop rained twice.
+    out = train(str(path), progress=False, overrides={"autoencoder.iters": 0, "train.iters": 2, "loss.embed": 0,
+                                                     "data.twins": True, "loss.consistency": 2.0,
+                                                     "out_dir": str(tmp_path / "single")})
+    assert len(rows := log_rows(out.parent)) == 2 and all(0 < float(r["consist"]) < 1 for r in rows)
     with pytest.raises(ConfigError, match="loss.consistency: compares a clip's two rain draws; set data.twins: true"):
         train(str(path), progress=False, overrides={**temporal, "loss.consistency": 1.0})
-    with pytest.raises(ConfigError, match="data.twins: rains windows twice, for a temporal network"):
-        train(str(path), progress=False, overrides={"data.twins": True})
+    with pytest.raises(ConfigError, match="data.twins: rains clean photos twice; a paired set"):
+        train(str(path), progress=False, overrides={"data.twins": True, "data.paired": [["a", "b"]]})
+
+
+def test_the_embedding_loss_needs_an_autoencoder(config, tmp_path):
+    """A fine-tune that skips the autoencoder stage and names none would pull the encoder toward
+    an untrained network's code; refused, naming both ways out. A named one that is not there
+    (runs/ is not kept with the repository) is one line naming it."""
+    path, _ = config
+    with pytest.raises(ConfigError, match="loss.embed: no autoencoder to embed with .* or set loss.embed: 0"):
+        train(str(path), progress=False, overrides={"autoencoder.iters": 0})
+    missing = tmp_path / "autoencoder.pt"
+    with pytest.raises(WeightsError, match=f"{missing}: init_autoencoder file not found"):
+        train(str(path), progress=False, overrides={"autoencoder.iters": 0, "init_autoencoder": str(missing)})

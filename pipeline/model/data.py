@@ -62,6 +62,22 @@ class PatchSampler:
             rainy = _jpeg(rainy, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
         return rainy.astype(np.float32) / 255, clean
 
+    def sample_twins(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One clean crop rained twice, float32 (patch, patch, 3) each: the same style, JPEG
+        quality and scene, other streaks, as two frames of a still camera in steady rain. A
+        single-frame network's two answers differ only by what the rain made it do, which a
+        video shows as flicker. Synthetic rain only (a real pair has one rainy image)."""
+        (clean,) = self._crop(rng, self.clean[rng.integers(len(self.clean))])
+        clean = clean.astype(np.float32) / 255
+        style = frozen(random_style(rng, self.mix), rng)
+        quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+        use_jpeg = self.jpeg and rng.random() < self.jpeg
+        draws = []
+        for _ in range(2):
+            r = np.round(add_rain(clean, rng, style) * 255).astype(np.uint8)
+            draws.append((_jpeg(r, quality) if use_jpeg else r).astype(np.float32) / 255)
+        return draws[0], draws[1], clean
+
     def sample_clip(self, rng: np.random.Generator, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Rainy windows (draws, frames, patch, patch, 3), target first, and the clean target
         (patch, patch, 3), float32 in [0, 1]: one scene under camera motion, the clip's rain drawn
@@ -88,8 +104,8 @@ class PatchSampler:
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rainy, clean), float32 (n, 3 * frames, patch, patch) and (n, 3, patch, patch); a window's
-        target frame comes first. With `twins` (windows only) 2n of each: the second n rain the
-        first n's clips again."""
+        target frame comes first. With `twins` 2n of each: the second n rain the first n's
+        clips (or crops) again."""
         if self.frames > 1:
             draws = 2 if self.twins else 1
             clips = [self.sample_clip(rng, draws) for _ in range(n)]
@@ -97,6 +113,11 @@ class PatchSampler:
             rainy = np.stack([c[0] for c in clips], 1).transpose(0, 1, 2, 5, 3, 4)
             rainy = rainy.reshape(draws * n, -1, self.patch, self.patch)
             clean = np.tile(np.stack([c[1] for c in clips]).transpose(0, 3, 1, 2), (draws, 1, 1, 1))
+            return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
+        if self.twins:
+            twins = [self.sample_twins(rng) for _ in range(n)]
+            rainy = np.stack([t[0] for t in twins] + [t[1] for t in twins]).transpose(0, 3, 1, 2)
+            clean = np.tile(np.stack([t[2] for t in twins]).transpose(0, 3, 1, 2), (2, 1, 1, 1))
             return np.ascontiguousarray(rainy), np.ascontiguousarray(clean)
         pairs = [self.sample(rng) for _ in range(n)]
         rainy = np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..config import load_settings
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsError
 from .arch_util import build_network
 from .ecnet_arch import RainAutoencoder
 from .losses import attention_loss, embedding_loss, rain_mask, ssim
@@ -44,13 +44,13 @@ class DataSettings:
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # its quality range
     # > 1: train on synthetic clips of this many frames (motion.py), for a temporal network
     frames: int = 1
-    # Windows only: every clip rained twice (data.py), for loss.consistency
+    # Every clip (or crop) rained twice (data.py), for loss.consistency
     twins: bool = False
 
     def problems(self) -> list[str]:
         out = []
-        if self.twins and self.frames < 2:
-            out.append("twins: rains windows twice, for a temporal network; set data.frames > 1 too")
+        if self.twins and self.paired:
+            out.append("twins: rains clean photos twice; a paired set has one rainy image each, drop data.paired")
         if self.patch < 16 or self.patch % 8:
             out.append(f"patch: must be a multiple of 8 >= 16 (got {self.patch})")
         if not self.clean_dirs and not self.paired:
@@ -130,6 +130,10 @@ class TrainSettings:
         problems = [] if 0 < self.scale <= 1 else [f"scale: must be in (0, 1] (got {self.scale})"]
         if self.upsample not in UPSAMPLERS:
             problems.append(f"upsample: must be one of {', '.join(UPSAMPLERS)} (got {self.upsample!r})")
+        if self.loss.embed and not self.init_autoencoder and not (self.autoencoder.iters or self.autoencoder.seconds):
+            # The embedding target would be an untrained autoencoder's code: noise to pull toward.
+            problems.append("loss.embed: no autoencoder to embed with (autoencoder.iters: 0 and no init_autoencoder);"
+                            " give init_autoencoder the run's autoencoder.pt, or set loss.embed: 0")
         if self.loss.consistency and not self.data.twins:
             problems.append("loss.consistency: compares a clip's two rain draws; set data.twins: true")
         if self.network.get("frames", 1) != self.data.frames:
@@ -157,6 +161,10 @@ class Trainer:
             self.net.load_state_dict(load_weights(settings.init).net.state_dict())
         self.ae = RainAutoencoder(width)
         if settings.init_autoencoder:
+            if not Path(settings.init_autoencoder).is_file():
+                # runs/ is not kept with the repository: a fine-tune written for one machine's run
+                raise WeightsError(f"{settings.init_autoencoder}: init_autoencoder file not found"
+                                   " (a run's autoencoder.pt; without one, set loss.embed: 0 and drop the key)")
             state = torch.load(settings.init_autoencoder, map_location="cpu", weights_only=True)
             self.ae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         self.ae.to(self.device)
