@@ -257,7 +257,6 @@ class CodecProcess:
             except queue_mod.Empty:
                 pass
             except (EOFError, OSError):  # the child's end closed: it is gone, maybe mid-message
-                self.process.join(timeout=5)
                 raise self._died(doing) from None
             if not self.process.is_alive():
                 try:
@@ -268,6 +267,11 @@ class CodecProcess:
                 raise WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s while {doing}")
 
     def _died(self, doing: str) -> WorkerError:
+        # A killed child's pipes (and multiprocessing's sentinel) close a moment before the kernel
+        # lets it be reaped, a moment that grows on a loaded machine: wait for its exit status.
+        deadline = time.monotonic() + 5
+        while self.process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         return WorkerError(f"{self.src}: its codec process died while {doing} (exit {self.process.exitcode})")
 
     def send(self, channel: Channel, message) -> None:
@@ -275,7 +279,6 @@ class CodecProcess:
         try:
             channel.put(message)
         except OSError:  # a broken pipe: the child's end closed
-            self.process.join(timeout=5)
             raise self._died("taking frames") from None
 
     def shutdown(self) -> None:
@@ -401,7 +404,6 @@ class _ChildSink:
                 except queue_mod.Empty:
                     return
                 except (EOFError, OSError):  # the child's end closed
-                    c.process.join(timeout=5)
                     raise c._died("encoding") from None
             if msg[0] == "error":
                 raise msg[1]
