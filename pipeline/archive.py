@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -431,7 +432,7 @@ class _Dispatch:
     def __init__(self, ray, actors: list, streams: int, replace_ok: set[str], retries: int, restart_s: float):
         self.ray, self.actors, self.streams = ray, actors, streams
         self.replace_ok, self.retries, self.restart_s = replace_ok, retries, restart_s
-        self.queue: list[tuple[dict, int]] = []  # (record, tries so far)
+        self.queue: deque[tuple[dict, int]] = deque()  # (record, tries so far)
         self.running: dict = {}  # ref -> (record, worker index, tries, temporary-name token)
         self.load = [0] * len(actors)  # files running on each worker
         self.ready = set(range(len(actors)))  # workers answering
@@ -446,7 +447,7 @@ class _Dispatch:
             idx = min(self.ready, key=self.load.__getitem__)
             if self.load[idx] >= self.streams:
                 return
-            rec, tries = self.queue.pop(0)
+            rec, tries = self.queue.popleft()
             token = temp_token()  # the driver knows each file's temporary name
             ref = self.actors[idx].process.remote(rec["input"], rec["output"], rec["output"] in self.replace_ok,
                                                   token, _input_stat(rec["input"]))
@@ -480,7 +481,7 @@ class _Dispatch:
             if tries < self.retries:
                 log.warning("%s: worker died (%s); redoing the file once a worker answers", rec["input"],
                             type(exc).__name__)
-                self.queue.insert(0, (rec, tries + 1))
+                self.queue.appendleft((rec, tries + 1))
                 return []
             rec.update(status="failed", error=f"{rec['input']}: worker died {tries + 1} times")
         return [rec]
@@ -522,7 +523,7 @@ class _Dispatch:
         for rec in ended:
             rec.update(status="failed", error=f"{rec['input']}: no file worker left (each died and was not "
                                               f"back within {self.restart_s:g} s)")
-        self.queue = []
+        self.queue.clear()
         return ended
 
 
@@ -532,7 +533,7 @@ def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, rep
     actors = start_actors(ray, actor_cls, layout, args, "file workers", settings.workers.start_timeout_s)
     files = _Dispatch(ray, actors, streams, replace_ok, settings.archive.retries,
                       settings.workers.start_timeout_s or RESTART_S)
-    files.queue = [(rec, 0) for rec in todo]
+    files.queue.extend((rec, 0) for rec in todo)
     bars = _bars(len(todo), progress)
     try:
         files.fill()
