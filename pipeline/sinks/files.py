@@ -120,10 +120,14 @@ def _cut(text: str, size: int) -> str:
 
 def partials(path: str | Path) -> list[Path]:
     """Temporaries of any run for `path` that are still there (none after a run ends)."""
-    path = Path(path)
+    return [p for p, _ in _partials_by_token(Path(path))]
+
+
+def _partials_by_token(path: Path) -> list[tuple[Path, str]]:
+    """`partials(path)` with each one's writer token (`temp_token`)."""
     pattern = re.compile(rf"\..*\.(\d+-[0-9a-f]+)\.partial{re.escape(path.suffix)}", re.DOTALL)
     try:
-        return sorted(p for p in path.parent.iterdir()
+        return sorted((p, m[1]) for p in path.parent.iterdir()
                       if (m := pattern.fullmatch(p.name)) and partial_path(path, m[1]).name == p.name)
     except OSError:
         return []
@@ -136,8 +140,8 @@ def clear_stale_partials(path: str | Path) -> list[str]:
     dead writer's number, so only a pid that names no process counts as gone. Returns what it
     removed, as a warning for the run to say."""
     said = []
-    for p in partials(path):
-        pid, _, rest = p.name[:-len(f".partial{Path(path).suffix}")].rpartition(".")[2].partition("-")
+    for p, token in _partials_by_token(Path(path)):
+        pid, _, rest = token.partition("-")
         if len(rest) == 14 and rest[:6] == _pid_space() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove_partial(p)
             if not p.exists():  # a place that refuses writes refuses removals too: then nothing is said
