@@ -28,7 +28,7 @@ import os
 import time
 from collections import deque
 from dataclasses import asdict, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
 from .settings import RunSettings, with_codec_threads
@@ -41,13 +41,28 @@ REPORT_NAME = "derain-report.json"
 
 
 def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
-    """The matching files under `root`, without hidden files and without derain's own outputs."""
+    """The matching files under `root`, without hidden files and without derain's own outputs.
+
+    Patterns match whatever the case (`*.mp4` takes a phone's IMG_0001.MP4, a drone's DJI_0001.MOV
+    under `*.mov`), and only inside `root`: a pattern that climbs out of it is refused."""
     if not root.is_dir():
         raise InputError(f"{root}: is not a folder; give the folder of videos to derain" if root.exists()
                          else f"{root}: archive folder not found")
-    found: set[Path] = set()
     for pattern in patterns:
-        found.update(root.rglob(pattern) if recursive else root.glob(pattern))
+        if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
+            raise ConfigError(f"archive.patterns: {pattern!r} reaches outside the input folder {root}; "
+                              "patterns match names inside it, as *.mp4 or cam*/*.mkv")
+    lowered = [PurePath(p.lower()) for p in patterns]
+    deepest = max((len(p.parts) for p in lowered), default=1)
+    found: set[Path] = set()
+    for folder, dirs, names in os.walk(root):
+        depth = len(Path(folder).relative_to(root).parts)
+        if not recursive and depth + 1 >= deepest:
+            dirs.clear()  # not recursive: a pattern is anchored at the input folder, no deeper
+        for name in names:
+            rel = PurePath(os.path.relpath(os.path.join(folder, name), root).lower())
+            if any(rel.match(str(p)) and (recursive or len(rel.parts) == len(p.parts)) for p in lowered):
+                found.add(Path(folder) / name)
     outputs: dict[Path, bool] = {}
 
     def is_output_dir(d: Path) -> bool:
@@ -352,6 +367,9 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     in_root, out_root = Path(in_dir).absolute(), Path(out_dir).absolute()
     a = settings.archive
     inputs = find_inputs(in_root, a.patterns, a.recursive)
+    if not inputs:
+        log.warning("%s: no file matches archive.patterns (%s)%s", in_dir, ", ".join(a.patterns),
+                    "" if a.recursive else " at its top level (archive.recursive: false)")
     check_roots(in_root, out_root)
     pairs = [(src, output_for(src, in_root, out_root, a.output_suffix)) for src in inputs]
     targets = {dst.resolve(): src for src, dst in pairs}

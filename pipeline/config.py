@@ -114,8 +114,13 @@ def load_settings(cls: type[T], path: str | Path | dict | None = None, overrides
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:  # absent, or a section left empty in the file ("model:")
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):  # the file's "model: fast": said as from_dict says it
+                where = ".".join(parents[:depth + 1])
+                raise ConfigError(f"{path or '<flags>'}: {where}: must be a mapping (got {short(node)})")
         node[leaf] = value
     return from_dict(cls, data, source=str(path) if path else "<flags>")
 
@@ -200,14 +205,17 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
         if not isinstance(value, dict):
             errors.append(f"{key}: must be a mapping (got {short(value)})")
         return value
+    if tp is float and isinstance(value, str) and (ratio := _RATIO.fullmatch(value)):
+        # a number from a flag (--fps 24), or a frame rate as FFmpeg and cameras give it
+        # (30000/1001): exact where 29.97 is not
+        if ratio[2] is None:
+            value = float(ratio[1])
+        elif float(ratio[2]):
+            value = float(Fraction(ratio[1]) / Fraction(ratio[2]))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             errors.append(f"{key}: must be a finite number (got {value})")
         return float(value)
-    if tp is float and isinstance(value, str) and (ratio := _RATIO.fullmatch(value)):
-        # a frame rate as FFmpeg and cameras give it (30000/1001): exact where 29.97 is not
-        if float(ratio[2]):
-            return float(Fraction(ratio[1]) / Fraction(ratio[2]))
     if tp is float:
         errors.append(f"{key}: must be a number (got {short(value)})")
         return value
@@ -216,7 +224,7 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
     return value
 
 
-_RATIO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*")
+_RATIO = re.compile(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(?:/\s*(\d+(?:\.\d+)?)\s*)?")
 
 
 def _describe(tp: Any) -> str:

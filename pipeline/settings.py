@@ -267,7 +267,9 @@ class DecodeSettings:
 
 @dataclass(frozen=True)
 class ArchiveSettings:
-    patterns: list[str] = field(default_factory=lambda: ["*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.ts"])
+    # any case (IMG_0001.MOV too), inside the input folder only
+    patterns: list[str] = field(default_factory=lambda: ["*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.ts", "*.m4v",
+                                                         "*.mts", "*.m2ts"])
     recursive: bool = True
     output_suffix: str = ""  # "" keeps each file's extension
     workers: int = 0  # parallel file workers; 0: one per GPU, else one per node (or per threads_per_worker cores)

@@ -20,6 +20,8 @@ import pytest
 from pipeline import archive
 from pipeline.archive import REPORT_NAME, find_inputs
 from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.settings import ArchiveSettings
 from pipeline.sinks.files import MARKER, partials
 
 
@@ -131,6 +133,30 @@ def test_the_walker_skips_derains_own_outputs(tmp_path):
     (root / "pngs" / MARKER).write_text('{"written_by": "derain", "files": []}')
     make_video(root / ".c.1-ab.partial.mp4", frames=2)  # a temporary
     assert [p.relative_to(root).as_posix() for p in find_inputs(root, ["*.mp4"], True)] == ["cam/a.mp4"]
+
+
+def test_patterns_match_any_case_and_stay_inside_the_input_folder(tmp_path):
+    """Phones, drones and action cameras name their files IMG_0001.MOV and DJI_0001.MP4."""
+    root = tmp_path / "in"
+    for name in ("IMG_0001.MOV", "cam/DJI_0001.MP4", "cam/b.mp4", "c.Mts", "notes.txt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    found = [p.relative_to(root).as_posix() for p in find_inputs(root, ArchiveSettings().patterns, True)]
+    assert found == ["IMG_0001.MOV", "c.Mts", "cam/DJI_0001.MP4", "cam/b.mp4"]
+    assert [p.name for p in find_inputs(root, ["*.mp4", "*.mov"], False)] == ["IMG_0001.MOV"]
+    assert [p.name for p in find_inputs(root, ["CAM/*.mp4"], False)] == ["DJI_0001.MP4", "b.mp4"]
+    for pattern in ("../*.mp4", "cam/../../*.mp4", str(tmp_path / "*.mp4")):
+        with pytest.raises(ConfigError, match="reaches outside the input folder"):
+            find_inputs(root, [pattern], True)
+
+
+def test_a_folder_where_nothing_matches_is_said(tmp_path, caplog):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    assert main(["archive", str(tmp_path / "in"), str(tmp_path / "out"), "--profile", "identity",
+                 "--backend", "local"]) == 0
+    assert f"{tmp_path / 'in'}: no file matches archive.patterns (*.mp4, *.mkv" in caplog.text
 
 
 def test_odd_sizes_on_archive_workers_keep_every_frame_and_say_the_cut(tmp_path, capsys, ray_session):

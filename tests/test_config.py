@@ -78,6 +78,27 @@ def test_flags_override_the_file(tmp_path):
     assert s.batching.max_batch == 8 and s.model.profile == "fast"
 
 
+def test_a_flag_into_a_section_left_empty_or_not_a_mapping(tmp_path):
+    """`model:` with nothing under it is no section; `model: fast` is refused as a file alone is."""
+    s = load_settings(RunSettings, write(tmp_path, "model:\n"), {"model.profile": "identity"})
+    assert s.model.profile == "identity"
+    path = write(tmp_path, "model: fast\n")
+    with pytest.raises(ConfigError, match=f"{path}: model: must be a mapping \\(got 'fast'\\)"):
+        load_settings(RunSettings, path, {"model.profile": "identity"})
+
+
+@pytest.mark.parametrize("text,fps", [("24", 24.0), ("29.97", 29.97), (" 30000/1001 ", 30000 / 1001), ("1e2", 100.0)])
+def test_a_rate_from_a_flag_is_a_number_or_a_ratio(text, fps):
+    """Flags arrive as text: --fps 24 as much as --fps 30000/1001."""
+    assert load_settings(RunSettings, None, {"decode.fps": text}).decode.fps == pytest.approx(fps)
+
+
+@pytest.mark.parametrize("text", ["24fps", "1e999", "30/0", ""])
+def test_a_rate_that_is_no_number_is_named(text):
+    with pytest.raises(ConfigError, match="decode.fps: must be"):
+        load_settings(RunSettings, None, {"decode.fps": text})
+
+
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_settings(RunSettings, tmp_path / "nope.yaml")

@@ -74,7 +74,7 @@ USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1"
 AUDIO_BITRATE = 80_000  # bits per second and channel of re-encoded audio: 160 kb/s stereo, as HandBrake
 
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mts", ".m2ts")
 MARKER = ".derain-output"  # in every image folder derain writes: what it wrote, so --overwrite knows
 
 
