@@ -579,10 +579,8 @@ def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, rep
 
 def _say_warnings(rec: dict) -> None:
     """Say a finished file's warnings, one line each (the report keeps them too)."""
-    for message in rec.get("warnings") or ():
+    for message in rec.get("warnings") or ():  # a truncated input's among them
         log.warning("%s", message)
-    if rec.get("truncated"):
-        log.warning("%s: the input looks truncated; kept every decodable frame", rec["input"])
 
 
 def _bars(files: int, on: bool):

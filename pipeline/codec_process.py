@@ -328,8 +328,9 @@ class _ChildSource:
                 if c._closed:  # the run closed this lane's output while the reader still waited: over
                     return
                 raise
-            if kind == "end":
+            if kind == "end":  # with what the decode found to say (a truncated tail), logged there
                 self.truncated = rest[0]
+                self.warnings += [w for w in rest[1] if w not in self.warnings]
                 return
             if kind == "error":
                 raise rest[0]
@@ -524,7 +525,7 @@ def _decode(job: _Job, source, ring: Ring, frames, free_in) -> None:
                     break
                 ring.frames[slot] = frame.image
             frames.put(("frame", slot, frame.seq, frame.pts, frame.time_base, frame.arrival, inline))  # raises if the parent is gone
-        _say(frames, ("end", bool(getattr(source, "truncated", False))))
+        _say(frames, ("end", bool(getattr(source, "truncated", False)), list(getattr(source, "warnings", []))))
     except BaseException as exc:  # noqa: BLE001 - said to the parent, which raises it (if it is there)
         _say(frames, ("error", _portable(exc, job.src, InputError)))
 

@@ -112,7 +112,7 @@ def test_image_folder_to_video_and_back(tmp_path, shared_data):
     assert sorted(p.name for p in named.glob("*.png"))[:2] == ["00001.png", "00002.png"]
 
 
-def test_truncated_file_keeps_every_decodable_frame_and_says_so(tmp_path, capsys):
+def test_truncated_file_keeps_every_decodable_frame_and_says_so(tmp_path, caplog):
     src = make_video(tmp_path / "in.mp4", frames=60, size=(160, 120))
     # Move the index to the front (as cameras and faststart do), then cut the file short.
     fast = tmp_path / "fast.mp4"
@@ -123,9 +123,9 @@ def test_truncated_file_keeps_every_decodable_frame_and_says_so(tmp_path, capsys
     cut.write_bytes(data[: len(data) * 6 // 10])
     out = tmp_path / "out.mp4"
     code = main(["run", str(cut), "-o", str(out), "--profile", "identity", "--backend", "local"])
-    captured = capsys.readouterr()
     assert code == 0
-    assert "cut.mp4: the input looks truncated" in captured.err
+    said = [r.getMessage() for r in caplog.records if "looks truncated" in r.getMessage()]
+    assert len(said) == 1 and "cut.mp4: " in said[0] and "every frame that decodes is kept" in said[0], said
     n = int(video_stream(ffprobe(out))["nb_read_frames"])
     assert 20 < n < 60
 
@@ -449,6 +449,26 @@ def test_a_really_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path):
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+@pytest.mark.parametrize("audio", [False, True])
+def test_a_video_of_which_no_frame_decodes_is_an_error_and_keeps_the_old_output(tmp_path, capsys, audio):
+    """Every video packet zeroed: an output with audio and no video (or a 0-byte MP4) is no
+    output. One line naming the input; an existing output stays as it was."""
+    src = make_video(tmp_path / "in.mp4", frames=25, size=(160, 96), audio=audio)
+    data = bytearray(src.read_bytes())
+    at = data.find(b"mdat") + 4
+    size = int.from_bytes(data[at - 8:at - 4], "big") - 8
+    data[at:at + size] = bytes(size)  # the payload, audio included: no frame of it is video
+    zeroed = tmp_path / "zeroed.mp4"
+    zeroed.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier good output")
+    capsys.readouterr()
+    assert _run(zeroed, out, "--overwrite") == 1
+    line = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
+    assert len(line) == 1 and f"{zeroed}: no video frame could be decoded" in line[0], line
+    assert out.read_bytes() == b"an earlier good output" and not partials(out)
 
 
 def test_a_truncated_matroska_file_is_said(tmp_path):

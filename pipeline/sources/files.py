@@ -143,14 +143,19 @@ class VideoFileSource:
                 if self._stop.is_set():
                     return
                 yield frame
+        if decoder.count == 0:  # an output without video is no output: fail, as ffmpeg does
+            why = decoder.error or decoder.bad_packet_error
+            why = getattr(why, "strerror", None) or why  # FFmpeg's words, without its errno
+            raise InputError(f"{self.path}: no video frame could be decoded"
+                             + (f" ({why}); the file is damaged" if why else "; its video stream is empty"))
         if decoder.bad_packets:
             n = decoder.bad_packets
             self._warn(f"{self.path}: {n} damaged packet{'s' if n > 1 else ''} passed over "
                        f"({decoder.bad_packet_error}); every frame that decodes is kept")
         if decoder.error is not None:  # a truncated or corrupt tail: every frame before it was kept
             self.truncated = True
-            log.warning("%s: decoding stopped after %d frames (%s); the file looks truncated",
-                        self.path, decoder.count, decoder.error)
+            self._warn(f"{self.path}: decoding stopped after {decoder.count} frames ({decoder.error}); the file "
+                       "looks truncated, every frame before it is kept")
             return
         # Matroska and others announce no frame count, and a demuxer that meets the end of a
         # cut file just stops: compare the video decoded with the duration the file announces.
@@ -163,13 +168,13 @@ class VideoFileSource:
         short_in_time = bool(declared and frame_s and declared - decoded > max(1.5 * frame_s, 0.1))
         if self.info.frames and seq < self.info.frames and (short_in_time or not declared or not frame_s):
             self.truncated = True
-            log.warning("%s: the container announces %d frames but only %d decoded; the file looks truncated",
-                        self.path, self.info.frames, seq)
+            self._warn(f"{self.path}: the container announces {self.info.frames} frames but only {seq} decoded; "
+                       "the file looks truncated, every frame that decodes is kept")
         elif short_in_time and declared - decoded > max(3 * frame_s, 0.5):
             self.truncated = True
-            log.warning("%s: the file announces %.2f s of video (about %d frames) but only %d frames "
-                        "(%.2f s) decoded; the file looks truncated",
-                        self.path, declared, round(declared / frame_s), seq, decoded)
+            self._warn(f"{self.path}: the file announces {declared:.2f} s of video (about "
+                       f"{round(declared / frame_s)} frames) but only {seq} frames ({decoded:.2f} s) decoded; "
+                       "the file looks truncated, every frame that decodes is kept")
 
 
 class Decoder:
