@@ -344,10 +344,17 @@ class RayPool:
         # workers cannot be placed.
         self.actors = start_actors(ray, self._actor_cls, plan, lambda p: (asdict(model), p.threads),
                                    "derain workers", workers.start_timeout_s)
-        self.inflight: dict[Any, tuple] = {}  # ref -> (key, images ref, (context, matrix), actor, tries)
+        self.inflight: dict[Any, tuple] = {}  # ref -> (key, images ref, (context, matrix), actor, tries, seen)
         self.load = [0] * len(self.actors)
         self.restarts = 0
+        self._track_deaths()
         self.owned = True
+
+    def _track_deaths(self) -> None:
+        # Per actor: the deaths counted, and whether it has answered since the last one. A batch
+        # notes both when sent (`seen`), so one death is counted once, by the first batch it fails.
+        self.deaths = [0] * len(self.actors)
+        self.answered = [True] * len(self.actors)
 
     @classmethod
     def attach(cls, actors: list, model: ModelSettings, workers: WorkerSettings = WorkerSettings()) -> "RayPool":
@@ -359,6 +366,7 @@ class RayPool:
         pool.ray, pool.settings, pool.halo, pool.actors = ray, workers, model_halo(model), list(actors)
         pool.deflicker = model_deflicker(model)
         pool.inflight, pool.load, pool.restarts, pool.owned = {}, [0] * len(actors), 0, False
+        pool._track_deaths()
         return pool
 
     @property
@@ -375,7 +383,8 @@ class RayPool:
         ref = images if isinstance(images, self.ray.ObjectRef) else self.ray.put(images)
         idx = min(range(self.size), key=self.load.__getitem__)
         self.load[idx] += 1
-        self.inflight[self.actors[idx].run.remote(ref, context, matrix)] = (key, ref, (context, matrix), idx, tries)
+        self.inflight[self.actors[idx].run.remote(ref, context, matrix)] = (key, ref, (context, matrix), idx, tries,
+                                                                           (self.deaths[idx], self.answered[idx]))
 
     def poll(self, timeout: float) -> list[Result]:
         if not self.inflight:
@@ -383,32 +392,56 @@ class RayPool:
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
-            key, images, args, idx, tries = self.inflight.pop(ref)
+            key, images, args, idx, tries, seen = self.inflight.pop(ref)
             self.load[idx] -= 1
             try:
                 frames, intensity = self.ray.get(ref)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as exc:
-                self._resubmit(key, images, args, idx, tries, exc)
+                self._resubmit(key, images, args, idx, tries, seen, exc)
                 continue
             except self.ray.exceptions.RayTaskError as exc:
                 raise WorkerError(f"worker failed on batch {key}: {exc.cause!r}") from None
             out.append((key, frames, intensity))
         return out
 
-    def _resubmit(self, key, images, args: tuple, idx: int, tries: int, exc: Exception) -> None:
-        self.restarts += 1
-        if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
-            # Still restarting (a batch sent while the dead actor comes back): not a new death.
-            # Wait until it answers, so a slow restart on a busy machine does not use up the tries.
-            ready, _ = self.ray.wait([self.actors[idx].pid.remote()], timeout=self.settings.start_timeout_s)
-            if ready:
-                self.submit(key, images, *args, tries)
-                return
-        if tries + 1 >= self.settings.max_tries:
-            raise WorkerError(f"batch {key}: its worker died {tries + 1} times ({type(exc).__name__})")
-        log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
-                    idx, key, type(exc).__name__)
-        self.submit(key, images, *args, tries + 1)
+    def _resubmit(self, key, images, args: tuple, idx: int, tries: int, seen: tuple, exc: Exception) -> None:
+        """Redo a batch whose worker died, once the worker answers again. A death counts a try
+        of the batch it fails first, when the worker was up as it was sent: a batch sent while
+        Ray restarts the worker fails at once (ActorUnavailableError) and that costs nothing, so a
+        slow restart does not use up the tries, while a batch that kills its worker every time
+        (a native crash) ends the job after max_tries, as Ray reports every death alike."""
+        if seen == (self.deaths[idx], True):
+            self.deaths[idx] += 1
+            self.answered[idx] = False
+            self.restarts += 1
+            tries += 1
+            if tries >= self.settings.max_tries:
+                raise WorkerError(f"batch {key}: its worker died {tries} times ({type(exc).__name__})")
+            log.warning("worker %d died on batch %s (%s); Ray restarts it and the batch is redone",
+                        idx, key, type(exc).__name__)
+        if not self.answered[idx]:
+            self.answered[idx] = self._answers(idx)
+            if not self.answered[idx]:
+                raise WorkerError(f"batch {key}: its worker died and was not back within "
+                                  f"{self.settings.start_timeout_s:g} s (workers.start_timeout_s)")
+        self.submit(key, images, *args, tries)
+
+    def _answers(self, idx: int) -> bool:
+        """Whether actor `idx` answers a call within start_timeout_s (0: however long it takes);
+        while Ray restarts it a call fails at once, so ask again until then."""
+        limit = self.settings.start_timeout_s
+        deadline = time.monotonic() + limit if limit else float("inf")
+        while True:
+            try:
+                self.ray.get(self.actors[idx].pid.remote(), timeout=max(0.1, deadline - time.monotonic())
+                             if limit else None)
+                return True
+            except self.ray.exceptions.GetTimeoutError:
+                return False
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
 
     def pids(self, timeout_s: float | None = None) -> list[int]:
         """The actors' process ids; with `timeout_s`, those that answered in time."""

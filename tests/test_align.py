@@ -118,7 +118,8 @@ def test_sequence_deflickers_as_the_pipeline_does():
     np.testing.assert_array_equal(out, Deflicker().frames(noisy))
 
 
-@pytest.mark.parametrize("size", [(2, 2), (6, 8), (11, 5)])
+# (22, 160) and (10, 64): short wide frames on which DIS crashed the process (SIGSEGV)
+@pytest.mark.parametrize("size", [(2, 2), (6, 8), (11, 5), (22, 160), (10, 64), (2, 64)])
 def test_frames_too_small_for_optical_flow_still_derain_and_deflicker(size):
     frames = (np.random.default_rng(0).random((3, *size, 3)) * 255).astype(np.uint8)
     d = Derainer.load("temporal-fast", device="cpu", dtype="fp32", runtime="torch")

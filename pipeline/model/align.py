@@ -32,7 +32,9 @@ def luma(frames: np.ndarray) -> list[np.ndarray]:
 
 
 FLOW_PIXELS = 640 * 360  # larger frames get their flow at a reduced size: 1080p costs a 360p's DIS
-MIN_FLOW_SIDE = 12  # DIS needs a frame this wide or high
+# DIS refuses a frame under ~10 pixels a side and crashes the process (SIGSEGV) on short wide
+# ones (160x30, 320x20, 48x8, in OpenCV 4.14); from 32 a side every size tried works (up to 8000x32)
+MIN_FLOW_SIDE = 32
 
 
 def flow(a: np.ndarray, b: np.ndarray, dis) -> np.ndarray:
@@ -41,7 +43,7 @@ def flow(a: np.ndarray, b: np.ndarray, dis) -> np.ndarray:
     frame costs the deflicker about 3x a 360p one, not 9x: scripts/deflicker-speed.py) and the flow
     brought back up: camera motion is smooth, streaks are not."""
     h, w = a.shape
-    if max(h, w) < MIN_FLOW_SIDE:  # DIS refuses such frames; no motion is the safe guess
+    if min(h, w) < MIN_FLOW_SIDE:  # DIS fails or crashes on such frames; no motion is the safe guess
         return np.zeros((h, w, 2), np.float32)
     f = int(np.ceil(np.sqrt(h * w / FLOW_PIXELS)))
     if f == 1:
