@@ -616,6 +616,40 @@ def test_a_matroska_video_that_starts_after_its_audio_is_not_called_truncated(tm
     assert int(video_stream(ffprobe(tmp_path / "out.mkv"))["nb_read_frames"]) == 25
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_transport_stream_that_starts_an_hour_in_is_written_from_zero(tmp_path, ext):
+    """A DVR's MPEG-TS starts its clock anywhere: the output starts at zero as ffmpeg -c copy's
+    does (it had an hour of nothing first), the audio where it was against the video."""
+    src = tmp_path / "late.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=1",
+                    "-f", "lavfi", "-i", "sine=duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    "-output_ts_offset", "3600", str(src)], check=True)
+    assert _run(src, tmp_path / f"out{ext}") == 0
+    before, after = ffprobe(src), ffprobe(tmp_path / f"out{ext}")
+    assert float(after["format"]["start_time"]) < 0.05 and float(after["format"]["duration"]) < 1.2
+    lead = [float(video_stream(i)["start_time"]) - float(audio_streams(i)[0]["start_time"]) for i in (before, after)]
+    assert lead[1] == pytest.approx(lead[0], abs=0.002)
+    assert int(video_stream(after)["nb_read_frames"]) == 25
+
+
+def test_audio_tracks_keep_their_language(tmp_path):
+    """Copied or re-encoded (PCM into MP4), a track keeps its language; the input's encoder tag
+    is not carried onto a video encoded otherwise."""
+    src = tmp_path / "two.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=1",
+                    "-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi", "-i", "sine=f=300:duration=1",
+                    "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a:0", "aac", "-c:a:1", "pcm_s16le", "-metadata:s:a:0", "language=deu",
+                    "-metadata:s:a:1", "language=fra", str(src)], check=True)
+    for ext in (".mkv", ".mp4"):
+        assert _run(src, tmp_path / f"out{ext}") == 0
+        info = ffprobe(tmp_path / f"out{ext}")
+        assert [a["tags"]["language"] for a in audio_streams(info)] == ["deu", "fra"]
+    assert _run(src, tmp_path / "out.webm") == 0
+    tags = {k.lower(): v for k, v in video_stream(ffprobe(tmp_path / "out.webm")).get("tags", {}).items()}
+    assert "libx264" not in tags.get("encoder", "")
+
+
 def test_a_folders_rate_may_be_a_ratio_and_a_video_keeps_its_own(tmp_path, capsys):
     """--fps (decode.fps) 30000/1001 is NTSC's exact rate, as FFmpeg takes it; 29.97 is not it."""
     folder = tmp_path / "shots"

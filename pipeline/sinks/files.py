@@ -437,10 +437,11 @@ class Encoder:
             self.video.codec_context.gop_size = max(1, round(float(rate) * enc.keyframe_s))
         if enc.bitrate:
             self.video.bit_rate = enc.bitrate
-        self.video.metadata.update({k: v for k, v in info.stream_metadata.items() if k != "rotate"})
+        self.video.metadata.update(_kept_tags(info.stream_metadata, "rotate"))
         if info.rotation:
             self.video.set_display_rotation(info.rotation)
-        self._audio = _AudioPassthrough(info.path, self.out, self.path) if info.has_audio and info.path else None
+        self._audio = (_AudioPassthrough(info.path, self.out, self.path, info.start)
+                       if info.has_audio and info.path else None)
         for message in self._audio.warnings if self._audio else ():
             self._warn(message)
 
@@ -551,7 +552,7 @@ class Encoder:
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
             tb = tb or self.info.time_base
-            frame.pts, frame.time_base = pts, tb
+            frame.pts, frame.time_base = pts - _ticks(self.info.start, tb), tb
             self._last_pts = pts
             self.out.mux(self.video.encode(frame))
             self.frames_written += 1
@@ -667,9 +668,9 @@ class _AudioPassthrough:
     (muxing all audio at the end would make the muxer queue every video packet).
     """
 
-    def __init__(self, path: Path, out, label) -> None:
+    def __init__(self, path: Path, out, label, shift: float = 0.0) -> None:
         self.src = av.open(str(path), metadata_errors="ignore")
-        self.out = out
+        self.out, self.shift = out, shift  # seconds taken off every timestamp (SourceInfo.start)
         self.warnings: list[str] = []
         try:
             self.tracks = {s.index: t for s in self.src.streams.audio if (t := self._track(s, label)) is not None}
@@ -687,14 +688,14 @@ class _AudioPassthrough:
         """How one input stream reaches the output: copied, re-encoded, or (said) left out."""
         fmt, codec = self.out.format, _codec_name(stream)
         if not _audio_refuses(fmt.name, stream):
-            return _CopiedAudio(self.out.add_stream_from_template(stream), self.out)
+            return _CopiedAudio(self.out.add_stream_from_template(stream), self.out, stream, self.shift)
         said = f"{label}: {_container_name(fmt)} cannot hold {codec} audio as it is"
         encoder = _audio_encoder(fmt.name)
         if stream.codec_context is None or encoder is None:
             why = "this FFmpeg cannot decode it" if stream.codec_context is None else "no audio encoder here fits it"
             self.warnings.append(f"{said} and {why}; left out")
             return None
-        track = _ReencodedAudio(stream, self.out, encoder)
+        track = _ReencodedAudio(stream, self.out, encoder, self.shift)
         self.warnings.append(f"{said}; re-encoded to {track.codec} at {track.bit_rate // 1000} kb/s")
         return track
 
@@ -745,14 +746,33 @@ def _audio_refuses(fmt: str, stream) -> str | None:
     return _refuses(fmt, _codec_name(stream), lambda trial: bool(trial.add_stream_from_template(stream)))
 
 
-class _CopiedAudio:
-    """An input audio stream remuxed packet by packet."""
+def _ticks(seconds: float, time_base) -> int:
+    """`seconds` in whole ticks of `time_base`, rounded down (a shifted timestamp stays >= 0)."""
+    return int(Fraction(seconds) / time_base) if seconds and time_base else 0
 
-    def __init__(self, stream, out) -> None:
+
+def _kept_tags(tags: dict, *also: str) -> dict:
+    """A stream's tags as the output keeps them (a track's language and title): without those
+    that describe the input's encoding, which would be stale (its encoder, its duration)."""
+    drop = {"encoder", "duration", "number_of_frames", "number_of_bytes", "bps", *also}
+    return {k: v for k, v in tags.items() if k.lower() not in drop and not k.lower().startswith("_statistics")}
+
+
+class _CopiedAudio:
+    """An input audio stream remuxed packet by packet (its tags too), `shift` seconds earlier."""
+
+    def __init__(self, stream, out, src, shift: float = 0.0) -> None:
         self.stream, self.out = stream, out
+        self.stream.metadata.update(_kept_tags(src.metadata))
+        self.shift = _ticks(shift, src.time_base)
 
     def mux(self, pkt) -> None:
         pkt.stream = self.stream
+        if self.shift:
+            if pkt.pts is not None:
+                pkt.pts -= self.shift
+            if pkt.dts is not None:
+                pkt.dts -= self.shift
         self.out.mux(pkt)
 
     def flush(self) -> None:
@@ -781,13 +801,14 @@ class _ReencodedAudio:
     rate where the encoder takes it (else 48 kHz); frames keep their timestamps, so the audio
     stays where it was against the video (the encoder's priming delay is the muxer's to note)."""
 
-    def __init__(self, src, out, encoder: str) -> None:
-        self.src, self.out = src, out
+    def __init__(self, src, out, encoder: str, shift: float = 0.0) -> None:
+        self.src, self.out, self.shift = src, out, shift
         rates = av.Codec(encoder, "w").audio_rates
         rate = src.rate if not rates or src.rate in rates else 48000
         layout = _encoder_layout(encoder, rate, src.codec_context.layout)
         self.stream = out.add_stream(encoder, rate=rate, layout=layout)
         self.stream.bit_rate = self.bit_rate = AUDIO_BITRATE * min(self.stream.layout.nb_channels, 6)
+        self.stream.metadata.update(_kept_tags(src.metadata))
         self.stream.codec_context.time_base = Fraction(1, rate)
         self.codec = self.stream.codec_context.codec.canonical_name
         self.next_pts: int | None = None  # in samples: where the last frame ended
@@ -812,7 +833,7 @@ class _ReencodedAudio:
         start before the last one ended (a rounding, an overlap) starts where it ended."""
         start = self.next_pts or 0
         if frame.pts is not None and frame.time_base:
-            start = round(frame.pts * frame.time_base * frame.sample_rate)
+            start = max(0, round((frame.pts * frame.time_base - Fraction(self.shift)) * frame.sample_rate))
             start = start if self.next_pts is None else max(self.next_pts, start)
         frame.pts, frame.time_base = start, Fraction(1, frame.sample_rate)
         self.next_pts = start + frame.samples

@@ -48,6 +48,9 @@ class SourceInfo:
     # FFmpeg's colour tags of the first frame (AVColorSpace, AVColorRange, AVColorPrimaries,
     # AVColorTransferCharacteristic): the encoder converts with the same matrix and keeps them
     colour: tuple[int, int, int, int] = (2, 0, 2, 2)
+    # Seconds the first video or audio timestamp lies past zero: MPEG-TS and PS start anywhere
+    # (a DVR's 3600 s); the output starts at zero, as ffmpeg's does, the streams kept in step.
+    start: float = 0.0
 
 
 MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
@@ -114,7 +117,7 @@ class VideoFileSource:
                 container_metadata=dict(c.metadata), stream_metadata=dict(s.metadata),
                 has_audio=bool(c.streams.audio), path=self.path, duration=_declared_seconds(c, s),
                 pix_fmt=s.codec_context.format.name if s.codec_context.format else None,
-                colour=colour,
+                colour=colour, start=_first_timestamp(s, c.streams.audio),
             )
             self._say_what_is_not_kept(c, s, info)
             return info
@@ -276,6 +279,13 @@ def _declared_seconds(container, stream) -> float | None:
     if container.duration and len(container.streams) == 1:
         return container.duration / av.time_base
     return None
+
+
+def _first_timestamp(video, audio) -> float:
+    """Where the earliest of the streams written starts, in seconds; 0 where that is before zero
+    or not said (an MP4's edit list already starts it at zero)."""
+    starts = [start_seconds(st) for st in (video, *audio) if st.start_time is not None and st.time_base]
+    return max(0.0, min(starts)) if starts else 0.0
 
 
 def start_seconds(stream) -> float:
