@@ -632,6 +632,26 @@ def test_a_transport_stream_that_starts_an_hour_in_is_written_from_zero(tmp_path
     assert int(video_stream(after)["nb_read_frames"]) == 25
 
 
+def test_two_transport_streams_joined_play_one_after_the_other(tmp_path, caplog):
+    """`cat a.ts b.ts`: the clock jumps back at the join. The second part follows the first, frame
+    for frame (it was squashed into a millisecond), the audio too (the muxer refused it), said once."""
+    part = tmp_path / "part.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=1",
+                    "-f", "lavfi", "-i", "sine=duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    str(part)], check=True)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(part.read_bytes() * 2)
+    assert _run(joined, tmp_path / "out.mp4") == 0
+    pts = frame_pts(tmp_path / "out.mp4")
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    assert len(pts) == 50 and len(steps) == 1 and steps.pop() > 1  # one frame's ticks, all the way
+    info = ffprobe(tmp_path / "out.mp4")
+    assert 1.9 < float(video_stream(info)["duration"]) < 2.1 and 1.9 < float(audio_streams(info)[0]["duration"]) < 2.2
+    said = [r.getMessage() for r in caplog.records if "timestamps jump" in r.getMessage()]
+    assert said == [f"{joined}: its timestamps jump 1 time (recordings joined, or a clock reset); each part is "
+                    "written after the last, as ffmpeg does"]
+
+
 def test_audio_tracks_keep_their_language(tmp_path):
     """Copied or re-encoded (PCM into MP4), a track keeps its language; the input's encoder tag
     is not carried onto a video encoded otherwise."""

@@ -40,6 +40,7 @@ from ..images import write_rgb
 from .. import hardware, trace
 from ..settings import EncodeSettings
 from ..sources.files import SourceInfo, start_seconds
+from ..timestamps import Continuity, may_jump
 
 log = logging.getLogger(__name__)
 
@@ -681,6 +682,7 @@ class _AudioPassthrough:
         if self.out.format.name == "avi":
             self.warnings += _avi_offsets(self.src, streams, label)
         self.packets = self.src.demux(*streams) if streams else iter(())  # demux() of none reads all
+        self.clocks = {s.index: Continuity(may_jump(self.src)) for s in streams}  # as the video's (timestamps.py)
         self.pending = None
         self.finished = False
 
@@ -701,18 +703,29 @@ class _AudioPassthrough:
 
     def mux_until(self, seconds: float) -> None:
         while True:
-            pkt = self.pending or next(self.packets, None)
-            self.pending = None
+            pending, self.pending = self.pending, None
+            pkt = pending or next(self.packets, None)
             if pkt is None:
                 self._finish()
                 return
             if pkt.size == 0:  # the demuxer's flush packet carries nothing to copy
                 continue
+            if pending is None:
+                self._continue(pkt)
             t = pkt.pts if pkt.pts is not None else pkt.dts
             if t is not None and float(t * pkt.time_base) > seconds:
                 self.pending = pkt
                 return
             self.tracks[pkt.stream.index].mux(pkt)
+
+    def _continue(self, pkt) -> None:
+        """The packet on its stream's clock without jumps (MPEG-TS, PS: timestamps.py)."""
+        clock = self.clocks[pkt.stream.index]
+        if clock.on and pkt.dts is not None:
+            dts = clock(pkt.dts, pkt.time_base, pkt.duration or 1)
+            if pkt.pts is not None:
+                pkt.pts += dts - pkt.dts
+            pkt.dts = dts
 
     def _finish(self) -> None:
         """At the end of the input's audio: what re-encoders still hold goes out, once."""

@@ -20,6 +20,7 @@ from av.codec.hwaccel import HWAccel
 from .. import hardware, trace
 from ..colour import fits_i420
 from ..errors import InputError
+from ..timestamps import Continuity, may_jump
 from ..framequeue import FrameQueue
 from ..frames import Frame
 from ..images import list_images, read_rgb
@@ -141,7 +142,7 @@ class VideoFileSource:
     def __iter__(self) -> Iterator[Frame]:
         hwaccel = HWAccel("cuda", allow_software_fallback=True) if hardware.wanted(self.hardware) else None
         with self._open(hwaccel) as container:
-            decoder = Decoder(container, self.source_id, self.threads, self.layout, self.info.uri)
+            decoder = Decoder(container, self.source_id, self.threads, self.layout, self.info.uri, continuous=True)
             for frame in decoder:
                 if self._stop.is_set():
                     return
@@ -151,6 +152,10 @@ class VideoFileSource:
             why = getattr(why, "strerror", None) or why  # FFmpeg's words, without its errno
             raise InputError(f"{self.path}: no video frame could be decoded"
                              + (f" ({why}); the file is damaged" if why else "; its video stream is empty"))
+        if decoder.clock.jumps:
+            n = decoder.clock.jumps
+            self._warn(f"{self.path}: its timestamps jump {n} time{'s' if n > 1 else ''} (recordings joined, or "
+                       "a clock reset); each part is written after the last, as ffmpeg does")
         if decoder.bad_packets:
             n = decoder.bad_packets
             self._warn(f"{self.path}: {n} damaged packet{'s' if n > 1 else ''} passed over "
@@ -189,8 +194,11 @@ class Decoder:
     frame before it was given. Files and live connections both decode here.
     `layout` "yuv420p" gives the planes (no swscale where the decoder's output is yuv420p)."""
 
-    def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb", name: str = ""):
+    def __init__(self, container, source_id: str, threads: int = 1, layout: str = "rgb", name: str = "",
+                 continuous: bool = False):
         self.container, self.source_id, self.threads = container, source_id, threads
+        # A file whose format lets timestamps jump (MPEG-TS, PS) is decoded onto one clock
+        self.clock = Continuity(continuous and may_jump(container))
         self.name = name or source_id  # the input, as traces name it
         self.format = "rgb24" if layout == "rgb" else layout
         self.count = 0
@@ -211,6 +219,7 @@ class Decoder:
             pts = frame.pts
             if pts is None:  # some containers omit pts: continue the clock
                 pts = 0 if self.last_pts is None else self.last_pts + step
+            pts = self.clock(pts, tb, step)
             self.last_pts = pts
             if self.first_pts is None:
                 self.first_pts = pts
