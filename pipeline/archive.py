@@ -22,6 +22,7 @@ own outputs are never taken for inputs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -125,7 +126,8 @@ class FileWorker:
     def process(self, src: str, dst: str, overwrite: bool, token: str, made_from: dict) -> dict:
         """Derain one file; its record. `made_from`: the input's size and mtime as the driver saw
         them just before sending it (the next run compares what the driver sees: a node may mount
-        the files another way; an input changed meanwhile is redone next time)."""
+        the files another way; an input changed meanwhile is redone next time), and the settings
+        (`made_with`)."""
         from .files import derain_file
 
         start, started = time.monotonic(), round(time.time(), 3)
@@ -277,7 +279,8 @@ def _name(src: Path, in_root: Path) -> str | None:
         return None
 
 
-WRITTEN_FROM = ("input_size", "input_mtime_ns", "output_size")  # a record's note of what its output was made from
+# a record's note of what its output was made from
+WRITTEN_FROM = ("input_size", "input_mtime_ns", "output_size", "made_with")
 
 
 def _input_stat(src: str | Path) -> dict:
@@ -289,7 +292,31 @@ def _input_stat(src: str | Path) -> dict:
     return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
-def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
+def made_with(settings: RunSettings) -> dict:
+    """What shapes an output beyond its input: the network (profile, weights file by content),
+    how frames are aligned and blended, and the encoder's settings. Not the machine (device,
+    dtype, runtime, threads): a job moved to a GPU keeps what the CPUs wrote."""
+    m, e = settings.model, settings.encode
+    weights = None
+    if m.profile != "identity":
+        from .model.weights import default_weights
+
+        path = Path(m.weights) if m.weights else default_weights(m.profile)
+        try:
+            weights = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        except OSError:
+            weights = str(path)  # the run itself names a missing file
+    return {"profile": m.profile, "weights": weights, "align": m.align, "deflicker": m.deflicker, "causal": m.causal,
+            "codec": e.codec, "crf": e.crf, "bitrate": e.bitrate, "preset": e.preset, "pix_fmt": e.pix_fmt,
+            "keyframe_s": e.keyframe_s}
+
+
+def _other_settings(before: dict, now: dict) -> str:
+    """The settings that differ, as a line says them: 'profile fast, now full'."""
+    return "; ".join(f"{k} {before.get(k)}, now {v}" for k, v in now.items() if before.get(k) != v)
+
+
+def _why_redo(dst: Path, before: dict, stat: dict, settings: dict | None = None) -> str | None:
     """Whether to derain `src` again though it ran before: None keeps `dst`; otherwise the reason
     to say ("" where there is nothing to say: it never finished).
 
@@ -297,7 +324,8 @@ def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
     when its output was written, or an output no longer the size written (cut, replaced). The note
     stays with a file whose redo failed (the old output is still there, and still stale). Without
     one (a report of an older version, or none) an output that exists is kept, as before: sinks
-    rename an output into place only once it is complete. `stat`: the input's `_input_stat` now.
+    rename an output into place only once it is complete. `stat`: the input's `_input_stat` now;
+    `settings`: `made_with` now (an output made otherwise, a trial run's profile, is made again).
     """
     if not dst.exists():
         return "its output is missing" if before.get("status") in ("done", "skipped") else ""
@@ -305,6 +333,8 @@ def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
         return None
     if stat != {k: before.get(k) for k in WRITTEN_FROM[:2]}:
         return "the input changed since it was derained"
+    if settings is not None and before.get("made_with") not in (None, settings):
+        return f"it was derained with other settings ({_other_settings(before['made_with'], settings)})"
     written, size = before.get("output_size"), _output_size(dst)
     if written is not None and size is not None and size != written:
         return f"its output is {size} bytes, not the {written} written"
@@ -312,19 +342,19 @@ def _why_redo(dst: Path, before: dict, stat: dict) -> str | None:
 
 
 def _plan(pairs: list[tuple[Path, Path]], in_root: Path, previous: dict[str, dict],
-          overwrite: bool) -> tuple[list[dict], dict[str, str]]:
+          overwrite: bool, settings: dict | None = None) -> tuple[list[dict], dict[str, str]]:
     """One record per (input, output) (skipped or pending) and, by output, the line saying why a
-    file that finished before is derained again."""
+    file that finished before is derained again. `settings`: `made_with` for this run."""
     records, redo = [], {}
     for src, dst in pairs:
         name = _name(src, in_root)
         before, stat = previous.get(name, {}), _input_stat(src)
-        why = "" if overwrite else _why_redo(dst, before, stat)
+        why = "" if overwrite else _why_redo(dst, before, stat, settings)
         record = {"input": str(src), "name": name, "output": str(dst),
                   "status": "pending" if why is not None else "skipped",
                   "frames": None, "seconds": None, "fps": None, "error": None}
         if why is None:  # kept (as noted, or trusted): the note the next run compares
-            record.update(stat, output_size=_output_size(dst))
+            record.update(stat, output_size=_output_size(dst), made_with=settings)
         else:  # the note of the output on disk, until a new one is written (the worker's record)
             record.update({k: before[k] for k in WRITTEN_FROM if k in before})
         if why:
@@ -387,7 +417,8 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
-    records, redo = _plan(pairs, in_root, _previous(report.path, in_root), overwrite)
+    made = made_with(settings)
+    records, redo = _plan(pairs, in_root, _previous(report.path, in_root), overwrite, made)
     start = time.monotonic()
     report.write(records)
     if report.error:
@@ -455,6 +486,7 @@ class _Dispatch:
         self.load = [0] * len(actors)  # files running on each worker
         self.ready = set(range(len(actors)))  # workers answering
         self.probes: dict = {}  # ref of a pid call to a worker Ray is restarting -> (index, deadline)
+        self.made_with: dict | None = None  # the settings a finished file's record notes (made_with)
 
     def busy(self) -> bool:
         return bool(self.running or self.probes or self.queue)
@@ -468,7 +500,7 @@ class _Dispatch:
             rec, tries = self.queue.popleft()
             token = temp_token()  # the driver knows each file's temporary name
             ref = self.actors[idx].process.remote(rec["input"], rec["output"], rec["output"] in self.replace_ok,
-                                                  token, _input_stat(rec["input"]))
+                                                  token, {**_input_stat(rec["input"]), "made_with": self.made_with})
             self.running[ref] = (rec, idx, tries, token)
             self.load[idx] += 1
 
@@ -552,6 +584,7 @@ def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, rep
     files = _Dispatch(ray, actors, streams, replace_ok, settings.archive.retries,
                       settings.workers.start_timeout_s or RESTART_S)
     files.queue.extend((rec, 0) for rec in todo)
+    files.made_with = made_with(settings)
     bars = _bars(len(todo), progress)
     try:
         files.fill()

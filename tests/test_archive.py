@@ -418,6 +418,20 @@ def test_a_rerun_redoes_a_changed_input_and_a_cut_or_missing_output(tmp_path, ca
     assert summary["skipped"] == 4 and report["files"][-1]["output_size"] == 1000
 
 
+def test_a_rerun_with_other_settings_makes_the_outputs_again(tmp_path, capsys, caplog, ray_session):
+    """A trial run (identity, another CRF) into the folder the real job then uses: its outputs
+    are not what the real job would write, so they are made again, and it is said why."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "a.mp4", frames=4)
+    assert run_archive(src, out, capsys, "--crf", "30")[1]["done"] == 1
+    caplog.clear()
+    code, summary, report = run_archive(src, out, capsys)
+    assert code == 0 and summary["done"] == 1 and report["files"][0]["made_with"]["crf"] == "auto"
+    assert caplog.messages.count(f"{src / 'a.mp4'}: it was derained with other settings (crf 30, now auto); "
+                                 "deraining it again") == 1
+    assert run_archive(src, out, capsys)[1]["skipped"] == 1
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str):
     """A small tmpfs at `path` (root only; the test is skipped where it cannot be mounted)."""
