@@ -284,6 +284,17 @@ def test_x264_preset_names_work_for_av1_too(tmp_path, capsys, preset):
     assert video_stream(ffprobe(tmp_path / "out.mkv"))["codec_name"] == "av1"
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_an_avi_says_the_inputs_frame_rate(tmp_path, ext):
+    """AVI keeps a rate, not timestamps, and readers take it from the time base: an MP4's 1/12800
+    made it a 12800 fps file to them (OpenCV, players), an MKV's a 1000 fps one."""
+    src = make_video(tmp_path / f"in{ext}", frames=12, fps=24)
+    assert _run(src, tmp_path / "out.avi") == 0
+    v = video_stream(ffprobe(tmp_path / "out.avi"))
+    assert (v["avg_frame_rate"], v["r_frame_rate"], v["nb_frames"], v["nb_read_frames"]) == ("24/1", "24/1", "12", "12")
+    assert float(v["duration"]) == pytest.approx(0.5)
+
+
 def test_an_audio_delay_that_avi_cannot_keep_is_said(tmp_path, caplog):
     src = tmp_path / "late.mkv"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",

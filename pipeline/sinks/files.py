@@ -425,8 +425,11 @@ class Encoder:
         self.video.width, self.video.height = self.width, self.height
         self.video.pix_fmt = enc.pix_fmt
         # Keep the input's clock: frames carry their own pts in this time base (VFR survives).
-        self.video.codec_context.time_base = info.time_base
-        self.video.time_base = info.time_base
+        # AVI has no timestamps, only a frame rate, which is read from its time base (the
+        # input's 1/12800 made players see 12800 fps): there, one tick is one frame.
+        self._tick = Fraction(1, 1) / Fraction(rate) if self.out.format.name == "avi" else None
+        self.video.codec_context.time_base = self._tick or info.time_base
+        self.video.time_base = self._tick or info.time_base
         self.video.codec_context.thread_count = enc.thread_count()
         # The colour tags of what is written, so players read the colours as they were: the
         # input's matrix (RGB input: swscale's default), limited range (swscale writes it; the
@@ -550,9 +553,11 @@ class Encoder:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             # swscale converts RGB with the frame's matrix: the input's, which the stream is tagged with
             frame.colorspace = matrix
+            tb = tb or self.info.time_base
+            if self._tick and pts is not None:  # AVI: counted in frames
+                pts, tb = round(pts * tb / self._tick), self._tick
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
-            tb = tb or self.info.time_base
             frame.pts, frame.time_base = pts - _ticks(self.info.start, tb), tb
             self._last_pts = pts
             self.out.mux(self.video.encode(frame))
