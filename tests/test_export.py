@@ -44,3 +44,17 @@ def test_export_refuses_an_unknown_profile(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pipeline.cli", "export", "--onnx", str(tmp_path / "x.onnx"),
                           "--profile", "nope"], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "nope" in run.stderr and not (tmp_path / "x.onnx").exists()
+
+
+def test_export_makes_a_missing_folder_and_refuses_a_file_that_is_no_checkpoint(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["export", "--onnx", str(tmp_path / "new" / "x.onnx"), "--profile", "fast"]) == 0
+    assert (tmp_path / "new" / "x.onnx").stat().st_size > 10000 and not list((tmp_path / "new").glob(".*"))
+    not_one = tmp_path / "clip.mp4"
+    not_one.write_bytes(b"\x00\x00\x00\x18ftypmp42 not a checkpoint")
+    capsys.readouterr()
+    assert main(["export", str(not_one), "-o", str(tmp_path / "w.pt")]) != 0
+    err = capsys.readouterr().err
+    assert f"{not_one}: not a training checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "w.pt").exists()

@@ -178,6 +178,18 @@ def test_bad_inputs_name_the_file_and_leave_no_output(tmp_path, capsys, kind, ma
     assert not out.exists() and not partials(out)
 
 
+def test_a_pipe_or_standard_input_is_refused_in_one_line_not_waited_on(tmp_path, capsys):
+    """A pipe gives its bytes once; the input is read more than once (a second open waited for a
+    writer that was gone, for ever)."""
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    for name, what in ((str(fifo), "a pipe"), ("-", "standard input")):
+        assert _run(name, tmp_path / "out.mp4") == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"{name}: is {what}; derain reads a video file more than once, so save the stream" in line
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     src = make_video(tmp_path / "in.mp4", frames=4)
     out = tmp_path / "out.mp4"

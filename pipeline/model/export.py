@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import OutputError, WeightsError
 from .ecnet_arch import MULTIPLE
 from .inference import fold_batchnorm
 from .scale import predict
@@ -62,10 +62,17 @@ def export_onnx(path: str | Path, profile: str = "full", weights: str | Path | N
     path = Path(path)
     multiple = round(MULTIPLE / loaded.scale)
     example = torch.rand(1, channels, 8 * multiple, 12 * multiple)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on constant folding are not ours to fix
-        torch.onnx.export(model, example, str(path), dynamo=False, opset_version=opset,
-                          input_names=["rainy"], output_names=["derained"],
-                          dynamic_axes={"rainy": axes, "derained": axes})
+    tmp = path.with_name(f".{path.name}.partial")  # renamed when whole: a failed export leaves no file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on constant folding are not ours to fix
+            torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["rainy"], output_names=["derained"],
+                              dynamic_axes={"rainy": axes, "derained": axes})
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None
     return {"path": str(path), "profile": loaded.profile, "input": "rainy", "output": "derained",
             "input_channels": channels, "size_multiple": multiple, "scale": loaded.scale, "opset": opset}

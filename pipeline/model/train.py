@@ -398,10 +398,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    s = state["settings"]
-    net = build_network(s["network"])
-    net.load_state_dict(state["net"])
+    try:  # a checkpoint holds its run's settings and RNG states: the trainer's own file, not weights alone
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        s = state["settings"]
+        net = build_network(s["network"])
+        net.load_state_dict(state["net"])
+    except Exception as exc:  # noqa: BLE001 - any unpickling or shape failure means the same to the user
+        raise ConfigError(f"{path}: not a training checkpoint (a run's last.pt; {type(exc).__name__})") from None
     save_weights(net, out, profile=s["profile"], scale=s["scale"], upsample=s.get("upsample", "bilinear"),
                  network=s["network"],
                  meta={"step": state["step"], "stage": state["stage"], "seed": s["seed"]})

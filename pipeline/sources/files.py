@@ -76,6 +76,12 @@ class VideoFileSource:
         self.info = self._probe()
 
     def _open(self, hwaccel=None):
+        if str(self.path) == "-" or self.path.is_fifo() or self.path.is_socket():
+            # A pipe gives its bytes once, and a file is read more than once (probe, frames,
+            # audio): the second open would wait for a writer that is gone, for ever.
+            what = "standard input" if str(self.path) == "-" else "a pipe"
+            raise InputError(f"{self.path}: is {what}; derain reads a video file more than once, so save "
+                             "the stream to a file first (or give derain a live URL: rtsp://, http://, tcp://)")
         if not self.path.exists():
             raise InputError(f"{self.path}: file not found")
         if self.path.is_file() and self.path.stat().st_size == 0:
