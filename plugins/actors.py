@@ -159,7 +159,7 @@ class InlineStage(_Limits):
             self._thread = None
             if isinstance(c.error, PluginError):
                 raise c.error
-            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {c.error!r}") from None
+            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {_said(c.error)}") from None
 
     def submit(self, batch: FrameBatch) -> Ticket:
         ticket = Ticket(batch)
@@ -251,7 +251,7 @@ class ActorStage(_Limits):
         except ray.exceptions.RayError as exc:
             self.close()
             cause = getattr(exc, "cause", None) or exc
-            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {cause!r}") from None
+            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {_said(cause)}") from None
 
     def submit(self, batch: FrameBatch, tries: int = 0) -> Ticket:
         now = time.monotonic()
@@ -336,3 +336,9 @@ class ActorStage(_Limits):
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+def _said(exc: BaseException) -> str:
+    """An error as a line says it: its type and its own words, which for an OSError include the
+    file (repr() gave OSError(30, 'Read-only file system') and no path)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

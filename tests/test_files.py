@@ -155,10 +155,14 @@ def test_damaged_packets_mid_file_are_passed_over_as_ffmpeg_does(tmp_path, caplo
     ("empty", "file is empty"),
     ("text", "not a readable video"),
     ("audio-only", "has no video stream"),
+    ("videos", "no images found; it holds videos: derain archive"),
 ])
 def test_bad_inputs_name_the_file_and_leave_no_output(tmp_path, capsys, kind, match):
     src = tmp_path / "in.mp4"
-    if kind == "empty":
+    if kind == "videos":  # `run` on a folder of videos, where `archive` was meant
+        src = tmp_path / "clips"
+        make_video(src / "a.mp4", frames=2)
+    elif kind == "empty":
         src.write_bytes(b"")
     elif kind == "text":
         src.write_text("hello, not a video")
@@ -178,6 +182,14 @@ def test_bad_inputs_name_the_file_and_leave_no_output(tmp_path, capsys, kind, ma
     assert not out.exists() and not partials(out)
 
 
+def test_an_output_name_that_is_only_an_extension_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `-o .mp4` made a hidden folder of PNGs named .mp4
+    assert _run(make_video(tmp_path / "in.mp4", frames=2), ".mp4") == 1
+    assert ".mp4: a name that is only an extension; give the file a name, as out.mp4" in \
+        _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / ".mp4").exists()
+
+
 def test_a_pipe_or_standard_input_is_refused_in_one_line_not_waited_on(tmp_path, capsys):
     """A pipe gives its bytes once; the input is read more than once (a second open waited for a
     writer that was gone, for ever)."""
@@ -188,6 +200,17 @@ def test_a_pipe_or_standard_input_is_refused_in_one_line_not_waited_on(tmp_path,
         line = _one_error_line(capsys.readouterr().err)
         assert f"{name}: is {what}; derain reads a video file more than once, so save the stream" in line
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_interlaced_input_is_said(tmp_path):
+    src = tmp_path / "fields.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=0.2",
+                    "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1", "-pix_fmt", "yuv420p", str(src)],
+                   check=True)
+    stats = derain_file(src, tmp_path / "out.mp4", LOCAL)
+    assert [w for w in stats.warnings if "fields.mp4: interlaced video; derained and written as progressive" in w]
+    plain = derain_file(make_video(tmp_path / "plain.mp4", frames=3), tmp_path / "plain-out.mp4", LOCAL)
+    assert not [w for w in plain.warnings if "interlaced" in w]
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):

@@ -246,7 +246,17 @@ def test_setup_failure_is_one_plugin_error_naming_the_plugin():
             return [None] * len(b)
 
     chain = PluginChain.from_config([BadSetup()])
-    with pytest.raises(PluginError, match=r"plugin badsetup \(.*BadSetup\): setup failed: OSError"):
+    with pytest.raises(PluginError, match=r"plugin badsetup \(.*BadSetup\): setup failed: OSError: model.onnx: no "):
+        chain.setup()
+    chain.close()
+
+
+def test_a_jsonl_file_that_cannot_be_written_is_named(tmp_path):
+    from plugins.jsonl import JSONLWriter
+
+    (tmp_path / "taken").write_text("a file, not a folder")
+    chain = PluginChain.from_config([JSONLWriter(str(tmp_path / "taken" / "out.jsonl"))])
+    with pytest.raises(PluginError, match=r"setup failed: (FileExistsError|NotADirectoryError): .*taken"):
         chain.setup()
     chain.close()
 

@@ -948,6 +948,8 @@ def check_output_name(dst: str) -> None:
     `-o -` a folder named "-" where a pipe to stdout was meant."""
     if dst == "-":
         raise OutputError("-: derain writes files, not a pipe to stdout; give an output file (.mp4, .mkv, ...)")
+    if Path(dst).name.lower() in VIDEO_SUFFIXES:  # ".mp4" has no suffix to Python: a hidden folder of PNGs
+        raise OutputError(f"{dst}: a name that is only an extension; give the file a name, as out{Path(dst).name}")
     suffix = Path(dst).suffix.lower()
     if suffix and suffix not in VIDEO_SUFFIXES and not dst.endswith(("/", os.sep)) and not Path(dst).is_dir():
         raise OutputError(f"{dst}: {suffix!r} is not a video extension ({', '.join(VIDEO_SUFFIXES)}); "

@@ -110,14 +110,18 @@ class VideoFileSource:
             if s.width == 0 or s.height == 0:
                 raise InputError(f"{self.path}: video stream has no size (unsupported codec?)")
             _check_size(self.path, s.width, s.height)
-            rotation, colour = 0.0, SourceInfo.colour
+            rotation, colour, interlaced = 0.0, SourceInfo.colour, False
             try:
                 for frame in c.decode(s):
                     rotation = float(frame.rotation or 0)
                     colour = colour_tags(frame)
+                    interlaced = bool(frame.interlaced_frame)
                     break
             except av.FFmpegError:
                 pass
+            if interlaced:  # two fields a frame: the network was trained on whole frames, and combs show
+                self._warn(f"{self.path}: interlaced video; derained and written as progressive frames "
+                           "(deinterlace it first for a clean result: ffmpeg -vf bwdif)")
             info = SourceInfo(
                 uri=str(self.path), width=s.width, height=s.height, time_base=s.time_base,
                 rate=s.average_rate or s.guessed_rate, frames=s.frames or None, rotation=rotation,
@@ -320,7 +324,11 @@ class ImageFolderSource:
         self.folder = Path(folder)
         self.files = list_images(self.folder)
         if not self.files:
-            raise InputError(f"{self.folder}: no images found")
+            from ..sinks.files import VIDEO_SUFFIXES  # here: the sinks import this module
+
+            videos = any(p.suffix.lower() in VIDEO_SUFFIXES for p in self.folder.iterdir())
+            raise InputError(f"{self.folder}: no images found" + (
+                f"; it holds videos: derain archive {self.folder} OUT_DIR derains each" if videos else ""))
         self.source_id = source_id
         self.truncated = False
         self._stop = threading.Event()
