@@ -705,6 +705,20 @@ def test_audio_tracks_keep_their_language(tmp_path):
     assert "libx264" not in tags.get("encoder", "")
 
 
+def test_a_transport_stream_recorded_from_mid_gop_is_not_called_truncated(tmp_path, caplog):
+    """A TS picked up anywhere starts mid-GOP: the decoder drops the frames before the first
+    keyframe. Its head is short, not its tail: nothing to warn about."""
+    whole = tmp_path / "whole.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=4",
+                    "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(whole)], check=True)
+    data = whole.read_bytes()
+    mid = tmp_path / "mid.ts"
+    mid.write_bytes(data[len(data) // 188 // 3 * 188:])  # whole TS packets, from a third in
+    assert _run(mid, tmp_path / "out.mp4") == 0
+    assert 25 < int(video_stream(ffprobe(tmp_path / "out.mp4"))["nb_read_frames"]) < 100
+    assert "truncated" not in caplog.text
+
+
 def test_a_folders_rate_may_be_a_ratio_and_a_video_keeps_its_own(tmp_path, capsys):
     """--fps (decode.fps) 30000/1001 is NTSC's exact rate, as FFmpeg takes it; 29.97 is not it."""
     folder = tmp_path / "shots"

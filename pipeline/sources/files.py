@@ -109,6 +109,7 @@ class VideoFileSource:
                 raise InputError(f"{self.path}: unknown video codec")
             if s.width == 0 or s.height == 0:
                 raise InputError(f"{self.path}: video stream has no size (unsupported codec?)")
+            self._video_start = start_seconds(s) if s.start_time is not None and s.time_base else None
             _check_size(self.path, s.width, s.height)
             rotation, colour, interlaced = 0.0, SourceInfo.colour, False
             try:
@@ -178,12 +179,15 @@ class VideoFileSource:
         # Matroska and others announce no frame count, and a demuxer that meets the end of a
         # cut file just stops: compare the video decoded with the duration the file announces.
         # (A frame count alone misleads: AVI counts the empty chunks of a variable rate.)
+        # Measured from where the stream starts, not from its first decoded frame: a stream cut
+        # mid-GOP (a TS recorded from anywhere) loses its first frames to the decoder, not its tail.
         seq = decoder.count
         declared, rate = self.info.duration, self.info.rate
         frame_s = float(1 / rate) if rate else None
-        decoded = (float((decoder.last_pts - decoder.first_pts) * decoder.time_base) + (frame_s or 0.0)
-                   if seq else 0.0)
-        short_in_time = bool(declared and frame_s and declared - decoded > max(1.5 * frame_s, 0.1))
+        first = decoder.first_pts * decoder.time_base if self._video_start is None else self._video_start
+        decoded = float(decoder.last_pts * decoder.time_base - first) + (frame_s or 0.0)
+        short_in_time = bool(declared and frame_s and not decoder.clock.jumps
+                             and declared - decoded > max(1.5 * frame_s, 0.1))
         if self.info.frames and seq < self.info.frames and (short_in_time or not declared or not frame_s):
             self.truncated = True
             self._warn(f"{self.path}: the container announces {self.info.frames} frames but only {seq} decoded; "
