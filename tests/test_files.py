@@ -202,6 +202,13 @@ def test_a_pipe_or_standard_input_is_refused_in_one_line_not_waited_on(tmp_path,
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_folder_of_images_from_a_video_with_audio_says_the_audio_is_not_there(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=3, audio=True)
+    stats = derain_file(src, tmp_path / "pngs", LOCAL)
+    assert len(list((tmp_path / "pngs").glob("*.png"))) == 3
+    assert [w for w in stats.warnings if "pngs: a folder of images holds frames only; the input's audio" in w]
+
+
 def test_interlaced_input_is_said(tmp_path):
     src = tmp_path / "fields.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25:duration=0.2",

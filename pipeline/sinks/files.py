@@ -870,6 +870,9 @@ class ImageFolderSink:
         self.folder = Path(folder)
         _claim_folder(self.folder, overwrite)
         self.warnings: list[str] = clear_stale_partials(self.folder)
+        if info.has_audio:  # said, as a video output's dropped streams are
+            self.warnings.append(f"{self.folder}: a folder of images holds frames only; the input's audio "
+                                 "and timestamps are not written (a video output keeps them)")
         for message in self.warnings:
             log.warning("%s", message)
         self.tmp = partial_path(self.folder, token)
