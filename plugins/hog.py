@@ -1,6 +1,8 @@
 """OpenCV's HOG + linear SVM people detector (opencv-python-headless < 5 ships it)."""
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 
@@ -9,6 +11,10 @@ from pipeline.frames import FrameBatch
 from .base import Plugin
 from .boxes import nms
 from .results import Detections, Result
+
+
+log = logging.getLogger(__name__)
+WINDOW = (64, 128)  # the default people detector's window, width x height
 
 
 class HOGPeople(Plugin):
@@ -29,6 +35,7 @@ class HOGPeople(Plugin):
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
 
     def setup(self) -> None:
+        self._said: set[tuple[int, int]] = set()
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
@@ -37,6 +44,15 @@ class HOGPeople(Plugin):
 
     def detect(self, image: np.ndarray) -> Detections:
         """People in one (H, W, 3) uint8 RGB frame."""
+        h, w = image.shape[:2]
+        if h < WINDOW[1] or w < WINDOW[0]:
+            # No window fits, so no person can be found, and OpenCV 4.14 crashes the process
+            # (SIGSEGV) on such frames (160x96, 320x96) instead of finding none.
+            if (w, h) not in self._said:
+                self._said.add((w, h))
+                log.warning("hog: %dx%d frames are smaller than the detector's %dx%d window; no people are "
+                            "looked for in them", w, h, *WINDOW)
+            return Detections.empty()
         rects, weights = self.hog.detectMultiScale(image, winStride=(self.win_stride,) * 2, padding=(8, 8),
                                                    scale=self.scale)
         if len(rects) == 0:

@@ -263,3 +263,17 @@ def test_a_jsonl_file_that_cannot_be_written_is_named(tmp_path):
 
 def test_plugin_timeout_is_a_plugin_error():
     assert issubclass(PluginTimeout, PluginError)
+
+
+@pytest.mark.parametrize("size", [(96, 160), (96, 320), (64, 640), (200, 40)])
+def test_hog_on_frames_smaller_than_its_window_finds_none_and_says_so(size, caplog):
+    """OpenCV's HOG crashed the whole process (SIGSEGV) on 160x96 and 320x96 frames."""
+    from plugins.hog import HOGPeople
+
+    hog = HOGPeople()
+    hog.setup()
+    image = (np.random.default_rng(0).random((*size, 3)) * 255).astype(np.uint8)
+    assert len(hog.detect(image).xyxy) == 0 and len(hog.detect(image).xyxy) == 0
+    said = [r.getMessage() for r in caplog.records if "smaller than the detector's 64x128 window" in r.getMessage()]
+    assert said == [f"hog: {size[1]}x{size[0]} frames are smaller than the detector's 64x128 window; no people are "
+                    "looked for in them"]
