@@ -74,11 +74,15 @@ def outputs_factory(cam: CameraSettings, settings: RunSettings, output: str | No
     return build
 
 
-def live_pool(settings: RunSettings):
-    """The shared pool, with `live.inflight` batches per worker (1: none waits queued behind another)."""
+def live_pool(settings: RunSettings, cameras: int = 1):
+    """The shared pool, with `live.inflight` batches per worker (1: none waits queued behind another),
+    leaving the cores the plugin actors of `cameras` lanes ask (each lane has its own chain)."""
+    from plugins.loader import actor_cpus  # here: plugins import the pipeline
+
     # A temporal model looks at past frames only here: a live camera gets no added delay.
     return make_pool(dataclasses.replace(settings.model, causal=True),
-                     dataclasses.replace(settings.workers, inflight=settings.live.inflight))
+                     dataclasses.replace(settings.workers, inflight=settings.live.inflight),
+                     actor_cpus(settings.plugins) * cameras)
 
 
 def build_runner(inputs: Sequence[str], settings: RunSettings, pool, output: str | None = None,
@@ -148,7 +152,7 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
     preview = None
     own_pool = pool is None
     if own_pool:
-        pool = live_pool(settings)
+        pool = live_pool(settings, len(cameras_of(inputs, settings.live)))
     try:
         consumers = list(consumers)
         if settings.live.preview:

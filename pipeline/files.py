@@ -73,7 +73,7 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
         pixels = max(s.info.width * s.info.height for s in sources)
         batching = replace(settings.batching.for_input(settings.model, live=False, pixels=pixels), policy="block")
         if own_pool:
-            pool = make_pool(settings.model, settings.workers)
+            pool = make_pool(settings.model, settings.workers, _plugin_cpus(settings) if chain is not None else 0.0)
         if setup_chain and chain is not None:
             chain.setup()  # detectors load (in their actors) before the first frame
         names = [f"{src}#{i}" if [str(p[0]) for p in pairs].count(str(src)) > 1 else str(src)
@@ -184,3 +184,9 @@ def _plugin_chain(settings: RunSettings):
     from plugins import PluginChain
 
     return PluginChain.from_config(settings.plugins)
+
+
+def _plugin_cpus(settings: RunSettings) -> float:
+    from plugins.loader import actor_cpus  # here: plugins import the pipeline
+
+    return actor_cpus(settings.plugins)

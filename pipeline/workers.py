@@ -327,13 +327,13 @@ def start_actors(ray, actor_cls, plan: list[Placement], args, what: str = "worke
 class RayPool:
     """Ray actors holding the model; `submit` batches, `poll` returns finished ones."""
 
-    def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings()):
+    def __init__(self, model: ModelSettings, workers: WorkerSettings = WorkerSettings(), leave_cpus: float = 0.0):
         import ray
 
         init_ray(workers.address)
         self.ray = ray
-        plan = plan_workers(usable_nodes(ray, workers.start_timeout_s), model.device, workers.count,
-                            knobs="workers.count (--workers)")
+        plan = plan_workers(_leaving(usable_nodes(ray, workers.start_timeout_s), leave_cpus), model.device,
+                            workers.count, knobs="workers.count (--workers)")
         if workers.threads:  # torch threads as asked; never more cores reserved than the plan gives
             plan = [replace(p, threads=workers.threads,
                             num_cpus=p.num_cpus if p.num_gpus else min(p.num_cpus, workers.threads)) for p in plan]
@@ -564,8 +564,24 @@ class PoolView:
         self.inflight = {}
 
 
-def make_pool(model: ModelSettings, workers: WorkerSettings):
-    return (RayPool if workers.backend == "ray" else LocalPool)(model, workers)
+def make_pool(model: ModelSettings, workers: WorkerSettings, leave_cpus: float = 0.0):
+    """The model's worker pool; `leave_cpus`: cores the Ray workers leave to others (plugin actors)."""
+    if workers.backend == "ray":
+        return RayPool(model, workers, leave_cpus)
+    return LocalPool(model, workers)
+
+
+def _leaving(nodes: list[Node], cpus: float) -> list[Node]:
+    """`nodes` as the model workers may use them when `cpus` cores are kept for other actors:
+    taken from the node with the most, never below one core for a worker."""
+    if cpus <= 0 or not nodes:
+        return nodes
+    big = max(nodes, key=lambda n: n.total.get("CPU", 0))
+
+    def less(res: dict) -> dict:
+        return {**res, "CPU": max(1.0, res.get("CPU", 0) - cpus)} if res.get("CPU", 0) >= 1 else res
+
+    return [replace(n, total=less(n.total), free=less(n.free)) if n is big else n for n in nodes]
 
 
 def drain(pool, timeout: float = 0.05, deadline_s: float | None = None) -> list[Result]:

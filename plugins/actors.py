@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from pipeline.errors import PluginError
+from pipeline.errors import PluginError, WorkerError
 from pipeline.frames import FrameBatch
 
 from .base import Plugin
@@ -220,6 +220,9 @@ class InlineStage(_Limits):
             raise c.error
 
 
+PLACE_S = 60.0  # how long a plugin's actors may wait for a node with the resources they ask
+
+
 class ActorStage(_Limits):
     """Runs the plugin in `replicas` Ray actors with their own CPUs/GPUs."""
 
@@ -236,22 +239,25 @@ class ActorStage(_Limits):
     def setup(self) -> None:
         import ray
 
-        from pipeline.workers import init_ray
+        from pipeline.workers import Placement, init_ray, start_actors
 
         init_ray()
         self.ray = ray
         opts = self.spec.ray
-        remote = ray.remote(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_restarts=-1,
-                            max_task_retries=0)(PluginHost)
-        self.actors = [remote.remote(self.spec.plugin) for _ in range(opts.replicas)]
+        remote = ray.remote(max_restarts=-1, max_task_retries=0)(PluginHost)
+        plan = [Placement(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)] * opts.replicas
+        name = f"plugin {self.spec.name} ({self.spec.module})"
+        try:  # placed as the model workers are (never a silent wait); a setup failure surfaces now
+            self.actors = start_actors(ray, remote, plan, lambda _: (self.spec.plugin,), f"{self.spec.name} plugin actors",
+                                       PLACE_S)
+        except WorkerError as exc:  # no node has the cores it asks: the model workers took them
+            raise PluginError(f"{name}: {exc}; give it ray: {{num_cpus: 0}} to share the cores, or run it in "
+                              "the pipeline's process (no ray: key)") from None
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise PluginError(f"{name}: setup failed: {_said(cause)}") from None
         self.load = [0] * len(self.actors)
         self.generation = [0] * len(self.actors)
-        try:  # a setup failure surfaces now, before any frame, naming the plugin
-            ray.get([a.pid.remote() for a in self.actors])
-        except ray.exceptions.RayError as exc:
-            self.close()
-            cause = getattr(exc, "cause", None) or exc
-            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {_said(cause)}") from None
 
     def submit(self, batch: FrameBatch, tries: int = 0) -> Ticket:
         now = time.monotonic()

@@ -32,6 +32,17 @@ class RayOptions:
     num_gpus: float = 0.0
 
 
+def actor_cpus(configs) -> float:
+    """The CPUs the configured plugins' Ray actors ask for in all (`ray: {num_cpus, replicas}`),
+    read from the config alone, so the model workers, placed first, leave them free."""
+    total = 0.0
+    for entry in configs or ():
+        ray = entry.get("ray") if isinstance(entry, dict) else None
+        if isinstance(ray, dict):
+            total += float(ray.get("num_cpus", RayOptions.num_cpus)) * int(ray.get("replicas", RayOptions.replicas))
+    return total
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """One configured plugin, constructed but not set up yet.

@@ -254,3 +254,27 @@ def test_a_hanging_actor_plugin_is_restarted_and_cannot_block_a_file_run(tmp_pat
         assert "no answer from its actor in time (timeout_s); the actor is restarted" in caplog.text
     finally:
         ray.cloudpickle.unregister_pickle_by_value(hang_plugin)
+
+
+def test_model_workers_leave_the_cores_plugin_actors_ask(tmp_path, ray_session, monkeypatch):
+    """configs/detect.yaml's HOG actor asks a core; the CPU model worker took every core, so the
+    actor waited for ever, without a word. Now the model workers leave them, and an actor no node
+    can hold is one error naming the plugin and what it asks."""
+    from plugins import actors
+    from plugins.loader import actor_cpus
+    from pipeline.workers import Node, _leaving
+
+    assert actor_cpus([{"use": "hog", "ray": {"num_cpus": 1, "replicas": 2}}, {"use": "noop"}, {"use": "x", "ray": {}}]) == 3
+    nodes = [Node("a", {"CPU": 2.0}, {"CPU": 2.0}), Node("b", {"CPU": 8.0}, {"CPU": 6.0})]
+    assert [n.free["CPU"] for n in _leaving(nodes, 3)] == [2.0, 3.0]
+    assert _leaving(nodes[:1], 4)[0].total["CPU"] == 1.0  # never below one core for the model
+    clip = make_video(tmp_path / "in.mp4", frames=6, size=(64, 48))
+    cfg = {"model": {"profile": "identity"}, "workers": {"backend": "ray"},
+           "plugins": [{"use": "noop", "ray": {"num_cpus": 1}}]}
+    stats = derain_file(clip, tmp_path / "out.mp4", load_settings(RunSettings, cfg))
+    assert stats.frames_out == 6
+    monkeypatch.setattr(actors, "PLACE_S", 3.0)
+    chain = PluginChain.from_config([{"use": "noop", "ray": {"num_cpus": 64}}])
+    with pytest.raises(PluginError, match=r"plugin noop .*asks \{CPU 64\}.*give it ray: \{num_cpus: 0\}"):
+        chain.setup()
+    chain.close()
