@@ -40,7 +40,7 @@ import numpy as np
 from . import trace
 from .batching import Batcher
 from .colour import matrix_of
-from .errors import PluginError
+from .errors import DerainError, PluginError
 from .framequeue import Closed, FrameQueue
 from .frames import FrameBatch
 from .redact import redact
@@ -136,6 +136,7 @@ class Runner:
         self._ready: queue_mod.Queue = queue_mod.Queue()
         self._run_id = next(_RUN_IDS)
         self._stop = threading.Event()
+        self._failing: dict[tuple[int, str], list] = {}  # live: (lane, output) failing since [when, batches]
         self._over = threading.Event()  # the main loop has ended: lane threads leave whatever they wait for
         self._stop_at: float | None = None
 
@@ -390,17 +391,35 @@ class Runner:
     def _write(self, lane: _Lane, batches: Sequence[FrameBatch]) -> None:
         for batch in batches:
             for sink in lane.sinks:
-                self._guarded(lane, f"output {sink!r}", sink.write, batch)
+                if not self._guarded(lane, f"output {_shown(sink)}", sink.write, batch):
+                    with self.metrics.lock:
+                        lane.stats.output_errors += 1
 
-    def _guarded(self, lane: _Lane, what: str, call: Callable, batch: FrameBatch) -> None:
-        """Strict: an error ends the run. Live: it is logged, and the video goes on."""
+    def _guarded(self, lane: _Lane, what: str, call: Callable, batch: FrameBatch) -> bool:
+        """Strict: an error ends the run. Live: the video goes on, and an output or consumer that
+        keeps failing (a restream whose server left) is said once, not at every frame, then once
+        more when it works again. Whether the call succeeded."""
         if self.strict:
             call(batch)
-            return
+            return True
+        key = (lane.index, what)
         try:
             call(batch)
-        except Exception:  # noqa: BLE001 - a failing output or consumer never stops the others
-            log.exception("camera %s: %s failed", lane.input.name, what)
+        except Exception as exc:  # noqa: BLE001 - a failing output or consumer never stops the others
+            failing = self._failing.get(key)
+            if failing is None:
+                self._failing[key] = [time.monotonic(), 1]
+                if isinstance(exc, DerainError):  # its own words name the output and the cause
+                    log.error("camera %s: %s failed: %s; said again when it works", lane.input.name, what, exc)
+                else:
+                    log.exception("camera %s: %s failed; said again when it works", lane.input.name, what)
+            else:
+                failing[1] += 1
+            return False
+        if (failing := self._failing.pop(key, None)) is not None:
+            log.warning("camera %s: %s works again, after %d failed batches over %.0f s", lane.input.name, what,
+                        failing[1], time.monotonic() - failing[0])
+        return True
 
     def _plugins_failed(self, lane: _Lane, exc: PluginError) -> None:
         """A plugin with `on_error: stop` failed: the batches still in the chain, and any after,
@@ -523,3 +542,8 @@ def _discard(queue: FrameQueue) -> int:
                 n += 1
         except Closed:
             return n
+
+
+def _shown(sink) -> str:
+    """How a line names an output: its path or URL (masked), not an object's repr."""
+    return str(getattr(sink, "path", None) or getattr(sink, "folder", None) or type(sink).__name__)

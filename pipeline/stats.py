@@ -58,6 +58,7 @@ class LaneStats:
     connected: bool = False
     error: str | None = None
     plugin_errors: int = 0  # plugin calls that failed (skipped for their batch, or the one that stopped the run)
+    output_errors: int = 0  # live: batches an output (a restream, a recording) failed to take
     worker_restarts: int = 0  # model workers restarted while this input ran (the pool is shared)
     truncated: bool = False  # the input ended early (a cut file): what it held was derained
     warnings: list[str] = field(default_factory=list)  # what the output could not keep
@@ -91,7 +92,8 @@ class LaneStats:
                 "frames_out": self.frames_out, "dropped": self.dropped, "reconnects": self.reconnects,
                 "stalls": self.stalls, "queue_depth": self.queue_depth, "connected": self.connected,
                 "error": None if self.error is None else redact(self.error),
-                "plugin_errors": self.plugin_errors, "worker_restarts": self.worker_restarts,
+                "plugin_errors": self.plugin_errors, "output_errors": self.output_errors,
+                "worker_restarts": self.worker_restarts,
                 "truncated": self.truncated,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
                 "mean_fps": round(self.frames_out / self.seconds, 3) if self.seconds else 0.0,
@@ -144,7 +146,9 @@ class Metrics:
             family("connected", "gauge", "1 while the camera delivers frames.",
                    [(lab[s.name], int(s.connected)) for s in lanes])
             family("plugin_errors_total", "counter", "Plugin calls that failed.",
-                   [(lab[s.name], s.plugin_errors) for s in lanes])
+                   [(lab[s.name], s.plugin_errors) for s in lanes]),
+            family("output_errors_total", "counter", "Batches an output (restream, recording) failed to take.",
+                   [(lab[s.name], s.output_errors) for s in lanes])
             out.append("# HELP derain_latency_seconds Delay from a frame's arrival to its output.")
             out.append("# TYPE derain_latency_seconds histogram")
             for s in lanes:

@@ -190,6 +190,65 @@ def test_rtsp_push_restream_to_a_server():
         restream_sink("ftp://x", info)
 
 
+def test_an_rtsp_restream_whose_server_goes_away_is_pushed_again_when_it_is_back():
+    """The server restarts: the writes in between fail at once (the runner counts them and says
+    the outage once), and a write after it is back reconnects."""
+    server = RtspCamera(size="96x64", mounts=("cam",), record_mount="in").start()
+    try:
+        info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+        sink = restream_sink(server.url("in"), info)
+        for i in range(10):
+            sink.write(_batch(i))
+        server.kill()
+        failed, i = 0, 10
+        deadline = time.monotonic() + 10
+        while failed < 3 and time.monotonic() < deadline:  # the push notices the server is gone
+            try:
+                sink.write(_batch(i))
+            except OutputError as exc:
+                failed += 1
+                assert server.url("in") in str(exc)
+            i += 1
+            time.sleep(0.04)
+        assert failed >= 3
+        server.start()
+        deadline, back = time.monotonic() + 20, False
+        while not back and time.monotonic() < deadline:
+            try:
+                sink.write(_batch(i))
+                back = True
+            except OutputError:
+                time.sleep(0.2)
+            i += 1
+        assert back and sink.frames_written > 10
+        sink.close()
+    finally:
+        server.stop()
+
+
+def test_a_live_run_says_a_failing_restream_once_counts_it_and_says_when_it_is_back(tmp_path, caplog):
+    """It logged a traceback at every frame (gigabytes a day) and counted nothing."""
+    from media import make_video
+
+    clip = make_video(tmp_path / "in.mp4", frames=150, size=(96, 64), fps=25)
+    server = RtspCamera(size="96x64", mounts=("cam",), record_mount="in").start()
+    try:
+        s = settings(**{"live.realtime": True, "live.restream": [server.url("in")], "live.duration_s": 5.5})
+        thread, box = run_in_thread([str(clip)], s)
+        time.sleep(1.5)
+        server.kill()
+        time.sleep(1.5)
+        server.start()
+        thread.join(30)
+    finally:
+        server.stop()
+    lane = box["result"]["cameras"][0]
+    said = [r.getMessage() for r in caplog.records if server.url("in") in r.getMessage()]
+    assert len([m for m in said if " failed: " in m]) == 1 and len([m for m in said if "works again" in m]) == 1, said
+    assert lane["output_errors"] > 0 and lane["frames_out"] > 100
+    assert "Traceback" not in caplog.text and "partial output" not in caplog.text
+
+
 class Feeder:
     """Our own restream output as the camera: a thread writing frames at 25 fps into it."""
 

@@ -249,15 +249,16 @@ def foreign_content(folder: Path) -> str | None:
     return None
 
 
-def _fail(path: Path, exc: BaseException) -> OutputError:
-    """One line for an encoder, muxer or file-system failure while writing `path`."""
+def _fail(path: Path, exc: BaseException, after: str = "; the partial output was removed") -> OutputError:
+    """One line for an encoder, muxer or file-system failure while writing `path`; `after`: what
+    became of the output (a stream has no partial file)."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         why = "the disk is full"
     elif isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         why = "the file is larger than this system allows"
     else:
         why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return OutputError(f"{path}: cannot write ({why}); the partial output was removed")
+    return OutputError(f"{path}: cannot write ({why}){after}")
 
 
 def _subsampling(pix_fmt: str) -> tuple[int, int]:
@@ -535,11 +536,13 @@ class Encoder:
         return cv2.resize(image, (self.width, self.height),
                           interpolation=cv2.INTER_AREA if w > self.width else cv2.INTER_CUBIC)
 
+    AFTER_FAILURE = "; the partial output was removed"  # what a failed write leaves (StreamSink: nothing)
+
     def write(self, batch: FrameBatch) -> None:
         try:
             self._write(batch)
         except (av.FFmpegError, OSError) as exc:
-            raise _fail(self.path, exc) from None
+            raise _fail(self.path, exc, self.AFTER_FAILURE) from None
         trace.mark("encoded", self.info.uri, batch.seq)
 
     def _write(self, batch: FrameBatch) -> None:

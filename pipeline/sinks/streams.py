@@ -44,6 +44,8 @@ class StreamSink(Encoder):
         label: how logs and errors name this output (a URL's password is masked).
     """
 
+    AFTER_FAILURE = ""  # a stream leaves no partial file behind
+
     def __init__(self, target, fmt: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCODE,
                  options: dict | None = None, label: str | None = None):
         shown = redact(label or str(target))
@@ -75,6 +77,56 @@ class StreamSink(Encoder):
             except (av.FFmpegError, OSError):
                 pass
             self.out = None
+
+
+class Repushing:
+    """A pushed stream (RTSP, UDP) that outlives its server: opened at once, so a wrong URL fails
+    at start; a write that fails closes it and the next ones reopen it, at most every RETRY_S
+    (doubling to RETRY_MAX_S while the server stays away). Until then each write fails at once,
+    and the runner counts the batches lost and says the outage once (pipeline.runner)."""
+
+    RETRY_S, RETRY_MAX_S = 1.0, 30.0
+
+    def __init__(self, open_sink):
+        self.open_sink = open_sink
+        self.sink = open_sink()
+        self.path = self.sink.path
+        self.wait, self.retry_at = self.RETRY_S, 0.0
+        self._written = 0  # frames the connections before this one took
+
+    @property
+    def frames_written(self) -> int:
+        return self._written + (self.sink.frames_written if self.sink is not None else 0)
+
+    def write(self, batch) -> None:
+        if self.sink is None:
+            if time.monotonic() < self.retry_at:
+                raise OutputError(f"{self.path}: still away; trying again in {self.retry_at - time.monotonic():.0f} s")
+            try:
+                self.sink = self.open_sink()
+            except OutputError:
+                self._later()
+                raise
+        try:
+            self.sink.write(batch)
+        except Exception:
+            self._drop(ok=False)
+            self._later()
+            raise
+        self.wait = self.RETRY_S
+
+    def _drop(self, ok: bool) -> None:
+        self._written += self.sink.frames_written
+        self.sink.close(ok)
+        self.sink = None
+
+    def _later(self) -> None:
+        self.retry_at = time.monotonic() + self.wait
+        self.wait = min(2 * self.wait, self.RETRY_MAX_S)
+
+    def close(self, ok: bool = True) -> None:
+        if self.sink is not None:
+            self._drop(ok)
 
 
 class _Fanout:
@@ -285,10 +337,10 @@ def restream_sink(url: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCO
     there and serve MPEG-TS to every client that connects.
     """
     if url.startswith(("rtsp://", "rtsps://")):
-        return StreamSink(url, "rtsp", info, encode, options={"rtsp_transport": "tcp"})
+        return Repushing(lambda: StreamSink(url, "rtsp", info, encode, options={"rtsp_transport": "tcp"}))
     if url.startswith("udp://"):
         target = url if "pkt_size" in url else url + ("&" if "?" in url else "?") + "pkt_size=1316"
-        return StreamSink(target, "mpegts", info, encode, label=url)
+        return Repushing(lambda: StreamSink(target, "mpegts", info, encode, label=url))
     if url.startswith(("tcp://", "http://")):
         hostport = url.split("://", 1)[1].split("/", 1)[0]
         host, _, port = hostport.rpartition(":")
