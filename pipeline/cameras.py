@@ -28,17 +28,21 @@ log = logging.getLogger(__name__)
 
 
 def cameras_of(inputs: Sequence[str], live: LiveSettings) -> list[CameraSettings]:
-    """The cameras to run: the config's `live.cameras`, else one per input with the global outputs."""
+    """The cameras to run: the config's `live.cameras`, else one per input. A camera's empty
+    record and snapshot folders take `live.*`'s (--record, --snapshot: files are named by camera);
+    `live.restream` (--restream) serves one camera only, a URL carrying one stream."""
     if live.cameras and inputs:
         raise ConfigError("give either input URLs or live.cameras in the config, not both")
-    if live.cameras:
-        return [c if c.name else dataclasses.replace(c, name=f"cam{i}") for i, c in enumerate(live.cameras)]
-    if not inputs:
+    if not live.cameras and not inputs:
         raise ConfigError("no input: give a URL, a /dev/video device, a file with --realtime, "
                           "or live.cameras in --config")
-    solo = len(inputs) == 1
-    return [CameraSettings(url=u, name=f"cam{i}", record=live.record, snapshot=live.snapshot,
-                           restream=list(live.restream) if solo else []) for i, u in enumerate(inputs)]
+    cams = live.cameras or [CameraSettings(url=u) for u in inputs]
+    if live.restream and len(cams) > 1:
+        raise ConfigError(f"live.restream (--restream): one URL carries one camera, and there are {len(cams)}; "
+                          "give each its own in live.cameras[].restream")
+    return [dataclasses.replace(c, name=c.name or f"cam{i}", record=c.record or live.record,
+                                snapshot=c.snapshot or live.snapshot, restream=c.restream or list(live.restream))
+            for i, c in enumerate(cams)]
 
 
 def live_encode(settings: RunSettings) -> EncodeSettings:
@@ -138,6 +142,9 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
         on_start: called with the runner once it is built (tests, bench).
     """
     if output:
+        if len(cameras := cameras_of(inputs, settings.live)) > 1:  # both would write the one file
+            raise ConfigError(f"{output}: one file holds one camera, and there are {len(cameras)}; record them "
+                              "instead (--record DIR: files named by camera)")
         check_output_name(output)
         claim_file(Path(output), overwrite)
     if settings.plugins:  # a bad plugin name, module or `with:` key fails before any camera opens

@@ -308,7 +308,11 @@ class CameraSettings:
     snapshot: str | None = None  # folder of periodic JPEG snapshots
 
     def problems(self) -> list[str]:
-        return [] if self.url else ["url: must be set for every camera"]
+        out = [] if self.url else ["url: must be set for every camera"]
+        if self.name in (".", "..") or any(c in self.name for c in '/\\\0'):
+            # it names the camera's files: "gate/north" recorded into a folder nobody made
+            out.append(f"name: {short(self.name)} names the camera's files; use no '/', '\\' or '..'")
+        return out
 
 
 @dataclass(frozen=True)

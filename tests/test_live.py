@@ -496,3 +496,26 @@ def test_a_live_output_file_is_replaced_only_with_overwrite_and_audio_is_said_dr
     assert int(video_stream(ffprobe(out))["nb_read_frames"]) == 10
     assert [r.message for r in caplog.records if "carry the derained video only" in r.message] == \
         [f"{clip}: has audio; live outputs (recordings, restreams, -o) carry the derained video only"]
+
+
+def test_the_global_outputs_reach_the_cameras_of_a_config_or_are_refused(tmp_path):
+    """--record with live.cameras recorded nothing, without a word; -o with two cameras had both
+    write one file; --restream with two inputs was dropped; a name with a slash made folders."""
+    from pipeline.cameras import cameras_of
+    from pipeline.errors import ConfigError
+
+    cams = [{"url": "rtsp://h/a", "name": "a"}, {"url": "rtsp://h/b", "name": "b", "record": str(tmp_path / "own")}]
+    live = load_settings(RunSettings, None, {"live.cameras": cams, "live.record": str(tmp_path / "rec"),
+                                             "live.snapshot": str(tmp_path / "snaps")}).live
+    got = cameras_of([], live)
+    assert [(c.record, c.snapshot) for c in got] == [(str(tmp_path / "rec"), str(tmp_path / "snaps")),
+                                                      (str(tmp_path / "own"), str(tmp_path / "snaps"))]
+    two = load_settings(RunSettings, None, {"live.restream": ["rtsp://h/out"]}).live
+    with pytest.raises(ConfigError, match="live.restream .*one URL carries one camera, and there are 2"):
+        cameras_of(["rtsp://h/a", "rtsp://h/b"], two)
+    assert cameras_of(["rtsp://h/a"], two)[0].restream == ["rtsp://h/out"]
+    s = load_settings(RunSettings, None, {"live.cameras": cams})
+    with pytest.raises(ConfigError, match="one file holds one camera, and there are 2"):
+        run_live([], s, output=str(tmp_path / "one.mp4"), signals=False)
+    with pytest.raises(Exception, match=r"name: 'gate/north' names the camera's files"):
+        load_settings(RunSettings, None, {"live.cameras": [{"url": "rtsp://h/a", "name": "gate/north"}]})
