@@ -143,6 +143,26 @@ def _batch(i: int) -> FrameBatch:
     return FrameBatch(img, (i,), (i * 3600,), (CLOCK,), "cam0", (time.monotonic(),))
 
 
+def test_keep_segments_holds_across_restarts_and_a_restart_never_overwrites(tmp_path):
+    """Only the run's own segments were counted: a camera service that restarted grew the folder
+    without bound. Another camera's segments and other files stay."""
+    from pipeline.sinks.streams import SegmentRecorder
+
+    info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+    (tmp_path / "other-20260101-000000-00000.mp4").write_bytes(b"x")
+    (tmp_path / "gate-notes.txt").write_text("mine")
+    names = []
+    for run in range(3):
+        rec = SegmentRecorder(tmp_path, info, name="gate", segment_s=0.2, keep=2)
+        for i in range(15):  # 0.6 s: three segments a run
+            rec.write(_batch(i))
+        rec.close()
+        names.append(sorted(p.name for p in tmp_path.glob("gate-*.mp4")))
+        assert len(names[-1]) == 2
+    assert len(set(names[0]) | set(names[1]) | set(names[2])) == 6  # no run wrote over another's file
+    assert (tmp_path / "other-20260101-000000-00000.mp4").exists() and (tmp_path / "gate-notes.txt").exists()
+
+
 def test_udp_and_http_restreams_reach_a_viewer():
     info = SourceInfo("test", 96, 64, CLOCK, rate=25)
     udp_port, http_port = free_port(), free_port()

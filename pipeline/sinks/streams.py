@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import socket
 import socketserver
 import threading
@@ -255,11 +256,18 @@ class SegmentRecorder:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot create it ({exc.strerror})") from None
-        self.closed: list[Path] = []
+        # The camera's segments already there count: a service that restarts (or crash-loops)
+        # must not grow the folder past `keep`. Their names sort by the time they began.
+        own = re.compile(rf"{re.escape(name)}-(\d{{8}}-\d{{6}})-(\d{{5,}})\.{re.escape(fmt)}")
+        found = [(m[1], int(m[2]), p) for p in self.folder.iterdir() if (m := own.fullmatch(p.name))]
+        self.closed: list[Path] = [p for *_, p in sorted(found)]
         self.frames_written = 0
         self._sink: VideoFileSink | None = None
         self._start_pts: int | None = None
-        self._index = 0
+        # numbered on from the last run's, so a restart within the same second neither reuses
+        # a name nor sorts before what it follows
+        self._index = 1 + max((index for _, index, _ in found), default=-1)
+        self._prune()
 
     def write(self, batch: FrameBatch) -> None:
         for i in range(len(batch)):
@@ -285,6 +293,9 @@ class SegmentRecorder:
         sink, self._sink = self._sink, None
         sink.close(ok=True)
         self.closed.append(sink.path)
+        self._prune()
+
+    def _prune(self) -> None:
         while self.keep and len(self.closed) > self.keep:
             self.closed.pop(0).unlink(missing_ok=True)
 
