@@ -163,6 +163,45 @@ def test_keep_segments_holds_across_restarts_and_a_restart_never_overwrites(tmp_
     assert (tmp_path / "other-20260101-000000-00000.mp4").exists() and (tmp_path / "gate-notes.txt").exists()
 
 
+def test_an_http_restream_holds_no_thread_for_a_trickling_or_extra_client(monkeypatch):
+    """A client sending its request a byte at a time reset the per-read timeout for ever (a
+    thread each, no cap: 300 clients, 200 threads); now the head has 5 s in all and the viewers
+    are capped."""
+    import socket
+
+    from pipeline.sinks import streams
+
+    monkeypatch.setattr(streams, "MAX_VIEWERS", 3)
+    server = streams.MpegTsServer("127.0.0.1", 0, SourceInfo("test", 96, 64, CLOCK, rate=25), http=True)
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port))
+        start, closed = time.monotonic(), False
+        while not closed and time.monotonic() - start < 9:
+            try:
+                slow.sendall(b"G")
+                slow.settimeout(1.0)
+                closed = slow.recv(1) == b""
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+        assert closed and 4 < time.monotonic() - start < 8
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        time.sleep(0.5)
+        refused = 0
+        for c in idle:
+            c.settimeout(0.5)
+            try:
+                refused += c.recv(1) == b""  # closed at once: no slot left
+            except (socket.timeout, OSError):
+                pass
+        assert refused == 2
+        for c in [slow, *idle]:
+            c.close()
+    finally:
+        server.close()
+
+
 def test_udp_and_http_restreams_reach_a_viewer():
     info = SourceInfo("test", 96, 64, CLOCK, rate=25)
     udp_port, http_port = free_port(), free_port()

@@ -15,6 +15,7 @@ import queue
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -173,6 +174,10 @@ def _clear(q: queue.Queue) -> None:
             return
 
 
+MAX_VIEWERS = 64  # clients of one tcp:// or http:// restream (each holds a thread)
+HEAD_S = 5.0  # an HTTP viewer's request head must arrive within this, in all
+
+
 class MpegTsServer:
     """Serve the derained MPEG-TS to any number of clients, over raw TCP or HTTP.
 
@@ -185,14 +190,18 @@ class MpegTsServer:
                  encode: EncodeSettings = LIVE_ENCODE):
         self.fanout = _Fanout()
         fanout = self.fanout
+        slots = threading.BoundedSemaphore(MAX_VIEWERS)
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 sock: socket.socket = self.request
-                if http:
-                    sock.settimeout(5)
-                    head = b""
+                if http:  # the request's head within HEAD_S in all: a client trickling bytes holds no thread
+                    deadline, head = time.monotonic() + HEAD_S, b""
                     while b"\r\n\r\n" not in head and len(head) < 8192:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return
+                        sock.settimeout(left)
                         part = sock.recv(1024)
                         if not part:
                             return
@@ -208,9 +217,20 @@ class MpegTsServer:
                 finally:
                     fanout.remove(q)
 
+            def finish(self) -> None:
+                slots.release()
+
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 64  # a burst of viewers is queued, not refused (the default is 5)
+
+            def verify_request(self, request, client_address) -> bool:
+                return slots.acquire(blocking=False)  # at most MAX_VIEWERS threads: the rest are closed
+
+            def handle_error(self, request, client_address) -> None:
+                # a viewer that timed out or left: nothing for the camera's log (it printed a traceback each)
+                log.debug("restream viewer %s: %s", client_address, sys.exc_info()[1])
 
         try:
             self.server = Server((host, port), Handler)
