@@ -486,6 +486,36 @@ def test_preview_closes_idle_connections_and_bounds_its_threads():
         s.close()
 
 
+def test_preview_cuts_a_client_that_trickles_its_request(tmp_path):
+    """A byte every 0.3 s reset the per-read timeout for ever: 32 such clients locked everyone
+    out of /metrics, the token notwithstanding. The head now has idle_timeout_s in all."""
+    import socket
+
+    s = Streaming(max_clients=8, idle_timeout_s=1.0)
+    try:
+        slow = socket.create_connection(("127.0.0.1", s.preview.server.server_address[1]), timeout=5)
+        start, closed = time.monotonic(), False
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: yyyyyyyyyyyyyyyyyy":
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.3)
+            slow.settimeout(0.01)
+            try:
+                if slow.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+        assert closed and time.monotonic() - start < 3
+        slow.close()
+        assert _get(f"{s.base}/stats.json")[0] == 200
+    finally:
+        s.close()
+
+
 def json_loads(body: bytes):
     import json
 

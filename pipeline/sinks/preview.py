@@ -11,7 +11,8 @@ picture to its MJPEG stream. Pictures are JPEG-encoded at most `fps` times a sec
 off the video path's critical work, so watching costs the model little.
 
 Exposure is bounded: a connection that sends nothing (or a client that reads nothing) for
-`idle_timeout_s` (5 s, as uvicorn's keep-alive) is closed, one request per connection; at
+`idle_timeout_s` (5 s, as uvicorn's keep-alive), or whose request head takes longer than that
+in all (a slowloris), is closed, one request per connection; at
 most `max_clients` connections are served at once, and the next ones get a 503 and are
 closed at once, so idle sockets cannot use up threads or file handles. With a `token`
 every request needs `?token=TOKEN` or `Authorization: Bearer TOKEN` (else 401). Camera
@@ -219,6 +220,30 @@ class Preview:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = preview.idle_timeout_s  # socket timeout: an idle or non-reading client is cut off
+
+            def setup(self) -> None:
+                # The request's head within idle_timeout_s in all: the socket timeout is per read,
+                # and a client trickling a byte at a time (slowloris) held its slot for ever, so
+                # 32 of them locked everyone out, the token checked only after the head.
+                super().setup()
+                self._head = threading.Timer(preview.idle_timeout_s, self._cut)
+                self._head.daemon = True
+                self._head.start()
+
+            def _cut(self) -> None:
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def parse_request(self) -> bool:
+                ok = super().parse_request()
+                self._head.cancel()  # the head is in
+                return ok
+
+            def finish(self) -> None:
+                self._head.cancel()
+                super().finish()
 
             def log_message(self, *args) -> None:
                 pass
