@@ -91,10 +91,18 @@ def cmd_run_live(args) -> int:
         if not args.json:
             lat = cam["latency"]
             print(f"{cam['name']}: {cam['frames_out']} out, {cam['dropped']} dropped of {cam['frames_in']} in, "
-                  f"{cam['reconnects']} reconnects, delay p50 {lat.get('p50', 0)} s p95 {lat.get('p95', 0)} s")
+                  f"{cam['reconnects']} reconnects, delay p50 {lat.get('p50', 0)} s p95 {lat.get('p95', 0)} s"
+                  + _failures(cam["plugin_errors"], cam["output_errors"]))
     if args.json:
         print(json.dumps(result))
     return 1 if any(cam["error"] for cam in result["cameras"]) else 0
+
+
+def _failures(plugin_errors: int, output_errors: int = 0) -> str:
+    """What the summary line adds when calls failed on the way (each was logged once already)."""
+    said = [f"{n} {what} failed" for n, what in ((plugin_errors, "plugin calls"), (output_errors, "output batches"))
+            if n]
+    return f"; {', '.join(said)} (see the log)" if said else ""
 
 
 def cmd_run(args) -> int:
@@ -126,7 +134,8 @@ def cmd_run(args) -> int:
     summary = {"input": args.input, "output": args.output, **stats.as_dict(),
                "warnings": list(getattr(stats, "warnings", []))}  # also logged, one line each
     print(json.dumps(summary) if args.json else
-          f"{args.output}: {stats.frames_out} frames in {stats.seconds:.1f} s ({stats.fps:.2f} fps)")
+          f"{args.output}: {stats.frames_out} frames in {stats.seconds:.1f} s ({stats.fps:.2f} fps)"
+          + _failures(stats.plugin_errors))
     return 0
 
 

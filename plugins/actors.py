@@ -338,7 +338,7 @@ class ActorStage(_Limits):
         try:
             self.ray.get([a.close.remote() for a in self.actors], timeout=limit)
         except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
-            log.warning("plugin %s: close failed: %r", self.spec.name, exc)
+            log.warning("plugin %s: close failed: %s: %s", self.spec.name, type(exc).__name__, exc)
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []

@@ -83,7 +83,7 @@ class PluginChain:
             try:
                 stage.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
-                log.warning("plugin %s: close failed: %r", stage.spec.name, exc)
+                log.warning("plugin %s: close failed: %s: %s", stage.spec.name, type(exc).__name__, exc)
         self._jobs.clear()
 
     def interrupt(self, grace_s: float = 3.0) -> None:

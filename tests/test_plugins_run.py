@@ -278,3 +278,16 @@ def test_model_workers_leave_the_cores_plugin_actors_ask(tmp_path, ray_session, 
     with pytest.raises(PluginError, match=r"plugin noop .*asks \{CPU 64\}.*give it ray: \{num_cpus: 0\}"):
         chain.setup()
     chain.close()
+
+
+def test_the_summary_line_says_how_many_plugin_calls_failed(tmp_path, capsys):
+    """A jsonl writer on a full disk lost every line, and the run's one line said nothing of it."""
+    from pipeline.cli import main
+
+    clip = make_video(tmp_path / "in.mp4", frames=5, size=(64, 48))
+    cfg = tmp_path / "full.yaml"
+    cfg.write_text("model: {profile: identity}\nworkers: {backend: local}\nplugins:\n"
+                   "  - use: jsonl\n    with: {path: /dev/full}\n")
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith("; 5 plugin calls failed (see the log)"), last
