@@ -308,6 +308,42 @@ def test_a_live_run_says_a_failing_restream_once_counts_it_and_says_when_it_is_b
     assert "Traceback" not in caplog.text and "partial output" not in caplog.text
 
 
+def test_a_tcp_camera_that_goes_silent_is_a_stall_not_an_end(tmp_path):
+    """Over TCP a read timeout ends the demuxer as a closed connection does: it was logged as
+    'stream ended' and counted as no stall (RTSP's were)."""
+    import socket
+    import subprocess
+
+    ts = tmp_path / "cam.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25:duration=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", str(ts)], check=True)
+    data = ts.read_bytes()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = []
+
+    def serve():  # half the stream, then silence on an open connection, each time it connects
+        listener.settimeout(10)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.sendall(data[:len(data) // 2 // 188 * 188])
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        result = run_live([f"tcp://127.0.0.1:{port}"], settings(**{"live.read_timeout_s": 1.0, "live.duration_s": 4.0}),
+                          signals=False)
+    finally:
+        listener.close()
+        for c in held:
+            c.close()
+    cam = result["cameras"][0]
+    assert cam["stalls"] >= 1 and cam["frames_in"] > 10, cam
+
+
 class Feeder:
     """Our own restream output as the camera: a thread writing frames at 25 fps into it."""
 

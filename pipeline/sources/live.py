@@ -180,8 +180,9 @@ class LiveSource:
                     break
         if self._stop.is_set():
             raise SourceConnectionError(f"{self.shown}: stopped before it connected ({_reason(last)})")
-        raise SourceConnectionError(f"{self.shown}: no connection after {self.settings.first_tries} "
-                                    f"tries ({_reason(last)})")
+        n = self.settings.first_tries
+        raise SourceConnectionError(f"{self.shown}: no connection after {n} tr{'y' if n == 1 else 'ies'} "
+                                    f"({_reason(last)})")
 
     def _reconnect(self):
         """Reopen after an outage; None when stopped or out of tries."""
@@ -196,7 +197,8 @@ class LiveSource:
                 log.warning("%s: reconnect try %d%s failed: %s", self.shown, attempt,
                             f"/{limit}" if limit else "", _reason(exc))
                 if limit and attempt >= limit:
-                    raise SourceConnectionError(f"{self.shown}: lost, and no reconnection after {limit} tries "
+                    raise SourceConnectionError(f"{self.shown}: lost, and no reconnection after {limit} "
+                                                f"tr{'y' if limit == 1 else 'ies'} "
                                                 f"({_reason(exc)})") from None
                 continue
             self.reconnects += 1
@@ -223,8 +225,12 @@ class LiveSource:
             self.connected = False
             if self._stop.is_set():
                 return
-            stalled = conn.error is not None and time.monotonic() - (prev.arrival if prev else started) \
-                >= self.settings.read_timeout_s * 0.9
+            # PyAV's read timeout interrupts the read (ExitError): over TCP and HTTP the frames
+            # the demuxer still held come out just before it, so the silence before the end does
+            # not show there what it shows for RTSP.
+            stalled = conn.error is not None and (
+                isinstance(conn.error, av.error.ExitError)
+                or time.monotonic() - (prev.arrival if prev else started) >= self.settings.read_timeout_s * 0.9)
             self.stalls += stalled
             why = "stalled (no data for the read timeout)" if stalled else "ended"
             log.warning("%s: stream %s after %d frames; reconnecting", self.shown, why, seq)
