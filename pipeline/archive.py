@@ -53,16 +53,22 @@ def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
         if PurePath(pattern).is_absolute() or ".." in PurePath(pattern).parts:
             raise ConfigError(f"archive.patterns: {pattern!r} reaches outside the input folder {root}; "
                               "patterns match names inside it, as *.mp4 or cam*/*.mkv")
-    lowered = [PurePath(p.lower()) for p in patterns]
-    deepest = max((len(p.parts) for p in lowered), default=1)
+    # (pattern, at any depth): a leading **/ is glob's "anywhere below", which recursion means too
+    wanted = [(PurePath(p.lower().removeprefix("**/")), recursive or p.startswith("**/")) for p in patterns]
+    for pattern, _ in wanted:
+        if "**" in pattern.parts:
+            raise ConfigError(f"archive.patterns: {str(pattern)!r}: ** only as a leading **/ (any depth); "
+                              "archive.recursive already looks in every folder")
+    anywhere = any(deep for _, deep in wanted)
+    deepest = max((len(p.parts) for p, _ in wanted), default=1)
     found: set[Path] = set()
     for folder, dirs, names in os.walk(root):
         depth = len(Path(folder).relative_to(root).parts)
-        if not recursive and depth + 1 >= deepest:
+        if not anywhere and depth + 1 >= deepest:
             dirs.clear()  # not recursive: a pattern is anchored at the input folder, no deeper
         for name in names:
             rel = PurePath(os.path.relpath(os.path.join(folder, name), root).lower())
-            if any(rel.match(str(p)) and (recursive or len(rel.parts) == len(p.parts)) for p in lowered):
+            if any(rel.match(str(p)) and (deep or len(rel.parts) == len(p.parts)) for p, deep in wanted):
                 found.add(Path(folder) / name)
     outputs: dict[Path, bool] = {}
 

@@ -146,7 +146,7 @@ class Metrics:
             family("connected", "gauge", "1 while the camera delivers frames.",
                    [(lab[s.name], int(s.connected)) for s in lanes])
             family("plugin_errors_total", "counter", "Plugin calls that failed.",
-                   [(lab[s.name], s.plugin_errors) for s in lanes]),
+                   [(lab[s.name], s.plugin_errors) for s in lanes])
             family("output_errors_total", "counter", "Batches an output (restream, recording) failed to take.",
                    [(lab[s.name], s.output_errors) for s in lanes])
             out.append("# HELP derain_latency_seconds Delay from a frame's arrival to its output.")

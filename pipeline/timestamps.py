@@ -4,9 +4,12 @@ MPEG-TS and MPEG-PS (FFmpeg's AVFMT_TS_DISCONT) carry no file-wide clock: two re
 together, or a camera whose clock restarted, jump back or far ahead mid-file. Written as they
 are, the frames after a jump back got timestamps one tick apart (the encoder needs rising ones),
 so half a clip played in a millisecond, and copied audio made the muxer fail. As ffmpeg does
-for these formats, a timestamp that goes back, or forward by more than JUMP_S, continues the
-stream where it was instead; each stream (the video as decoded, each audio track as copied)
-keeps its own clock, so they stay in step across the join.
+for these formats, a timestamp that goes back by more than BACK_S, or forward by more than
+JUMP_S, continues the stream where it was instead. Each stream (the video as decoded, each audio
+track as copied) keeps its own clock: at a join the audio follows on from where the first part's
+audio ended, the video from where its video ended, so the second part's audio is off by the
+difference between those ends (tens of ms for whole recordings). ffmpeg keeps one offset per file
+instead; doing so here would take the two readers one shared clock.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from fractions import Fraction
 
 TS_DISCONT = 0x0200  # AVFMT_TS_DISCONT: the format's timestamps may jump
 JUMP_S = 10.0  # ffmpeg's dts_delta_threshold: a forward step this long is a jump, not a gap
+BACK_S = 0.1  # a step back shorter than this is a reordering glitch, left to the writer's rising-pts rule
 
 
 def may_jump(container) -> bool:
@@ -32,7 +36,7 @@ class Continuity:
         if not self.on or ts is None:
             return ts
         out = ts + self.offset
-        if self.last is not None and (out < self.last or (out - self.last) * time_base > JUMP_S):
+        if self.last is not None and ((self.last - out) * time_base > BACK_S or (out - self.last) * time_base > JUMP_S):
             self.offset += self.last + max(step, 1) - out
             out, self.jumps = self.last + max(step, 1), self.jumps + 1
         self.last = out

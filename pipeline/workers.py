@@ -279,7 +279,7 @@ def _plan_cpu(nodes: list[Node], count: int, threads: int, limit: int | None, kn
 
 
 def start_actors(ray, actor_cls, plan: list[Placement], args, what: str = "workers",
-                 timeout_s: float = 60.0, warn_s: float = 10.0) -> list:
+                 timeout_s: float = 60.0, warn_s: float = 10.0, limit: str = "workers.start_timeout_s") -> list:
     """One actor per placement, returned once each has started (its __init__ ran).
 
     Never a silent wait: after `warn_s` a warning names what is pending, what each asks and
@@ -308,7 +308,12 @@ def start_actors(ray, actor_cls, plan: list[Placement], args, what: str = "worke
             log.warning("%d of %d %s not started after %.0f s: each asks %s; %s", len(pending), len(refs),
                         what, waited, plan[refs.index(pending[0])].asks(), describe_nodes(cluster_nodes(ray)))
             next_warn += 30
-    ray.get([r for r in refs if r not in pending])  # an __init__ that failed raises here
+    try:
+        ray.get([r for r in refs if r not in pending])  # an __init__ that failed raises here
+    except BaseException:
+        for a in actors:  # the ones that did start would keep their cores and GPUs
+            ray.kill(a)
+        raise
     started = [a for a, r in zip(actors, refs) if r not in pending]
     if pending:
         asks = plan[refs.index(pending[0])].asks()
@@ -317,7 +322,7 @@ def start_actors(ray, actor_cls, plan: list[Placement], args, what: str = "worke
             if r in pending:
                 ray.kill(a)
         if not started:
-            raise WorkerError(f"no {what} started within {timeout_s:g} s (workers.start_timeout_s): each asks "
+            raise WorkerError(f"no {what} started within {timeout_s:g} s ({limit}): each asks "
                               f"{asks}; {where}; the cluster is busy or its nodes are leaving")
         log.warning("%d of %d %s not started within %.0f s (each asks %s; %s): going on with %d",
                     len(pending), len(refs), what, timeout_s, asks, where, len(started))

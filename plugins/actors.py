@@ -249,7 +249,7 @@ class ActorStage(_Limits):
         name = f"plugin {self.spec.name} ({self.spec.module})"
         try:  # placed as the model workers are (never a silent wait); a setup failure surfaces now
             self.actors = start_actors(ray, remote, plan, lambda _: (self.spec.plugin,), f"{self.spec.name} plugin actors",
-                                       PLACE_S)
+                                       PLACE_S, limit="a plugin's placement limit")
         except WorkerError as exc:  # no node has the cores it asks: the model workers took them
             raise PluginError(f"{name}: {exc}; give it ray: {{num_cpus: 0}} to share the cores, or run it in "
                               "the pipeline's process (no ray: key)") from None

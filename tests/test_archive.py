@@ -146,6 +146,11 @@ def test_patterns_match_any_case_and_stay_inside_the_input_folder(tmp_path):
     assert found == ["IMG_0001.MOV", "c.Mts", "cam/DJI_0001.MP4", "cam/b.mp4"]
     assert [p.name for p in find_inputs(root, ["*.mp4", "*.mov"], False)] == ["IMG_0001.MOV"]
     assert [p.name for p in find_inputs(root, ["CAM/*.mp4"], False)] == ["DJI_0001.MP4", "b.mp4"]
+    for recursive in (True, False):  # glob's **/: at any depth, the top level included
+        assert [p.name for p in find_inputs(root, ["**/*.mp4"], recursive)] == ["DJI_0001.MP4", "b.mp4"]
+        assert [p.name for p in find_inputs(root, ["**/*.mov"], recursive)] == ["IMG_0001.MOV"]
+    with pytest.raises(ConfigError, match=r"\*\* only as a leading \*\*/"):
+        find_inputs(root, ["cam/**/*.mp4"], True)
     for pattern in ("../*.mp4", "cam/../../*.mp4", str(tmp_path / "*.mp4")):
         with pytest.raises(ConfigError, match="reaches outside the input folder"):
             find_inputs(root, [pattern], True)

@@ -202,6 +202,22 @@ def test_an_http_restream_holds_no_thread_for_a_trickling_or_extra_client(monkey
         server.close()
 
 
+def test_a_segment_of_a_stream_that_starts_late_keeps_its_first_frames(tmp_path):
+    """A segment's clock starts at its first frame; the input's start (a TS's 1.4 s, played with
+    --realtime) was taken off once more, so frames before it fell below zero and were lost."""
+    from probe import ffprobe, video_stream
+
+    from pipeline.sinks.streams import SegmentRecorder
+
+    rec = SegmentRecorder(tmp_path, SourceInfo("test", 96, 64, CLOCK, rate=25, start=1.4), name="late", segment_s=60)
+    for i in range(10):
+        rec.write(_batch(i))
+    rec.close()
+    (segment,) = tmp_path.glob("late-*.mp4")
+    v = video_stream(ffprobe(segment))
+    assert v["nb_read_frames"] == "10" and float(v["start_time"]) < 0.05
+
+
 def test_udp_and_http_restreams_reach_a_viewer():
     info = SourceInfo("test", 96, 64, CLOCK, rate=25)
     udp_port, http_port = free_port(), free_port()

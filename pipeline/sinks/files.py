@@ -768,8 +768,9 @@ def _audio_refuses(fmt: str, stream) -> str | None:
 
 
 def _ticks(seconds: float, time_base) -> int:
-    """`seconds` in whole ticks of `time_base`, rounded down (a shifted timestamp stays >= 0)."""
-    return int(Fraction(seconds) / time_base) if seconds and time_base else 0
+    """`seconds` in whole ticks of `time_base`, rounded as the frames' own times are (so 1.4 s in
+    AVI's 1/25 is 35, not 34 for 34.99999: a shifted first frame lands on 0)."""
+    return round(Fraction(seconds) / time_base) if seconds and time_base else 0
 
 
 def _kept_tags(tags: dict, *also: str) -> dict:

@@ -174,6 +174,7 @@ def _clear(q: queue.Queue) -> None:
             return
 
 
+PUSH_TIMEOUT_US = 2_000_000  # an RTSP push's connect and I/O timeout
 MAX_VIEWERS = 64  # clients of one tcp:// or http:// restream (each holds a thread)
 HEAD_S = 5.0  # an HTTP viewer's request head must arrive within this, in all
 
@@ -229,15 +230,18 @@ class MpegTsServer:
                 return slots.acquire(blocking=False)  # at most MAX_VIEWERS threads: the rest are closed
 
             def handle_error(self, request, client_address) -> None:
-                # a viewer that timed out or left: nothing for the camera's log (it printed a traceback each)
-                log.debug("restream viewer %s: %s", client_address, sys.exc_info()[1])
+                exc = sys.exc_info()[1]
+                if isinstance(exc, OSError):  # a viewer that timed out or left: it printed a traceback each
+                    log.debug("restream viewer %s: %s", client_address, exc)
+                else:
+                    log.exception("restream viewer %s", client_address)
 
         try:
             self.server = Server((host, port), Handler)
         except OSError as exc:
             raise OutputError(f"{'http' if http else 'tcp'}://{host}:{port}: cannot listen ({exc.strerror})") from None
         self.port = self.server.server_address[1]
-        self.url = f"{'http' if http else 'tcp'}://{host}:{self.port}"
+        self.url = self.path = f"{'http' if http else 'tcp'}://{host}:{self.port}"  # path: as logs name outputs
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.2,), daemon=True,
                                        name=f"serve-{self.port}")
         self.thread.start()
@@ -306,7 +310,8 @@ class SegmentRecorder:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = self.folder / f"{self.name}-{stamp}-{self._index:05d}.{self.fmt}"
         self._index += 1
-        self._sink = VideoFileSink(path, self.info, self.encode, overwrite=True)
+        # each segment's clock starts at its first frame (pts - _start_pts): no input start to take off too
+        self._sink = VideoFileSink(path, replace(self.info, start=0.0), self.encode, overwrite=True)
         self._start_pts = pts
 
     def _roll(self) -> None:
@@ -368,7 +373,10 @@ def restream_sink(url: str, info: SourceInfo, encode: EncodeSettings = LIVE_ENCO
     there and serve MPEG-TS to every client that connects.
     """
     if url.startswith(("rtsp://", "rtsps://")):
-        return Repushing(lambda: StreamSink(url, "rtsp", info, encode, options={"rtsp_transport": "tcp"}))
+        # a socket timeout (µs): a reconnect runs on the runner's loop, and a host that does not
+        # answer must not hold every camera's outputs for the system's connect timeout
+        return Repushing(lambda: StreamSink(url, "rtsp", info, encode,
+                                            options={"rtsp_transport": "tcp", "timeout": str(PUSH_TIMEOUT_US)}))
     if url.startswith("udp://"):
         target = url if "pkt_size" in url else url + ("&" if "?" in url else "?") + "pkt_size=1316"
         return Repushing(lambda: StreamSink(target, "mpegts", info, encode, label=url))
