@@ -318,8 +318,9 @@ def made_with(settings: RunSettings) -> dict:
 
 
 def _other_settings(before: dict, now: dict) -> str:
-    """The settings that differ, as a line says them: 'profile fast, now full'."""
-    return "; ".join(f"{k} {before.get(k)}, now {v}" for k, v in now.items() if before.get(k) != v)
+    """The settings that differ, as a line says them: 'profile fast, now full' ('' if none)."""
+    # only keys both know: a version that notes one more setting must not redo a whole archive
+    return "; ".join(f"{k} {before[k]}, now {v}" for k, v in now.items() if k in before and before[k] != v)
 
 
 def _why_redo(dst: Path, before: dict, stat: dict, settings: dict | None = None) -> str | None:
@@ -339,8 +340,9 @@ def _why_redo(dst: Path, before: dict, stat: dict, settings: dict | None = None)
         return None
     if stat != {k: before.get(k) for k in WRITTEN_FROM[:2]}:
         return "the input changed since it was derained"
-    if settings is not None and before.get("made_with") not in (None, settings):
-        return f"it was derained with other settings ({_other_settings(before['made_with'], settings)})"
+    if settings is not None and isinstance(before.get("made_with"), dict):
+        if changed := _other_settings(before["made_with"], settings):
+            return f"it was derained with other settings ({changed})"
     written, size = before.get("output_size"), _output_size(dst)
     if written is not None and size is not None and size != written:
         return f"its output is {size} bytes, not the {written} written"
@@ -436,7 +438,7 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     if todo:
         init_ray(settings.workers.address)
         replace_ok = {r["output"] for r in todo} if overwrite else set(redo)  # outputs a new one may replace
-        _process(todo, records, settings, report, replace_ok, progress, ray)
+        _process(todo, records, settings, report, replace_ok, progress, ray, made)
     summary = report.write(records)
     summary["wall_seconds"] = round(time.monotonic() - start, 3)
     summary["archive_fps"] = round(summary["frames"] / summary["wall_seconds"], 3) if todo else 0.0
@@ -448,7 +450,7 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
 
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],
-             progress: bool, ray) -> None:
+             progress: bool, ray, made: dict) -> None:
     model_pool = None
     try:
         nodes = usable_nodes(ray, settings.workers.start_timeout_s)
@@ -465,7 +467,7 @@ def _process(todo: list[dict], records: list[dict], settings: RunSettings, repor
             gpu = any(p.num_gpus for p in layout)
             streams = settings.archive.streams(gpu)
             args = lambda p: (asdict(settings), p.threads, None, _codec_share(p, streams, nodes))  # noqa: E731
-        _run_files(todo, records, settings, report, replace_ok, progress, ray, layout, streams, args)
+        _run_files(todo, records, settings, report, replace_ok, progress, ray, layout, streams, args, made)
     finally:
         if model_pool is not None:
             model_pool.close()
@@ -584,13 +586,13 @@ class _Dispatch:
 
 
 def _run_files(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],
-               progress: bool, ray, layout: list, streams: int, args) -> None:
+               progress: bool, ray, layout: list, streams: int, args, made: dict) -> None:
     actor_cls = ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=streams)(FileWorker)
     actors = start_actors(ray, actor_cls, layout, args, "file workers", settings.workers.start_timeout_s)
     files = _Dispatch(ray, actors, streams, replace_ok, settings.archive.retries,
                       settings.workers.start_timeout_s or RESTART_S)
     files.queue.extend((rec, 0) for rec in todo)
-    files.made_with = made_with(settings)
+    files.made_with = made
     bars = _bars(len(todo), progress)
     try:
         files.fill()

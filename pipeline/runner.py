@@ -155,8 +155,13 @@ class Runner:
 
     def install_signals(self) -> None:
         """SIGINT, SIGTERM and SIGHUP (a closed terminal) stop cleanly (call from the main thread)."""
+        def stop(sig, _frame) -> None:
+            if not self._stop.is_set():  # live runs end this way: say why, once, as a file run does
+                log.warning("%s: stopping; the outputs are closed and the figures follow", signal.Signals(sig).name)
+            self.stop()
+
         for sig in (signal.SIGINT, *stop_signals()):
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, stop)
 
     def run(self) -> Metrics:
         """Run until every input ended or the run stopped; returns the figures.

@@ -205,6 +205,7 @@ def test_sigterm_stops_cleanly_and_leaves_playable_files(camera, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+    assert err.count("SIGTERM: stopping; the outputs are closed and the figures follow") == 1, err  # why it ended
     import json
 
     cam = json.loads(out.strip().splitlines()[-1])["cameras"][0]
