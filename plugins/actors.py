@@ -159,7 +159,7 @@ class InlineStage(_Limits):
             self._thread = None
             if isinstance(c.error, PluginError):
                 raise c.error
-            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {_said(c.error)}") from None
+            raise PluginError(f"plugin {self.spec.name} ({self.spec.module}): setup failed: {error_words(c.error)}") from None
 
     def submit(self, batch: FrameBatch) -> Ticket:
         ticket = Ticket(batch)
@@ -255,7 +255,7 @@ class ActorStage(_Limits):
                               "the pipeline's process (no ray: key)") from None
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
-            raise PluginError(f"{name}: setup failed: {_said(cause)}") from None
+            raise PluginError(f"{name}: setup failed: {error_words(cause)}") from None
         self.load = [0] * len(self.actors)
         self.generation = [0] * len(self.actors)
 
@@ -338,13 +338,13 @@ class ActorStage(_Limits):
         try:
             self.ray.get([a.close.remote() for a in self.actors], timeout=limit)
         except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
-            log.warning("plugin %s: close failed: %s: %s", self.spec.name, type(exc).__name__, exc)
+            log.warning("plugin %s: close failed: %s", self.spec.name, error_words(exc))
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
 
 
-def _said(exc: BaseException) -> str:
+def error_words(exc: BaseException) -> str:
     """An error as a line says it: its type and its own words, which for an OSError include the
     file (repr() gave OSError(30, 'Read-only file system') and no path)."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

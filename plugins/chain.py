@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pipeline.errors import PluginError
 from pipeline.frames import FrameBatch
 
-from .actors import ActorStage, InlineStage, Ticket
+from .actors import ActorStage, InlineStage, Ticket, error_words
 from .base import RESULTS_KEY, Result, upstream
 from .loader import PluginSpec, load_plugins
 
@@ -83,7 +83,7 @@ class PluginChain:
             try:
                 stage.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
-                log.warning("plugin %s: close failed: %s: %s", stage.spec.name, type(exc).__name__, exc)
+                log.warning("plugin %s: close failed: %s", stage.spec.name, error_words(exc))
         self._jobs.clear()
 
     def interrupt(self, grace_s: float = 3.0) -> None:

@@ -767,6 +767,7 @@ def _audio_refuses(fmt: str, stream) -> str | None:
     return _refuses(fmt, _codec_name(stream), lambda trial: bool(trial.add_stream_from_template(stream)))
 
 
+@functools.lru_cache(maxsize=64)  # per frame on the write path: Fraction arithmetic once per (start, clock)
 def _ticks(seconds: float, time_base) -> int:
     """`seconds` in whole ticks of `time_base`, rounded as the frames' own times are (so 1.4 s in
     AVI's 1/25 is 35, not 34 for 34.99999: a shifted first frame lands on 0)."""
