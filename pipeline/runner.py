@@ -210,7 +210,9 @@ class Runner:
                 raise closing[0]
         failed = [lane for lane in self.lanes if lane.errors]
         if failed and len(failed) == len(self.lanes) and not any(l.stats.frames_out for l in self.lanes):
-            raise _redacted(failed[0].errors[0])
+            if len(self.lanes) == 1:
+                raise _redacted(failed[0].errors[0])
+            raise DerainError(f"none of the {len(self.lanes)} cameras gave a frame (each one's error is above)")
         return self.metrics
 
     # --- lane side -----------------------------------------------------------------------------
@@ -252,7 +254,7 @@ class Runner:
             lane.queue.close()
             if lane.errors:
                 lane.stats.error = redact(lane.errors[0])
-                if not self.strict:
+                if not self.strict and len(self.lanes) > 1:  # one camera's error ends the run, said there
                     log.error("camera %s: %s", lane.input.name, lane.stats.error)
             lane.done = True
 

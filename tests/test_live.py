@@ -5,6 +5,7 @@ for a model slower than the camera.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -206,7 +207,6 @@ def test_sigterm_stops_cleanly_and_leaves_playable_files(camera, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert err.count("SIGTERM: stopping; the outputs are closed and the figures follow") == 1, err  # why it ended
-    import json
 
     cam = json.loads(out.strip().splitlines()[-1])["cameras"][0]
     exact(cam)
@@ -238,6 +238,20 @@ def test_bad_input_is_a_clear_error_naming_it_after_the_tries(what, camera, tmp_
                          timeout=60)
     assert cli.returncode == 1
     assert url in cli.stderr and "Traceback" not in cli.stderr
+    assert sum("no connection after" in line for line in cli.stderr.splitlines()) == 1, cli.stderr  # said once
+
+
+def test_when_every_camera_fails_each_error_is_said_once(tmp_path):
+    urls = [f"rtsp://127.0.0.1:9/cam{i}" for i in range(2)]  # port 9 (discard): refused at once
+    config = tmp_path / "cameras.yaml"
+    config.write_text(json.dumps({"live": {"cameras": [{"name": f"c{i}", "url": u} for i, u in enumerate(urls)]}}))
+    cli = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--profile",
+                          "identity", "--backend", "local", "--tries", "1"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    for url in urls:
+        assert sum(f"{url}: no connection" in line for line in cli.stderr.splitlines()) == 1, cli.stderr
+    assert cli.stderr.strip().splitlines()[-1].endswith("none of the 2 cameras gave a frame (each one's error is above)")
 
 
 def test_realtime_file_plays_at_its_own_rate(tmp_path):
@@ -288,7 +302,6 @@ def test_a_limited_camera_gives_up_naming_the_url_and_keeps_what_was_recorded(ca
 
 
 def test_plugins_see_every_live_frame_in_order(camera, tmp_path):
-    import json
 
     lines = tmp_path / "dets.jsonl"
     s = load_settings(RunSettings, {"plugins": [{"use": "jsonl", "with": {"path": str(lines)}}]},
@@ -323,7 +336,6 @@ class Forever(Plugin):
 @pytest.mark.parametrize("case", ["inline-1s", "inline-default-sigterm-while-hanging", "actor-1s"])
 def test_a_plugin_that_sleeps_forever_cannot_hold_a_live_run(case, tmp_path):
     """Frames keep coming past a hanging plugin, and SIGTERM ends the run within 10 s, playable."""
-    import json
 
     import yaml
 
@@ -432,7 +444,6 @@ def test_a_plugin_with_stop_policy_ends_a_live_run_cleanly(tmp_path):
 
 
 def test_camera_passwords_are_never_shown(camera, tmp_path, caplog):
-    import json
     import urllib.request
 
     from pipeline.bench.cameras import free_port
