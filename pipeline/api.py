@@ -21,11 +21,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .config import load_settings
 from .files import derain_file
 from .frames import FrameBatch
 from .runner import Input, Runner
-from .settings import RunSettings
+from .settings import RunSettings, load_run_settings
 from .sources.files import open_source
 from .stats import LaneStats
 from .workers import make_pool
@@ -83,7 +82,7 @@ class Pipeline:
         """
         short = {"profile": "model.profile", "weights": "model.weights", "backend": "workers.backend"}
         flags = {short.get(k, k): v for k, v in overrides.items()}
-        return cls(load_settings(RunSettings, config, flags), plugins)
+        return cls(load_run_settings(config, flags), plugins)
 
     def run(self, src: str | Path, dst: str | Path, overwrite: bool = False, progress: bool = False) -> LaneStats:
         """Derain `src` into `dst` with the plugins; returns the run's statistics."""

@@ -47,8 +47,7 @@ def _leave_now(code: int) -> None:
 
 
 def _settings(args, **overrides):
-    from .config import load_settings
-    from .settings import RunSettings
+    from .settings import load_run_settings
 
     flags = {
         "model.profile": getattr(args, "profile", None),
@@ -65,7 +64,7 @@ def _settings(args, **overrides):
         "encode.preset": getattr(args, "preset", None),
         **overrides,
     }
-    return load_settings(RunSettings, getattr(args, "config", None), flags)
+    return load_run_settings(getattr(args, "config", None), flags)
 
 
 def _is_live_run(args) -> bool:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
-from .config import short
+from .config import load_settings, short
 
 
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # as torch.device names them
@@ -373,3 +373,14 @@ class RunSettings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     plugins: list[dict] = field(default_factory=list)
     live: LiveSettings = field(default_factory=LiveSettings)
+
+
+def load_run_settings(config: str | os.PathLike | dict | None = None, flags: dict | None = None) -> RunSettings:
+    """A run's settings from a file (or mapping) and dotted-key flags. A file's plugins are
+    checked here, so their errors name the file; the chain that loads them later has only the list."""
+    settings = load_settings(RunSettings, config, flags)
+    if settings.plugins and isinstance(config, (str, os.PathLike)):
+        from plugins.loader import load_plugins  # here: plugins import the pipeline
+
+        load_plugins(settings.plugins, f"{config}: plugins")
+    return settings

@@ -90,6 +90,14 @@ def test_an_alias_bomb_config_is_short_and_quick(tmp_path, capsys, use, expected
     assert len(line) < 300 and expected in line and line.endswith("...)")
 
 
+def test_a_config_files_plugin_error_names_the_file(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("plugins:\n  - use: noop\n    with: {bogus: 1}\n")
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg), *LOCAL]) == 1
+    assert f"{cfg}: plugins[0]: noop (" in one_error_line(capsys.readouterr().err)
+
+
 def test_an_inline_plugin_whose_setup_raises_is_one_line_naming_it(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("plugins:\n  - use: test_cli_errors:FailingSetup\n    name: loader\n")
