@@ -163,6 +163,20 @@ def test_keep_segments_holds_across_restarts_and_a_restart_never_overwrites(tmp_
     assert (tmp_path / "other-20260101-000000-00000.mp4").exists() and (tmp_path / "gate-notes.txt").exists()
 
 
+def test_segments_are_pruned_by_number_not_by_the_local_time_in_their_names(tmp_path):
+    """When summer time ends the clock in the names goes back an hour: the newest segment's
+    stamp sorts first, and pruning by name deleted it."""
+    from pipeline.sinks.streams import SegmentRecorder
+
+    info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+    older = tmp_path / "gate-20261025-025959-00007.mp4"  # written in summer time
+    newer = tmp_path / "gate-20261025-020001-00008.mp4"  # an hour "earlier", after the change
+    older.write_bytes(b"x")
+    newer.write_bytes(b"x")
+    SegmentRecorder(tmp_path, info, name="gate", segment_s=0.2, keep=1).close()
+    assert newer.exists() and not older.exists()
+
+
 def test_an_http_restream_holds_no_thread_for_a_trickling_or_extra_client(monkeypatch):
     """A client sending its request a byte at a time reset the per-read timeout for ever (a
     thread each, no cap: 300 clients, 200 threads); now the head has 5 s in all and the viewers

@@ -281,16 +281,17 @@ class SegmentRecorder:
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot create it ({exc.strerror})") from None
         # The camera's segments already there count: a service that restarts (or crash-loops)
-        # must not grow the folder past `keep`. Their names sort by the time they began.
+        # must not grow the folder past `keep`. They sort by number, which each run continues:
+        # the local-time stamp in the name goes back an hour when summer time ends.
         own = re.compile(rf"{re.escape(name)}-(\d{{8}}-\d{{6}})-(\d{{5,}})\.{re.escape(fmt)}")
-        found = [(m[1], int(m[2]), p) for p in self.folder.iterdir() if (m := own.fullmatch(p.name))]
+        found = [(int(m[2]), m[1], p) for p in self.folder.iterdir() if (m := own.fullmatch(p.name))]
         self.closed: list[Path] = [p for *_, p in sorted(found)]
         self.frames_written = 0
         self._sink: VideoFileSink | None = None
         self._start_pts: int | None = None
         # numbered on from the last run's, so a restart within the same second neither reuses
         # a name nor sorts before what it follows
-        self._index = 1 + max((index for _, index, _ in found), default=-1)
+        self._index = 1 + max((index for index, _, _ in found), default=-1)
         self._prune()
 
     def write(self, batch: FrameBatch) -> None:
