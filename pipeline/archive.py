@@ -497,7 +497,9 @@ class _Dispatch:
         self.made_with: dict | None = None  # the settings a finished file's record notes (made_with)
 
     def busy(self) -> bool:
-        return bool(self.running or self.probes or self.queue)
+        """Files are running or waiting. A worker Ray is still restarting is waited for only
+        while files wait: with every file ended, the job ends (it waited out `restart_s`)."""
+        return bool(self.running or self.queue)
 
     def fill(self) -> None:
         """Give queued files to the answering workers with the fewest, up to `streams` each."""

@@ -546,3 +546,41 @@ def test_the_input_note_is_what_the_driver_sees(tmp_path, capsys, monkeypatch, r
     assert run_archive(src, out, capsys)[1]["skipped"] == 1
     seen["input_mtime_ns"] = 679  # the driver sees a change: redone
     assert run_archive(src, out, capsys)[1]["done"] == 1
+
+
+
+def test_a_worker_that_never_comes_back_does_not_hold_the_finished_job(tmp_path, ray_session):
+    """The job ended only when the dead worker's restart limit ran out (60 s by default), though
+    its file was already redone by another worker."""
+    ray = ray_session
+
+    class Worker:  # dies on its file; restarted, never starts again (its node left, the rest is full)
+        def __init__(self, marker: str):
+            self.marker = marker
+            if os.path.exists(marker):
+                time.sleep(3600)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def process(self, src, dst, replace, token, stat) -> dict:
+            if src == "dies.mp4" and not os.path.exists(self.marker):  # the first try only
+                Path(self.marker).touch()
+                os._exit(1)
+            return {"status": "done"}
+
+    cls = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(Worker)
+    actors = [cls.remote(str(tmp_path / "restarted")) for _ in range(2)]
+    ray.get([a.pid.remote() for a in actors])
+    files = archive._Dispatch(ray, actors, 1, set(), retries=2, restart_s=30.0)
+    files.queue.extend(({"input": name, "output": str(tmp_path / name)}, 0) for name in ("dies.mp4", "b.mp4"))
+    start, ended = time.monotonic(), []
+    try:
+        files.fill()
+        while files.busy():
+            ended += files.wait()
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    assert sorted(r["input"] for r in ended if r.get("status") == "done") == ["b.mp4", "dies.mp4"]
+    assert time.monotonic() - start < 20
