@@ -23,7 +23,7 @@ from pipeline.config import load_settings
 from pipeline.errors import OutputError, SourceConnectionError
 from pipeline.cameras import run_live
 from pipeline.bench.cameras import RtspCamera, free_port
-from pipeline.settings import RunSettings
+from pipeline.settings import LiveSettings, RunSettings
 from plugins import Plugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +118,36 @@ def test_stream_derained_end_to_end_with_every_output(camera, tmp_path):
     assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
     assert (tmp_path / "snap" / "cam0-latest.jpg").stat().st_size > 0
     assert not list((tmp_path / "rec").glob(".*partial*"))
+
+
+def test_a_camera_opens_without_a_probe_burst_and_one_whose_sdp_lacks_the_size_is_probed(monkeypatch, caplog):
+    """FFmpeg's probe read ~1.2 s of frames before the first was decoded; they came out in one
+    burst that the live queue (4 frames) dropped, 14-23 frames at every connect. The camera's
+    frames arrive in real time, so a probed open cannot take under ~1 s; an unprobed one does."""
+    from pipeline.sources import live
+
+    with RtspCamera(size="160x120", fps=25, mounts=("cam",), mjpeg_mounts=("mjpeg",)) as cam:
+        for mount, codec in (("cam", "h264"), ("mjpeg", "mjpeg")):
+            took = []
+            for _ in range(3):
+                start = time.monotonic()
+                with live.connect(cam.url(mount), LiveSettings()) as container:
+                    took.append(time.monotonic() - start)
+                    ctx = container.streams.video[0].codec_context
+                    assert (ctx.name, ctx.width, ctx.height) == (codec, 160, 120)
+            assert min(took) < 0.7, (mount, took)
+        real, asked = live._sized, []
+
+        def sized_once_probed(container) -> bool:  # as a camera whose SDP leaves the size out
+            asked.append(container)
+            return len(asked) > 1 and real(container)
+
+        monkeypatch.setattr(live, "_sized", sized_once_probed)
+        with caplog.at_level("DEBUG", logger="pipeline.sources.live"):
+            start = time.monotonic()
+            with live.connect(cam.url("cam"), LiveSettings()) as container:
+                assert container.streams.video[0].codec_context.width == 160
+        assert "opening it again, probed" in caplog.text and time.monotonic() - start > 0.7
 
 
 @pytest.mark.slow

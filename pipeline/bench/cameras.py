@@ -39,13 +39,15 @@ class RtspCamera:
 
     Args:
         port: the port (0: a free one, kept across restarts).
-        size: "WxH"; fps: frame rate; mounts: path names (rtsp://127.0.0.1:PORT/NAME).
+        size: "WxH"; fps: frame rate; mounts: path names (rtsp://127.0.0.1:PORT/NAME), H.264;
+        mjpeg_mounts: more, serving Motion JPEG (an SDP that leaves the picture size out).
     """
 
     def __init__(self, port: int = 0, size: str = "160x120", fps: int = 25, mounts: tuple[str, ...] = ("cam",),
-                 record_mount: str = ""):
+                 record_mount: str = "", mjpeg_mounts: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.size, self.fps, self.mounts, self.record_mount = size, fps, mounts, record_mount
+        self.mjpeg_mounts = mjpeg_mounts
         self.proc: subprocess.Popen | None = None
 
     def url(self, mount: str | None = None) -> str:
@@ -53,7 +55,8 @@ class RtspCamera:
 
     def start(self, timeout_s: float = 20.0) -> "RtspCamera":
         cmd = [system_python(), str(SCRIPT), "--port", str(self.port), "--size", self.size, "--fps", str(self.fps),
-               "--mounts", ",".join(self.mounts), "--record-mount", self.record_mount]
+               "--mounts", ",".join(self.mounts), "--record-mount", self.record_mount,
+               "--mjpeg-mounts", ",".join(self.mjpeg_mounts)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout_s
         line = self.proc.stdout.readline()  # "READY ..." once it listens

@@ -58,23 +58,48 @@ def open_options(uri: str, settings: LiveSettings) -> tuple[dict, str | None]:
 
 
 def connect(uri: str, settings: LiveSettings):
-    """Open `uri` once; raises InputError (why, naming the URL) on failure."""
+    """Open `uri` once; raises InputError (why, naming the URL) on failure.
+
+    An RTSP camera is first opened without probing: its SDP already says the codec and size,
+    and FFmpeg's probe (about 1.2 s of frames, for a frame-rate guess) would arrive in one burst
+    the live queue must drop. A camera whose SDP leaves the size out is opened again, probed.
+    """
     options, fmt = open_options(uri, settings)
     options = {k: v for k, v in options.items() if v}
-    try:
-        container = av.open(uri, format=fmt, options=options, metadata_errors="ignore",
-                            timeout=(settings.open_timeout_s, settings.read_timeout_s))
-    except (av.FFmpegError, OSError) as exc:
-        raise InputError(redact(f"{uri}: cannot open ({exc})")) from None
+    if uri.startswith(("rtsp://", "rtsps://")):
+        container = _open(uri, fmt, {**options, "probesize": "32"}, settings, quick=True)
+        if container is not None and _sized(container):
+            return container
+        if container is not None:
+            container.close()
+        log.debug("%s: the SDP gives no picture size; opening it again, probed", redact(uri))
+    container = _open(uri, fmt, options, settings)
     if not container.streams.video:
         container.close()
         raise InputError(f"{redact(uri)}: has no video stream")
-    s = container.streams.video[0]
-    if s.codec_context is None or not s.codec_context.width:
+    if not _sized(container):
+        s = container.streams.video[0]
         name = s.codec_context.name if s.codec_context else "unknown"
         container.close()
         raise InputError(f"{redact(uri)}: video stream has no size (unsupported codec {name}?)")
     return container
+
+
+def _open(uri: str, fmt: str | None, options: dict, settings: LiveSettings, quick: bool = False):
+    """The opened container; None where a `quick` (unprobed) open found too little to go on."""
+    try:
+        return av.open(uri, format=fmt, options=options, metadata_errors="ignore",
+                       timeout=(settings.open_timeout_s, settings.read_timeout_s))
+    except (av.FFmpegError, OSError) as exc:
+        if quick and isinstance(exc, av.InvalidDataError):
+            return None
+        raise InputError(redact(f"{uri}: cannot open ({exc})")) from None
+
+
+def _sized(container) -> bool:
+    """Whether the first video stream's picture size is known."""
+    streams = container.streams.video
+    return bool(streams and streams[0].codec_context is not None and streams[0].codec_context.width)
 
 
 class LiveClock:
