@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path, PurePath
 
 from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
@@ -299,10 +299,11 @@ def _input_stat(src: str | Path) -> dict:
 
 
 def made_with(settings: RunSettings) -> dict:
-    """What shapes an output beyond its input: the network (profile, weights file by content),
-    how frames are aligned and blended, and the encoder's settings. Not the machine (device,
-    dtype, runtime, threads): a job moved to a GPU keeps what the CPUs wrote."""
+    """What shapes an output beyond its input: every model and encoder setting (the weights
+    file by content) but those of the machine (`MACHINE`: device, dtype, threads, ...), so a
+    job moved to a GPU keeps what the CPUs wrote, and a setting added later counts unless named there."""
     m, e = settings.model, settings.encode
+    shaping = {f.name: getattr(part, f.name) for part in (m, e) for f in fields(part) if f.name not in part.MACHINE}
     weights = None
     if m.profile != "identity":
         from .model.weights import default_weights
@@ -312,9 +313,7 @@ def made_with(settings: RunSettings) -> dict:
             weights = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         except OSError:
             weights = str(path)  # the run itself names a missing file
-    return {"profile": m.profile, "weights": weights, "align": m.align, "deflicker": m.deflicker, "causal": m.causal,
-            "codec": e.codec, "crf": e.crf, "bitrate": e.bitrate, "preset": e.preset, "pix_fmt": e.pix_fmt,
-            "keyframe_s": e.keyframe_s}
+    return {**shaping, "weights": weights}
 
 
 def _other_settings(before: dict, now: dict) -> str:

@@ -28,6 +28,8 @@ class ModelSettings:
     cuda_graphs: bool | Literal["auto"] = "auto"  # replay each batch shape as one CUDA graph; auto: single-frame networks on CUDA
     align: Literal["auto", "none", "ultrafast", "fast", "medium"] = "auto"  # temporal profiles: warp neighbours onto the target along DIS flow of this preset; auto: fast (chosen on the validation set)
     deflicker: bool | Literal["auto"] = "auto"  # blend each derained frame with the last one along the flow (per stream, past only); auto: temporal profiles
+    # settings that change how fast, not what is written (an archive does not redo files for them)
+    MACHINE: ClassVar[frozenset[str]] = frozenset({"device", "dtype", "compile", "delay_ms", "runtime", "cuda_graphs"})
 
     def problems(self) -> list[str]:
         from .model.weights import PROFILES
@@ -84,6 +86,7 @@ class EncodeSettings:
     threads: int | Literal["auto"] = "auto"  # encoder threads; auto: 1 where the model runs on these cores, else the file's share of them (codec_threads)
     keyframe_s: float | None = None  # a keyframe at least this often (live: 1 s, so a viewer joins fast)
     hardware: Literal["auto", "nvenc", "off"] = "auto"  # NVENC; auto: on an NVIDIA machine; falls back to the CPU
+    MACHINE: ClassVar[frozenset[str]] = frozenset({"threads", "hardware"})  # as ModelSettings.MACHINE
 
     def problems(self) -> list[str]:
         out = []

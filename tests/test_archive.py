@@ -437,6 +437,21 @@ def test_a_rerun_with_other_settings_makes_the_outputs_again(tmp_path, capsys, c
     assert run_archive(src, out, capsys)[1]["skipped"] == 1
 
 
+def test_made_with_notes_every_setting_but_the_machines():
+    """The list was kept by hand: a new output-shaping setting had to be added to it, or an
+    archive kept files made without it. Now every setting counts unless it names the machine."""
+    from pipeline.config import load_settings
+    from pipeline.settings import RunSettings
+
+    base = archive.made_with(RunSettings())
+    machine = {"model.device": "cpu", "model.dtype": "fp32", "model.runtime": "torch", "model.compile": True,
+               "model.cuda_graphs": False, "encode.threads": 3, "encode.hardware": "off"}
+    assert archive.made_with(load_settings(RunSettings, None, machine)) == base
+    for key, value in {"model.deflicker": False, "model.causal": True, "encode.pix_fmt": "yuv444p",
+                       "encode.keyframe_s": 2.0, "model.profile": "fast"}.items():
+        assert archive.made_with(load_settings(RunSettings, None, {key: value})) != base, key
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str):
     """A small tmpfs at `path` (root only; the test is skipped where it cannot be mounted)."""
