@@ -33,13 +33,18 @@ class RayOptions:
 
 
 def actor_cpus(configs) -> float:
-    """The CPUs the configured plugins' Ray actors ask for in all (`ray: {num_cpus, replicas}`),
-    read from the config alone, so the model workers, placed first, leave them free."""
+    """The CPUs the configured plugins' Ray actors ask for in all (`ray:` as the loader reads it),
+    from the config alone, so the model workers, placed first, leave them free."""
     total = 0.0
     for entry in configs or ():
-        ray = entry.get("ray") if isinstance(entry, dict) else None
-        if isinstance(ray, dict):
-            total += float(ray.get("num_cpus", RayOptions.num_cpus)) * int(ray.get("replicas", RayOptions.replicas))
+        if not isinstance(entry, dict):
+            continue  # a Plugin instance (Python API) runs inline
+        try:
+            ray = _ray_options(str(entry.get("use")), "", entry.get("ray"))
+        except PluginError:
+            continue  # said where the plugins are loaded
+        if ray is not None:
+            total += ray.num_cpus * ray.replicas
     return total
 
 

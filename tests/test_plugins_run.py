@@ -265,6 +265,7 @@ def test_model_workers_leave_the_cores_plugin_actors_ask(tmp_path, ray_session, 
     from pipeline.workers import Node, _leaving
 
     assert actor_cpus([{"use": "hog", "ray": {"num_cpus": 1, "replicas": 2}}, {"use": "noop"}, {"use": "x", "ray": {}}]) == 3
+    assert actor_cpus([{"use": "hog", "ray": True}, {"use": "x", "ray": {"replicas": 0}}]) == 1  # true: the defaults
     nodes = [Node("a", {"CPU": 2.0}, {"CPU": 2.0}), Node("b", {"CPU": 8.0}, {"CPU": 6.0})]
     assert [n.free["CPU"] for n in _leaving(nodes, 3)] == [2.0, 3.0]
     assert _leaving(nodes[:1], 4)[0].total["CPU"] == 1.0  # never below one core for the model
