@@ -22,6 +22,7 @@ own outputs are never taken for inputs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -396,10 +397,8 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     Raises:
         InputError: `in_dir` is not a folder.
         OutputError: `out_dir` is the input tree or in it, or the report cannot be written there
-            (checked before any work starts).
+            (checked before any work starts), or another archive is writing into `out_dir`.
     """
-    import ray
-
     # absolute: file workers run elsewhere (another working directory, another node)
     in_root, out_root = Path(in_dir).absolute(), Path(out_dir).absolute()
     a = settings.archive
@@ -409,20 +408,21 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
                     "" if a.recursive else " at its top level (archive.recursive: false)")
     check_roots(in_root, out_root)
     pairs = [(src, output_for(src, in_root, out_root, a.output_suffix)) for src in inputs]
-    targets = {dst.resolve(): src for src, dst in pairs}
-    resolved_inputs = {p.resolve() for p in inputs}
-    clash = next((t for t in targets if t in resolved_inputs), None)
-    if clash is not None:
-        raise OutputError(f"{clash}: would be written over an input (from {targets[clash]}); "
-                          "give an output folder outside the input folder")
-    unwritable = next((src for t, src in targets.items() if t.suffix.lower() not in VIDEO_SUFFIXES), None)
-    if unwritable is not None:
-        raise ConfigError(f"{unwritable}: its output keeps the extension {unwritable.suffix!r}, which derain does "
-                          f"not write ({', '.join(VIDEO_SUFFIXES)}); set archive.output_suffix (e.g. .mp4)")
+    _check_targets(pairs, a.output_suffix)
+    if report_path:
+        _check_report_path(Path(report_path), inputs)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
+    with _only_run(out_root):
+        return _archive(pairs, in_root, out_root, settings, report_path, overwrite, progress)
+
+
+def _archive(pairs: list[tuple[Path, Path]], in_root: Path, out_root: Path, settings: RunSettings,
+             report_path: str | Path | None, overwrite: bool, progress: bool) -> dict:
+    import ray
+
     report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
     made = made_with(settings)
     records, redo = _plan(pairs, in_root, _previous(report.path, in_root), overwrite, made)
@@ -446,6 +446,59 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
         log.error("%s: the report could not be written (%s); the outputs that exist are the files that "
                   "finished", report.path, report.error)
     return {"summary": summary, "files": records, "path": str(report.path), "report_error": report.error}
+
+
+def _check_targets(pairs: list[tuple[Path, Path]], suffix: str) -> None:
+    """Each output is a video derain writes, not an input, and no other input's output."""
+    resolved_inputs = {src.resolve() for src, _ in pairs}
+    targets: dict[Path, Path] = {}
+    for src, dst in pairs:
+        target = dst.resolve()
+        if target in resolved_inputs:
+            raise OutputError(f"{target}: would be written over an input (from {src}); "
+                              "give an output folder outside the input folder")
+        if target in targets:  # clip.mp4 and clip.mov with output_suffix .mp4
+            raise ConfigError(f"{dst}: both {targets[target]} and {src} would be written there "
+                              f"(archive.output_suffix {suffix!r}); rename one, or keep each extension "
+                              "(output_suffix: '')")
+        if target.suffix.lower() not in VIDEO_SUFFIXES:
+            why = f"archive.output_suffix {suffix!r}" if suffix else f"its output keeps the extension {src.suffix!r}"
+            raise ConfigError(f"{src}: {why}, which derain does not write ({', '.join(VIDEO_SUFFIXES)}); "
+                              "set archive.output_suffix (e.g. .mp4)")
+        targets[target] = src
+
+
+def _check_report_path(path: Path, inputs: list[Path]) -> None:
+    """A --report path may hold only a derain report: it is rewritten after every file."""
+    if path.resolve() in {p.resolve() for p in inputs}:
+        raise OutputError(f"{path}: is one of the inputs; give the report another path")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the report a file path")
+    if path.exists():
+        try:
+            ours = isinstance(json.loads(path.read_bytes()[:50_000_000]).get("files"), list)
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise OutputError(f"{path}: exists and is not a derain report; give the report another path")
+
+
+@contextlib.contextmanager
+def _only_run(out_root: Path):
+    """Hold `out_root` for this run: a second archive into it would derain every file again, meet
+    this run's outputs as "already there", and leave a report that does not match the folder."""
+    fd = os.open(out_root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{out_root}: another derain archive is writing there; wait for it to end, "
+                              "or give another output folder") from None
+        except OSError:
+            pass  # a file system without locks: run unguarded, as before
+        yield
+    finally:
+        os.close(fd)  # the lock goes with it
 
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],

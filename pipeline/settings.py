@@ -286,8 +286,10 @@ class ArchiveSettings:
 
     def problems(self) -> list[str]:
         out = [] if self.workers >= 0 and self.retries >= 0 else ["workers and retries must be >= 0"]
-        if self.output_suffix and not self.output_suffix.startswith("."):
-            out.append(f"output_suffix: must start with a dot, as .mp4 (got {short(self.output_suffix)})")
+        if self.threads_per_worker < 0:
+            out.append(f"threads_per_worker: must be >= 0 (0: the cores shared out) (got {self.threads_per_worker})")
+        if self.output_suffix and not re.fullmatch(r"\.[A-Za-z0-9]+", self.output_suffix):
+            out.append(f"output_suffix: must be a dot and letters or digits, as .mp4 (got {short(self.output_suffix)})")
         if self.streams_per_worker != "auto" and self.streams_per_worker < 1:
             out.append(f"streams_per_worker: must be >= 1 or 'auto' (got {self.streams_per_worker})")
         return out

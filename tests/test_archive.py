@@ -124,6 +124,49 @@ def test_inputs_whose_extension_derain_does_not_write_need_an_output_suffix(tmp_
     assert (out / "a.mp4").exists()
 
 
+def test_outputs_that_would_meet_are_refused_up_front_naming_both_inputs(tmp_path, capsys):
+    """clip.mp4 and clip.mov with output_suffix .mp4: one output, two inputs; one overwrote the
+    other's output and the other failed on every rerun. A suffix derain does not write is named."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "clip.mp4", frames=4)
+    make_video(src / "clip.mov", frames=4)
+    for suffix, says in ((".mp4", f"{out / 'clip.mp4'}: both "), (".txt", "archive.output_suffix '.txt', which derain")):
+        cfg = tmp_path / "suffix.yaml"
+        cfg.write_text(f"archive: {{output_suffix: '{suffix}'}}\nmodel: {{profile: identity}}\n")
+        assert main(["archive", str(src), str(out), "--config", str(cfg)]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert says in line, line
+        assert not out.exists()
+
+
+def test_a_report_path_that_holds_anything_else_is_refused(tmp_path, capsys):
+    """--report naming an input (or any other file) wrote the report over it."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "a.mp4", frames=4)
+    video = make_video(src / "b.mp4", frames=4).read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for report, says in ((src / "b.mp4", "is one of the inputs"), (notes, "exists and is not a derain report"),
+                         (tmp_path, "is a folder")):
+        assert main(["archive", str(src), str(out), "--profile", "identity", "--report", str(report)]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{report}: {says}" in line
+    assert (src / "b.mp4").read_bytes() == video and notes.read_text() == "mine" and not out.exists()
+
+
+def test_a_second_archive_into_the_same_folder_is_refused(tmp_path, capsys):
+    """Two runs into one folder both derained every file, and each met the other's outputs as
+    'already there' (failed), leaving a report that did not match the folder."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_video(src / "a.mp4", frames=4)
+    out.mkdir()
+    with archive._only_run(out):  # as a run in progress holds it
+        assert main(["archive", str(src), str(out), "--profile", "identity"]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{out}: another derain archive is writing there" in line
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
 def test_the_walker_skips_derains_own_outputs(tmp_path):
     root = tmp_path / "in"
     make_video(root / "cam" / "a.mp4", frames=2)
