@@ -22,7 +22,6 @@ own outputs are never taken for inputs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -33,6 +32,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path, PurePath
 
 from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
+from .locks import hold, release
 from .settings import RunSettings, with_codec_threads
 from .sinks.files import MARKER, VIDEO_SUFFIXES, partial_path, remove_partial, temp_token
 from .workers import describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
@@ -487,18 +487,12 @@ def _check_report_path(path: Path, inputs: list[Path]) -> None:
 def _only_run(out_root: Path):
     """Hold `out_root` for this run: a second archive into it would derain every file again, meet
     this run's outputs as "already there", and leave a report that does not match the folder."""
-    fd = os.open(out_root, os.O_RDONLY)
+    fd = hold(out_root, f"{out_root}: another derain archive is writing there; wait for it to end, "
+                        "or give another output folder")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"{out_root}: another derain archive is writing there; wait for it to end, "
-                              "or give another output folder") from None
-        except OSError:
-            pass  # a file system without locks: run unguarded, as before
         yield
     finally:
-        os.close(fd)  # the lock goes with it
+        release(fd)
 
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],

@@ -42,6 +42,8 @@ class ModelSettings:
             out.append(f"device: must be auto, cpu, cuda or cuda:N (or mps, xpu) (got {short(self.device)})")
         if self.dtype not in DTYPES:
             out.append(f"dtype: must be one of {', '.join(DTYPES)} (got {short(self.dtype)})")
+        if not 0 <= self.delay_ms <= 60_000:
+            out.append(f"delay_ms: must be 0 to 60000 (got {self.delay_ms})")
         return out
 
 
@@ -66,6 +68,8 @@ class WorkerSettings:
 
     def problems(self) -> list[str]:
         out = []
+        if not 0 <= self.threads <= 1024:
+            out.append(f"threads: must be 0 to 1024, 0 meaning the cores Ray gives a worker (got {self.threads})")
         if self.count < 0 or self.inflight != "auto" and self.inflight < 1 or self.max_tries < 1:
             out.append("count must be >= 0, inflight >= 1 and max_tries >= 1 "
                        f"(got {self.count}, {self.inflight}, {self.max_tries})")
@@ -92,8 +96,8 @@ class EncodeSettings:
         out = []
         if isinstance(self.crf, int) and not 0 <= self.crf <= 63:
             out.append(f"crf: must be in 0..63 (got {self.crf})")
-        if self.bitrate is not None and self.bitrate <= 0:
-            out.append(f"bitrate: must be > 0 bits per second (got {self.bitrate})")
+        if self.bitrate is not None and not 0 < self.bitrate <= 10**10:
+            out.append(f"bitrate: must be 1 to 10000000000 bits per second (got {self.bitrate})")
         if self.keyframe_s is not None and self.keyframe_s <= 0:
             out.append(f"keyframe_s: must be > 0 (got {self.keyframe_s})")
         if not _is_pix_fmt(self.pix_fmt):
@@ -144,10 +148,15 @@ def codec_processes(model: ModelSettings, workers: WorkerSettings) -> bool:
     return bool(workers.codec_processes)
 
 
+MAX_BATCH = 256  # frames a batch may hold: a batch is held whole in memory, and no frame leaves before it does
+CODEC_THREADS_MAX = 64  # FFmpeg refuses more (Invalid argument, said of the output or the input)
+
+
 def threads_problems(threads) -> list[str]:
-    if threads == "auto" or isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0:
+    if threads == "auto" or isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= CODEC_THREADS_MAX:
         return []
-    return [f"threads: must be an integer >= 0 (0: FFmpeg's own choice, every core) or 'auto' (got {short(threads)})"]
+    return [f"threads: must be an integer 0 to {CODEC_THREADS_MAX} (0: FFmpeg's own choice, every core) or 'auto' "
+            f"(got {short(threads)})"]
 
 
 ENCODER_THREADS_MAX = 16  # x264 gains little past this at 1080p, and each frame thread adds a frame of delay
@@ -232,10 +241,10 @@ class BatchSettings:
     def problems(self) -> list[str]:
         out = []
         if self.max_batch != "auto" and (isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int)
-                                         or self.max_batch < 1):
-            out.append(f"max_batch: must be an integer >= 1 or 'auto' (got {short(self.max_batch)})")
-        if self.max_wait_ms is not None and self.max_wait_ms < 0:
-            out.append(f"max_wait_ms: must be >= 0 (got {self.max_wait_ms})")
+                                         or not 1 <= self.max_batch <= MAX_BATCH):
+            out.append(f"max_batch: must be an integer 1 to {MAX_BATCH} or 'auto' (got {short(self.max_batch)})")
+        if self.max_wait_ms is not None and not 0 <= self.max_wait_ms <= 3_600_000:
+            out.append(f"max_wait_ms: must be 0 to 3600000 (an hour) (got {self.max_wait_ms})")
         if self.queue_size is not None and self.queue_size < 1:
             out.append(f"queue_size: must be an integer >= 1 (got {self.queue_size})")
         return out
@@ -362,6 +371,10 @@ class LiveSettings:
             out.append(f"inflight: must be an integer >= 1 (got {self.inflight})")
         if self.segment_s <= 0 or self.snapshot_every_s <= 0:
             out.append("segment_s, snapshot_every_s: must be > 0")
+        if self.keep_segments < 0:  # a negative count deleted every recording there
+            out.append(f"keep_segments: must be >= 0, 0 keeping all (got {self.keep_segments})")
+        if not self.duration_s >= 0:
+            out.append(f"duration_s: must be >= 0, 0 meaning until stopped (got {self.duration_s})")
         names = [c.name for c in self.cameras if c.name]
         if len(names) != len(set(names)):
             out.append(f"cameras: names must be unique (got {short(names)})")

@@ -163,6 +163,19 @@ def test_keep_segments_holds_across_restarts_and_a_restart_never_overwrites(tmp_
     assert (tmp_path / "other-20260101-000000-00000.mp4").exists() and (tmp_path / "gate-notes.txt").exists()
 
 
+def test_a_second_recorder_of_one_camera_name_in_one_folder_is_refused(tmp_path):
+    """Two runs recording `cam0` into one folder wrote over each other's segments (8 made, 6 left)."""
+    from pipeline.sinks.streams import SegmentRecorder
+
+    info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+    first = SegmentRecorder(tmp_path, info, name="cam0", segment_s=0.2)
+    with pytest.raises(OutputError, match=f"{tmp_path}: another recorder is writing cam0's segments there"):
+        SegmentRecorder(tmp_path, info, name="cam0", segment_s=0.2)
+    SegmentRecorder(tmp_path, info, name="cam1", segment_s=0.2).close()  # another name is another recorder
+    first.close()
+    SegmentRecorder(tmp_path, info, name="cam0", segment_s=0.2).close()  # free again once closed
+
+
 def test_segments_are_pruned_by_number_not_by_the_local_time_in_their_names(tmp_path):
     """When summer time ends the clock in the names goes back an hour: the newest segment's
     stamp sorts first, and pruning by name deleted it."""

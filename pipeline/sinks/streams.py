@@ -27,6 +27,7 @@ from ..errors import OutputError
 from ..frames import FrameBatch
 from ..redact import redact
 from ..images import write_rgb
+from ..locks import hold, release
 from ..settings import EncodeSettings
 from .files import Encoder, VideoFileSink
 from ..sources.files import SourceInfo
@@ -280,6 +281,9 @@ class SegmentRecorder:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot create it ({exc.strerror})") from None
+        # two recorders of one name would write over each other's segments and prune them
+        self._lock = hold(self.folder / f".{name}.lock", f"{self.folder}: another recorder is writing {name}'s "
+                          "segments there; give this camera another name or folder", create=True)
         # The camera's segments already there count: a service that restarts (or crash-loops)
         # must not grow the folder past `keep`. They sort by number, which each run continues:
         # the local-time stamp in the name goes back an hour when summer time ends.
@@ -322,13 +326,17 @@ class SegmentRecorder:
         self._prune()
 
     def _prune(self) -> None:
-        while self.keep and len(self.closed) > self.keep:
+        while self.keep > 0 and len(self.closed) > self.keep:
             self.closed.pop(0).unlink(missing_ok=True)
 
     def close(self, ok: bool = True) -> None:
         """Close the open segment playable (a stopped camera keeps its last minute)."""
-        if self._sink is not None:
-            self._roll()
+        try:
+            if self._sink is not None:
+                self._roll()
+        finally:
+            release(self._lock)
+            self._lock = None
 
 
 class SnapshotSink:
