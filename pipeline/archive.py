@@ -416,7 +416,23 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     with _only_run(out_root):
-        return _archive(pairs, in_root, out_root, settings, report_path, overwrite, progress)
+        return _archive(pairs, in_root, out_root, _appending_lines(settings), report_path, overwrite, progress)
+
+
+def _appending_lines(settings: RunSettings) -> RunSettings:
+    """The JSONL plugin appends in an archive: every file, in every worker process, writes to the
+    one file (each replacing it kept the last file's lines), and a resumed archive adds its files."""
+    from plugins.jsonl import JSONLWriter  # here: plugins import the pipeline
+    from plugins.loader import resolve
+
+    def appending(entry):
+        try:
+            jsonl = isinstance(entry, dict) and issubclass(resolve(str(entry.get("use"))), JSONLWriter)
+        except DerainError:
+            return entry  # the loader names it
+        return {**entry, "with": {**(entry.get("with") or {}), "append": True}} if jsonl else entry
+
+    return replace(settings, plugins=[appending(e) for e in settings.plugins])
 
 
 def _archive(pairs: list[tuple[Path, Path]], in_root: Path, out_root: Path, settings: RunSettings,

@@ -68,16 +68,18 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
         _check_paths(Path(src), Path(dst))
     sources, sinks = [], []
     own_pool = pool is None
+    # each input's name in frames (source_id: plugins' lines say which file), logs and figures
+    names = [f"{src}#{i}" if [str(p[0]) for p in pairs].count(str(src)) > 1 else str(src)
+             for i, (src, _) in enumerate(pairs)]
     try:
-        _open(pairs, settings, overwrite, token, sources, sinks, rgb_needed=chain is not None or bool(consumers))
+        _open(pairs, names, settings, overwrite, token, sources, sinks,
+              rgb_needed=chain is not None or bool(consumers))
         pixels = max(s.info.width * s.info.height for s in sources)
         batching = replace(settings.batching.for_input(settings.model, live=False, pixels=pixels), policy="block")
         if own_pool:
             pool = make_pool(settings.model, settings.workers, _plugin_cpus(settings) if chain is not None else 0.0)
         if setup_chain and chain is not None:
             chain.setup()  # detectors load (in their actors) before the first frame
-        names = [f"{src}#{i}" if [str(p[0]) for p in pairs].count(str(src)) > 1 else str(src)
-                 for i, (src, _) in enumerate(pairs)]
         lanes = [Input(name, open=lambda stop, s=source: s, outputs=lambda info, k=sink: [k], uri=str(src),
                        consumers=consumers, plugins=chain, frames=source.info.frames)
                  for name, source, sink, (src, _) in zip(names, sources, sinks, pairs)]
@@ -101,15 +103,15 @@ def _derain(pairs: Sequence[tuple[str | Path, str | Path]], settings: RunSetting
             pool.close()
 
 
-def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sources: list, sinks: list,
-          rgb_needed: bool = False) -> None:
+def _open(pairs, names: list[str], settings: RunSettings, overwrite: bool, token: str | None, sources: list,
+          sinks: list, rgb_needed: bool = False) -> None:
     """Each pair's source and sink, in this process or (`workers.codec_processes`) in a codec
     process of its own; appended as they open, so the caller closes what did. `rgb_needed`:
     plugins or consumers read the frames (else they may stay yuv420p, `frame_layout`)."""
     d = settings.decode
     if not codec_processes(settings.model, settings.workers):
-        for src, dst in pairs:
-            source = open_source(src, threads=d.thread_count(), fps=d.fps, hardware=d.hardware)
+        for (src, dst), name in zip(pairs, names):
+            source = open_source(src, threads=d.thread_count(), fps=d.fps, hardware=d.hardware, source_id=name)
             sources.append(source)
             if frame_layout(settings, source.info, dst, rgb_needed) == I420:  # a video file's frames
                 source.layout = I420
@@ -124,11 +126,11 @@ def _open(pairs, settings: RunSettings, overwrite: bool, token: str | None, sour
         log.info("codec processes: %d file%s on %d cores, each decoded with %s and encoded with %s", len(pairs),
                  "s" if len(pairs) > 1 else "", cores, _threads(d.threads), _threads(e.threads))
     codecs = []
-    for i, (src, dst) in enumerate(pairs):
-        probe = open_source(src, threads=1, fps=d.fps, source_id=str(i), hardware="off")
+    for (src, dst), name in zip(pairs, names):
+        probe = open_source(src, threads=1, fps=d.fps, source_id=name, hardware="off")
         pixels = probe.info.width * probe.info.height
         max_batch = settings.batching.for_input(settings.model, live=False, pixels=pixels).max_batch
-        codecs.append(CodecProcess(src, dst, d, e, overwrite, token, max_batch, str(i), probe=probe,
+        codecs.append(CodecProcess(src, dst, d, e, overwrite, token, max_batch, name, probe=probe,
                                    layout=frame_layout(settings, probe.info, dst, rgb_needed)))
         sources.append(codecs[-1].source)
         sinks.append(codecs[-1].sink)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import threading
 from pathlib import Path
 
 from pipeline.frames import FrameBatch
@@ -10,29 +13,43 @@ from .base import Plugin, upstream
 from .results import Result
 
 
+_started: set[str] = set()  # the files this process replaced: other writers to one (cameras, files) add to it
+_lock = threading.Lock()
+
+
 class JSONLWriter(Plugin):
     """Writes {source, seq, time, rain_intensity, detections, data} per frame.
 
-    `time` is in seconds (pts x time_base, None without a pts); each detection carries the
-    name of the plugin that found it. Lines are flushed per batch, so a crash keeps them.
+    `source` is the camera's name or the input file's path; `time` is in seconds (pts x
+    time_base, None without a pts); each detection carries the name of the plugin that found
+    it. Each batch's lines go out in one appending write, so a crash keeps them, and several
+    writers to one file (cameras, an archive's files and workers) never cut into each other's.
 
     Args:
         path: the .jsonl file (its folder is created).
-        append: add to an existing file instead of replacing it.
+        append: add to an existing file; else the first writer in this process replaces it
+            (an archive always appends: its workers are several processes, and a resumed one
+            adds the files it derains).
     """
 
     def __init__(self, path: str, append: bool = False):
-        self.path, self.append = Path(path), append
+        self.path, self.append = Path(path).expanduser(), append
 
     def setup(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("a" if self.append else "w", encoding="utf-8")
+        with _lock:
+            key = str(self.path.resolve())
+            replace = not self.append and key not in _started
+            _started.add(key)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0), 0o644)
 
     def process(self, batch: FrameBatch) -> list[Result | None]:
         found = upstream(batch)
-        for i in range(len(batch)):
-            self.file.write(json.dumps(self.line(batch, i, found)) + "\n")
-        self.file.flush()
+        text = "".join(json.dumps(_finite(self.line(batch, i, found)), default=_plain) + "\n"
+                       for i in range(len(batch)))
+        data = text.encode("utf-8")
+        while data:  # one write in practice; a short one is finished, never interleaved by us
+            data = data[os.write(self.fd, data):]
         return [None] * len(batch)
 
     @staticmethod
@@ -54,6 +71,24 @@ class JSONLWriter(Plugin):
                 "detections": detections, "data": data}
 
     def close(self) -> None:
-        if getattr(self, "file", None) is not None:
-            self.file.close()
-            self.file = None
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _plain(value):
+    """JSON for what json.dumps does not take: numpy numbers and arrays (a plugin's `data`)."""
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _finite(value):
+    """NaN and infinities as null: strict JSON (jq, most parsers) has no word for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value

@@ -33,10 +33,11 @@ class Overlay(Plugin):
 
     def draw(self, image: np.ndarray, detections) -> None:
         """Draw on one writable (H, W, 3) uint8 RGB frame."""
+        h, w = image.shape[:2]
         for box, score, cid, label in zip(detections.xyxy, detections.scores, detections.class_ids,
                                           detections.labels):
             color = tuple(int(c) for c in _PALETTE[cid % len(_PALETTE)])
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1, x2, y2 = (int(round(v)) for v in np.clip(box, -1, (w, h, w, h)))  # 1e12 overflowed OpenCV
             cv2.rectangle(image, (x1, y1), (x2, y2), color, self.thickness)
             text = f"{label} {score:.2f}" if self.show_scores else label
             cv2.putText(image, text, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)

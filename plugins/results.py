@@ -42,6 +42,8 @@ class Detections:
                 raise ValueError(f"Detections.{name}: must be shape ({n},), but got {shape}")
         if len(self.labels) != n:
             raise ValueError(f"Detections.labels: must have {n} entries, but got {len(self.labels)}")
+        if not np.isfinite(self.xyxy).all():  # NaN boxes broke the overlay and the JSON lines downstream
+            raise ValueError("Detections.xyxy: every coordinate must be a finite number (got NaN or inf)")
 
     @classmethod
     def empty(cls) -> "Detections":

@@ -1,6 +1,7 @@
 """Saves the frames whose upstream detections match a filter, as image files."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from .results import Result
 
 
 class Snapshot(Plugin):
-    """Writes `<folder>/<source>-<seq>.<ext>` when a frame has at least `min_count` matches.
+    """Writes `<folder>/<source>-<seq>.<ext>` when a frame has at least `min_count` matches
+    (`source`: the camera's name, or the input file's name).
 
     Args:
         folder: where the images go (created).
@@ -30,7 +32,7 @@ class Snapshot(Plugin):
             raise ValueError(f"image: must be 'output' or 'rainy' (got {image!r})")
         if min_count < 1:
             raise ValueError(f"min_count: must be an integer >= 1 (got {min_count})")
-        self.folder, self.labels, self.min_score = Path(folder), set(labels), min_score
+        self.folder, self.labels, self.min_score = Path(folder).expanduser(), set(labels), min_score
         self.min_count, self.image, self.ext = min_count, image, ext
 
     def setup(self) -> None:
@@ -50,7 +52,12 @@ class Snapshot(Plugin):
             if n < self.min_count:
                 out.append(None)
                 continue
-            path = self.folder / f"{batch.source_id}-{batch.seq[i]:06d}.{self.ext}"
+            path = self.folder / f"{_file_name(batch.source_id)}-{batch.seq[i]:06d}.{self.ext}"
             write_rgb(path, images[i])
             out.append(Result(data={"snapshot": str(path), "matches": n}))
         return out
+
+
+def _file_name(source_id: str) -> str:
+    """A source as part of a file name: a file run's source is the input's path; its name here."""
+    return re.sub(r"[^\w.-]+", "_", source_id.rstrip("/").rsplit("/", 1)[-1]) or "source"

@@ -167,6 +167,24 @@ def test_a_second_archive_into_the_same_folder_is_refused(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == []
 
 
+def test_an_archives_jsonl_holds_every_files_lines_each_naming_its_file(tmp_path, capsys, ray_session):
+    """Each file's run replaced the JSONL: 5 files of 20 frames left 20 lines, all 'source: 0'."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    for name in ("a", "b", "c"):
+        make_video(src / f"{name}.mp4", frames=5 + len(name) * ord(name) % 3)
+    lines_path = tmp_path / "lines.jsonl"
+    cfg = tmp_path / "lines.yaml"
+    cfg.write_text(f"plugins: [{{use: jsonl, with: {{path: {lines_path}}}}}]\nmodel: {{profile: identity}}\n")
+    assert main(["archive", str(src), str(out), "--config", str(cfg), "--file-workers", "2"]) == 0
+    lines = [json.loads(line) for line in lines_path.read_text().splitlines()]
+    report = json.loads((out / REPORT_NAME).read_text())
+    frames = {Path(r["input"]).name: r["frames"] for r in report["files"]}
+    assert {name: sum(Path(x["source"]).name == name for x in lines) for name in frames} == frames
+    make_video(src / "d.mp4", frames=4)  # a resumed archive adds the files it derains
+    assert main(["archive", str(src), str(out), "--config", str(cfg)]) == 0
+    assert len(lines_path.read_text().splitlines()) == len(lines) + 4
+
+
 def test_the_walker_skips_derains_own_outputs(tmp_path):
     root = tmp_path / "in"
     make_video(root / "cam" / "a.mp4", frames=2)

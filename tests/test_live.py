@@ -473,6 +473,25 @@ def test_a_plugin_with_stop_policy_ends_a_live_run_cleanly(tmp_path):
     assert int(video_stream(ffprobe(segment))["nb_read_frames"]) == cam["frames_out"]
 
 
+def test_cameras_sharing_a_jsonl_file_each_keep_their_lines(tmp_path):
+    """Each camera's plugin chain opened the file afresh at its own offset: the longer camera's
+    lines overwrote the other's (20 + 30 frames left 30 lines, all of one camera)."""
+    from media import make_video
+
+    clips = {"a": make_video(tmp_path / "a.mp4", frames=10, size=(64, 48), fps=25),
+             "b": make_video(tmp_path / "b.mp4", frames=15, size=(64, 48), fps=25)}
+    lines_path = tmp_path / "cams.jsonl"
+    lines_path.write_text("an older run's line\n")  # replaced, once
+    s = load_settings(RunSettings, {"plugins": [{"use": "jsonl", "with": {"path": str(lines_path)}}]},
+                      {"model.profile": "identity", "workers.backend": "local", "live.realtime": True,
+                       "live.cameras": [{"name": n, "url": str(c)} for n, c in clips.items()]})
+    result = run_live([], s, signals=False)
+    lines = [json.loads(line) for line in lines_path.read_text().splitlines()]
+    for cam in result["cameras"]:
+        assert [x["seq"] for x in lines if x["source"] == cam["name"]] == list(range(cam["frames_out"]))
+    assert len(lines) == sum(cam["frames_out"] for cam in result["cameras"]) == 25
+
+
 def test_camera_passwords_are_never_shown(camera, tmp_path, caplog):
     import urllib.request
 

@@ -51,6 +51,7 @@ class Incomplete(Plugin):
     (np.zeros((2, 4)), np.zeros(3), np.zeros(2), ("a", "b"), r"scores: must be shape \(2,\)"),
     (np.zeros((2, 4)), np.zeros(2), np.zeros(1), ("a", "b"), r"class_ids: must be shape \(2,\)"),
     (np.zeros((2, 4)), np.zeros(2), np.zeros(2), ("a",), "labels: must have 2 entries"),
+    (np.array([[0, 0, np.nan, 4], [0, 0, 1, 1]]), np.zeros(2), np.zeros(2), ("a", "b"), "must be a finite number"),
 ])
 def test_detections_checks_shapes(xyxy, scores, ids, labels, match):
     with pytest.raises(ValueError, match=match):
@@ -259,6 +260,29 @@ def test_a_jsonl_file_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(PluginError, match=r"setup failed: (FileExistsError|NotADirectoryError): .*taken"):
         chain.setup()
     chain.close()
+
+
+def test_jsonl_lines_are_strict_json_with_numpy_values_and_overlay_draws_far_boxes(tmp_path):
+    """A plugin's numpy float in `data` failed every batch (TypeError), NaN became a bare NaN
+    that jq refuses, and a box at 1e12 px made the overlay fail its batch (OpenCV overflow)."""
+    import json
+
+    from plugins.jsonl import JSONLWriter
+    from plugins.overlay import Overlay
+
+    class Measures(Plugin):
+        def process(self, b):
+            far = Detections(np.array([[-1e12, 2, 1e12, 6]]), np.array([0.5]), np.array([1]), ("car",))
+            return [Result(far, data={"mean": np.float32(0.25), "gap": float("nan"), "hist": np.arange(3)})
+                    for _ in b.seq]
+
+    path = tmp_path / "lines.jsonl"
+    with PluginChain.from_config([Measures(), Overlay(), JSONLWriter(str(path))]) as chain:
+        chain.process(batch(0))
+    lines = [json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+             for line in path.read_text().splitlines()]
+    assert lines[0]["data"]["measures"] == {"mean": 0.25, "gap": None, "hist": [0, 1, 2]}
+    assert [s.errors for s in chain.stats.values()] == [0, 0, 0]
 
 
 def test_plugin_timeout_is_a_plugin_error():

@@ -108,7 +108,7 @@ def test_skip_keeps_every_frame_and_stop_leaves_no_partial(tmp_path, tmp_plugin,
     entry = {"use": tmp_plugin, "with": {"path": str(tmp_path / "a.jsonl"), "fail_on": 5}}
     stats = derain_file(clip, tmp_path / "skip.mp4", settings_from(tmp_path, [entry]))
     assert stats.frames_out == 16 and decoded_count(tmp_path / "skip.mp4") == 16
-    assert "plugin seqlog (myplug:SeqLog) failed on source 0 seq 4..7" in caplog.text
+    assert f"plugin seqlog (myplug:SeqLog) failed on source {clip} seq 4..7" in caplog.text  # names the file
     with pytest.raises(PluginError, match="seq 4..7"):
         derain_file(clip, tmp_path / "stop.mp4", settings_from(tmp_path, [{**entry, "on_error": "stop"}]))
     assert not (tmp_path / "stop.mp4").exists()
@@ -132,11 +132,11 @@ def test_overlay_jsonl_snapshot_on_a_clip(tmp_path):
         derain_file(clip, tmp_path / "drawn.mp4", plain, plugins=chain)
     derain_file(clip, tmp_path / "plain.mp4", plain)
     lines = [json.loads(s) for s in (tmp_path / "d.jsonl").read_text().splitlines()]
-    assert [x["seq"] for x in lines] == list(range(8))
+    assert [x["seq"] for x in lines] == list(range(8)) and {x["source"] for x in lines} == {str(clip)}
     assert lines[1]["time"] > 0 and lines[0]["rain_intensity"] == 0.0
     assert lines[0]["detections"][0] == {"box": [8.0, 8.0, 40.0, 30.0], "score": 0.9, "class_id": 0,
                                          "label": "person", "plugin": "box"}
-    assert len(list((tmp_path / "snaps").glob("0-*.png"))) == 8
+    assert len(list((tmp_path / "snaps").glob("in.mp4-*.png"))) == 8
     with av.open(str(tmp_path / "drawn.mp4")) as a, av.open(str(tmp_path / "plain.mp4")) as b:
         fa = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
         fb = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
