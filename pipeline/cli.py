@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .errors import DerainError
@@ -26,20 +27,34 @@ class Terminated(KeyboardInterrupt):
 
 
 _terminated: list[int] = []  # the signal; Ray re-raises an exception from a handler as a plain KeyboardInterrupt
+_stopping: list[float] = []  # when the first stop signal came
+FORCE_AFTER_S = 5.0  # a stop signal this long after the first quits at once (a cleanup that hangs)
 
 
 def _raise_terminated(signum, frame):
+    """The first SIGINT/SIGTERM/SIGHUP raises; those that follow let the cleanup it started
+    finish (raised inside it, they cut it short: a traceback, exit 1), unless it hangs."""
+    if _stopping:
+        if time.monotonic() - _stopping[0] >= FORCE_AFTER_S:
+            os._exit(128 + signum)  # the next run removes what this one leaves half-written
+        return
+    _stopping.append(time.monotonic())
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt()
     _terminated.append(signum)
     raise Terminated()
 
 
-def _leave_now(code: int) -> None:
-    """End an interrupted run that started Ray: Ray's processes stopped here, then no
-    interpreter exit hooks (the outputs are already cleaned up). Ray's core library, stopped
-    mid-call, can crash the process on its way out (exit -11 seconds later, not 143 or 130)."""
+def _leave_now(code: int, ray_or_not: bool = False) -> None:
+    """End an interrupted run that started Ray (or any, `ray_or_not`): Ray's processes stopped
+    here, then no interpreter exit hooks (the outputs are already cleaned up). Ray's core
+    library, stopped mid-call, can crash the process on its way out (exit -11 seconds later,
+    not 143 or 130); and the interpreter's teardown puts the default handlers back, so one more
+    Ctrl-C there killed the process (exit -2, after the goodbye line)."""
     ray = sys.modules.get("ray")
-    if ray is not None:
-        ray.shutdown(wait_for_processes=True)
+    if ray is not None or ray_or_not:
+        if ray is not None:
+            ray.shutdown(wait_for_processes=True)
         with contextlib.suppress(OSError):  # a hung-up terminal
             sys.stdout.flush()
             sys.stderr.flush()
@@ -470,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     # keeps this handler when Ray starts (Ray would put its own, and a crash-style dump).
     main_thread = threading.current_thread() is threading.main_thread()
     _terminated.clear()
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in stop_signals()} if main_thread else {}
+    _stopping.clear()
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGINT, *stop_signals())} \
+        if main_thread else {}
     try:
         return args.func(args)
     except DerainError as exc:
@@ -479,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(args, str(exc))
         return 1
     except KeyboardInterrupt:
+        _stopping[:1] = _stopping[:1] or [time.monotonic()]  # a Ctrl-C Ray re-raised counts too
         signum = _terminated[0] if _terminated else None  # Terminated is raised after the signal is noted
         what = f"terminated ({signal.Signals(signum).name})" if signum else "interrupted"
         with contextlib.suppress(OSError):  # after a hang-up the terminal is gone (EIO): still leave cleanly
@@ -494,9 +512,17 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         raise
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in previous.items() if not _stopping else ():  # stopping: the exit too is ours
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
+def entry() -> int:
+    """The `derain` command: `main`, left at once after a stop signal (see `_leave_now`)."""
+    code = main()
+    if _stopping:
+        _leave_now(code, ray_or_not=True)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -143,6 +143,28 @@ def test_sigterm_ends_a_file_run_like_ctrl_c(tmp_path, after_s):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
 
 
+def test_ctrl_c_pressed_again_while_leaving_still_ends_in_one_line(tmp_path):
+    """A second Ctrl-C during Ray's shutdown printed a 50-line traceback and exited 1."""
+    src = make_video(tmp_path / "in.mp4", frames=600)
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text("model: {profile: identity, delay_ms: 30}\nworkers: {backend: ray}\n")
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(tmp_path / "out.mp4"),
+                             "--config", str(cfg)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    while proc.poll() is None and time.monotonic() < deadline:  # as an impatient user keeps pressing it
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert one_error_line(err) == "derain run: interrupted; partial outputs removed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "slow.yaml"]
+
+
 def test_sighup_ends_a_file_run_like_ctrl_c(tmp_path):
     """A closed terminal or ssh session (SIGHUP) cleans up as SIGTERM does: one line, exit 129,
     no partial file left behind (its default action killed the process mid-write)."""
