@@ -4,6 +4,7 @@ and output names and places that cannot be written said in one line."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -306,3 +307,32 @@ def test_an_audio_delay_that_avi_cannot_keep_is_said(tmp_path, caplog):
                     "plays that much early (.mkv or .mp4 keep it)"]
     assert _run(src, tmp_path / "out.mkv") == 0  # a container that keeps it says nothing
     assert len([r for r in caplog.records if "AVI keeps" in r.getMessage()]) == 1
+
+
+def test_anamorphic_pixels_and_chapters_are_kept_and_what_a_container_cannot_hold_is_said(tmp_path, caplog):
+    """A DVD's or HDV's non-square pixels were written square (a 16:9 picture squeezed to 4:3)
+    and chapters were dropped without a word; .ts and .avi lost a phone video's rotation silently."""
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n"
+                        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n")
+    plain, src = tmp_path / "plain.mp4", tmp_path / "in.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1",
+                    "-vf", "setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(plain), "-i", str(chapters), "-map", "0", "-map_chapters",
+                    "1", "-c", "copy", "-metadata:s:v", "rotate=90", str(src)], check=True)  # as a phone writes it
+    for ext in (".mkv", ".mp4"):
+        out = tmp_path / f"out{ext}"
+        assert _run(src, out) == 0
+        v = video_stream(ffprobe(out))
+        assert (v["sample_aspect_ratio"], v["display_aspect_ratio"]) == ("4:3", "16:9")
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_chapters", "-of", "json", str(out)],
+                               capture_output=True, text=True, check=True)
+        found = [(float(c["start_time"]), c["tags"]["title"]) for c in json.loads(probe.stdout)["chapters"]]
+        assert found == [(0.0, "One"), (0.5, "Two")], ext
+    assert not [r for r in caplog.records if "not copied" in r.getMessage()]  # MP4's chapter track is no loss
+    assert _run(src, tmp_path / "out.ts") == 0
+    said = [r.getMessage() for r in caplog.records if "MPEG-TS keeps no" in r.getMessage()]
+    assert said == [f"{tmp_path / 'out.ts'}: MPEG-TS keeps no rotation: the input's turn of 90 degrees for display "
+                    "is lost (the picture plays as stored); write .mp4, .mov or .mkv to keep it",
+                    f"{tmp_path / 'out.ts'}: MPEG-TS keeps no chapters: the input's 2 are lost; write .mp4, .mov or "
+                    ".mkv to keep them"]

@@ -76,6 +76,7 @@ AUDIO_BITRATE = 80_000  # bits per second and channel of re-encoded audio: 160 k
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v", ".mts", ".m2ts")
+NO_SIDE_DATA = ("mpegts", "avi")  # muxers that write neither a display rotation nor chapters
 MARKER = ".derain-output"  # in every image folder derain writes: what it wrote, so --overwrite knows
 
 
@@ -443,12 +444,32 @@ class Encoder:
         if enc.bitrate:
             self.video.bit_rate = enc.bitrate
         self.video.metadata.update(_kept_tags(info.stream_metadata, "rotate"))
+        if info.sar:  # anamorphic: the player stretches the pixels back
+            cc.sample_aspect_ratio = self.video.sample_aspect_ratio = info.sar
         if info.rotation:
             self.video.set_display_rotation(info.rotation)
+        self._carry_chapters()
+        if self.out.format.name in NO_SIDE_DATA:  # said, not lost in silence: a phone video would play sideways
+            fmt = _container_name(self.out.format)
+            if info.rotation:
+                self._warn(f"{self.path}: {fmt} keeps no rotation: the input's turn of {info.rotation:g} degrees "
+                           "for display is lost (the picture plays as stored); write .mp4, .mov or .mkv to keep it")
+            if info.chapters:
+                self._warn(f"{self.path}: {fmt} keeps no chapters: the input's {len(info.chapters)} are lost; "
+                           "write .mp4, .mov or .mkv to keep them")
         self._audio = (_AudioPassthrough(info.path, self.out, self.path, info.start)
                        if info.has_audio and info.path else None)
         for message in self._audio.warnings if self._audio else ():
             self._warn(message)
+
+    def _carry_chapters(self) -> None:
+        """The input's chapters, on the output's clock (shifted as the frames are, `info.start`)."""
+        chapters = []
+        for ch in self.info.chapters:
+            shift = _ticks(self.info.start, ch["time_base"])
+            chapters.append({**ch, "start": max(0, ch["start"] - shift), "end": max(0, ch["end"] - shift)})
+        if chapters:
+            self.out.set_chapters(chapters)
 
     def _check_container(self, name: str, codec: str, options: dict) -> None:
         """Fail before any frame is derained where the container cannot hold the video codec,

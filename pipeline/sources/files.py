@@ -52,6 +52,8 @@ class SourceInfo:
     # Seconds the first video or audio timestamp lies past zero: MPEG-TS and PS start anywhere
     # (a DVR's 3600 s); the output starts at zero, as ffmpeg's does, the streams kept in step.
     start: float = 0.0
+    sar: Fraction | None = None  # the pixels' aspect where not square (anamorphic DVD, HDV)
+    chapters: list[dict] = field(default_factory=list)  # as PyAV gives them: start, end, time_base, metadata
 
 
 MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
@@ -130,6 +132,8 @@ class VideoFileSource:
                 has_audio=bool(c.streams.audio), path=self.path, duration=_declared_seconds(c, s),
                 pix_fmt=s.codec_context.format.name if s.codec_context.format else None,
                 colour=colour, start=_first_timestamp(s, c.streams.audio),
+                sar=s.sample_aspect_ratio if s.sample_aspect_ratio and s.sample_aspect_ratio != 1 else None,
+                chapters=c.chapters(),
             )
             self._say_what_is_not_kept(c, s, info)
             return info
@@ -141,7 +145,8 @@ class VideoFileSource:
             self._warn(f"{self.path}: {depth}-bit input ({info.pix_fmt}) is derained and written as 8-bit")
         dropped = [f"#{st.index} {st.type} ({st.codec_context.name if st.codec_context else 'unknown'})"
                    for st in container.streams
-                   if st.index != video.index and st.type != "audio"]
+                   if st.index != video.index and st.type != "audio"
+                   and not (info.chapters and st.type == "data" and st.codec_context is None)]  # MP4's chapter track
         if dropped:
             self._warn(f"{self.path}: stream{'s' if len(dropped) > 1 else ''} {', '.join(dropped)} not copied: "
                        "the output has the first video stream and the audio")
