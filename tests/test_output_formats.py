@@ -336,3 +336,37 @@ def test_anamorphic_pixels_and_chapters_are_kept_and_what_a_container_cannot_hol
                     "is lost (the picture plays as stored); write .mp4, .mov or .mkv to keep it",
                     f"{tmp_path / 'out.ts'}: MPEG-TS keeps no chapters: the input's 2 are lost; write .mp4, .mov or "
                     ".mkv to keep them"]
+
+
+def test_a_variable_rate_avi_keeps_every_frame_in_step(tmp_path):
+    """AVI keeps a rate, not times: at the average rate a faster part's frames met on one tick
+    and were each pushed a tick on, so the video ran 0.7 s behind the audio mid-clip. Now AVI's
+    rate is the one every frame time is a whole tick of (r_frame_rate)."""
+    src = tmp_path / "vfr.mp4"  # 1 s at 30 frames/s, then 2 s at 10 (a phone in low light)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=3",
+                    "-vf", "select='lt(n,30)+not(mod(n,3))'", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", str(src)], check=True)
+    assert _run(src, tmp_path / "out.avi") == 0
+    v = video_stream(ffprobe(tmp_path / "out.avi"))
+    assert v["r_frame_rate"] == "30/1" and v["nb_read_frames"] == "50"
+
+    def times(path):
+        with av.open(str(path)) as c:
+            return sorted(float(f.pts * f.time_base) for f in c.decode(video=0))
+
+    late = [b - a for a, b in zip(times(src), times(tmp_path / "out.avi"))]
+    assert max(map(abs, late)) <= 4 / 30 + 1e-6, late  # AVI's B-frame delay (a few ticks), no drift (was 0.7 s)
+
+
+def test_an_avi_leaves_out_frames_closer_than_its_rate_and_says_so(tmp_path, caplog):
+    """Where no rate holds every frame time (60 then 25 frames/s: r_frame_rate 300), AVI gets the
+    average, and frames closer than one of its ticks are left out, as ffmpeg does, not pushed on."""
+    src = tmp_path / "mixed.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=300:duration=2",
+                    "-vf", "select='if(lt(t,1),not(mod(n,5)),not(mod(n,12)))'", "-fps_mode", "vfr", "-c:v",
+                    "libx264", "-pix_fmt", "yuv420p", str(src)], check=True)
+    assert _run(src, tmp_path / "out.avi") == 0
+    said = [r.getMessage() for r in caplog.records if "AVI holds one frame every" in r.getMessage()]
+    assert len(said) == 1 and "are left out so the video stays in step with the audio" in said[0]
+    v = video_stream(ffprobe(tmp_path / "out.avi"))
+    assert 60 < int(v["nb_read_frames"]) < 85 and abs(float(v["duration"]) - 2.0) < 0.1

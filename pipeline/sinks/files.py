@@ -326,6 +326,14 @@ def _muxer(suffix: str) -> str:
         return out.format.name
 
 
+def _avi_rate(info, rate) -> Fraction:
+    """AVI's frame rate, one frame a tick: the rate every input frame time is a whole tick of
+    (FFmpeg's r_frame_rate: a variable-rate file's fastest part) where a player can take it,
+    so no frame shares a tick; else the average."""
+    base = info.base_rate
+    return Fraction(base) if base and Fraction(rate) <= base <= 120 else Fraction(rate)
+
+
 def _container_name(fmt) -> str:
     """How messages call a container: its usual name, else FFmpeg's long name."""
     return CONTAINER_NAMES.get(fmt.name) or fmt.long_name or fmt.name
@@ -416,6 +424,8 @@ class Encoder:
         options = _video_options(codec, enc, self.path)
         self._check_container(name, codec, options)
         rate = info.rate or (1 / info.time_base)
+        if self.out.format.name == "avi":
+            rate = _avi_rate(info, rate)
         self.width, self.height = self._output_size()
         self._kept_sizes = {(self.height, self.width), (info.height, info.width)}  # frames cut, not scaled
         hw = self._hardware(name, rate)  # NVENC, opened once on the side already
@@ -543,6 +553,15 @@ class Encoder:
         self.warnings.append(message)
         log.warning("%s", message)
 
+    def _avi_dropped(self, at: Fraction) -> None:
+        """A frame within one AVI tick of the last is left out, as ffmpeg does: pushed a tick on
+        instead, a faster part drifted from the audio (0.7 s in a 3 s clip)."""
+        if not getattr(self, "_dropped", 0):
+            self._warn(f"{self.path}: AVI holds one frame every 1/{float(1 / self._tick):.3g} s here: frames closer "
+                       f"together (from {float(at):.2f} s on) are left out so the video stays in step with the "
+                       "audio; .mkv or .mp4 keep every frame")
+        self._dropped = getattr(self, "_dropped", 0) + 1
+
     def _sized(self, image: np.ndarray) -> np.ndarray:
         """A frame at the video's size: the input's cut to even (a column or row), or, for a frame
         of another size (an odd image in a folder), scaled to it and said once per size; a video
@@ -580,6 +599,9 @@ class Encoder:
             tb = tb or self.info.time_base
             if self._tick and pts is not None:  # AVI: counted in frames
                 pts, tb = round(pts * tb / self._tick), self._tick
+                if self._last_pts is not None and pts <= self._last_pts:
+                    self._avi_dropped(pts * tb)
+                    continue
             if pts is None or (self._last_pts is not None and pts <= self._last_pts):
                 pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need rising pts
             frame.pts, frame.time_base = pts - _ticks(self.info.start, tb), tb

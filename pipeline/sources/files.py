@@ -53,6 +53,7 @@ class SourceInfo:
     # (a DVR's 3600 s); the output starts at zero, as ffmpeg's does, the streams kept in step.
     start: float = 0.0
     sar: Fraction | None = None  # the pixels' aspect where not square (anamorphic DVD, HDV)
+    base_rate: Fraction | None = None  # FFmpeg's r_frame_rate: every frame time is a whole tick of it (VFR: the fastest part's)
     chapters: list[dict] = field(default_factory=list)  # as PyAV gives them: start, end, time_base, metadata
 
 
@@ -133,7 +134,7 @@ class VideoFileSource:
                 pix_fmt=s.codec_context.format.name if s.codec_context.format else None,
                 colour=colour, start=_first_timestamp(s, c.streams.audio),
                 sar=s.sample_aspect_ratio if s.sample_aspect_ratio and s.sample_aspect_ratio != 1 else None,
-                chapters=c.chapters(),
+                chapters=c.chapters(), base_rate=s.base_rate or None,
             )
             self._say_what_is_not_kept(c, s, info)
             return info
