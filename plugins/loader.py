@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -103,7 +105,7 @@ def resolve(use: str) -> type[Plugin]:
         raise PluginError(f"{use}: unknown plugin; known: {', '.join(sorted(known_plugins()))}")
     module_name, _, attr = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, say so
         raise PluginError(f"{use}: cannot import module {module_name!r}: {exc!r}") from None
     cls = getattr(module, attr, None)
@@ -115,6 +117,20 @@ def resolve(use: str) -> type[Plugin]:
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PluginError(f"{use}: {target} does not implement the Plugin interface (missing: {missing})")
     return cls
+
+
+def _import(name: str):
+    """The module `name`; one in the working folder too, as `python -m` and uvicorn find it (the
+    installed `derain` command does not put that folder on sys.path, so myplugins.py beside the
+    config was not found)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        here = os.getcwd()
+        if exc.name != name.partition(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)  # after the installed packages: a local file never shadows one
+        return importlib.import_module(name)
 
 
 def _spec(entry: dict | Plugin) -> PluginSpec:
@@ -136,6 +152,8 @@ def _spec(entry: dict | Plugin) -> PluginSpec:
         plugin = cls(**kwargs)
     except (TypeError, ValueError, OSError) as exc:
         raise PluginError(f"{use} ({module}): with: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the plugin's own constructor failed: named, in one line
+        raise PluginError(f"{use} ({module}): its constructor failed: {type(exc).__name__}: {exc}") from None
     plugin.name = str(entry.get("name") or (use if ":" not in use else cls.__name__.lower()))
     on_error = entry.get("on_error", "skip")
     if on_error not in ("skip", "stop"):

@@ -46,6 +46,14 @@ class Incomplete(Plugin):
     pass
 
 
+class RefusesInInit(Plugin):
+    def __init__(self):
+        raise RuntimeError("licence server unreachable")
+
+    def process(self, batch):
+        return [None] * len(batch)
+
+
 @pytest.mark.parametrize("xyxy, scores, ids, labels, match", [
     (np.zeros((2, 3)), np.zeros(2), np.zeros(2), ("a", "b"), r"xyxy: must be shape \(n, 4\)"),
     (np.zeros((2, 4)), np.zeros(3), np.zeros(2), ("a", "b"), r"scores: must be shape \(2,\)"),
@@ -70,6 +78,7 @@ def test_builtins_are_registered():
     ({"use": "test_plugins:Missing"}, r"module 'test_plugins' has no attribute 'Missing'"),
     ({"use": "test_plugins:NotAPlugin"}, r"test_plugins:NotAPlugin is not a subclass of plugins.Plugin"),
     ({"use": "test_plugins:Incomplete"}, r"does not implement the Plugin interface \(missing: process\)"),
+    ({"use": "test_plugins:RefusesInInit"}, r"its constructor failed: RuntimeError: licence server unreachable"),
     ({"use": "hog", "with": {"scael": 1.1}}, r"hog \(plugins.hog:HOGPeople\): with.scael: unknown key; did you mean 'scale'"),
     ({"use": "jsonl", "with": {}}, r"jsonl \(plugins.jsonl:JSONLWriter\): with.path: required key missing"),
     ({"use": "hog", "with": {"scale": 0.5}}, r"hog \(plugins.hog:HOGPeople\): with: .*scale > 1"),

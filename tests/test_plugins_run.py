@@ -292,3 +292,26 @@ def test_the_summary_line_says_how_many_plugin_calls_failed(tmp_path, capsys):
     assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--config", str(cfg)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.endswith("; 5 plugin calls failed (see the log)"), last
+
+
+def test_the_readmes_plugin_runs_from_its_folder_with_the_installed_command(tmp_path):
+    """The installed `derain` command does not put the working folder on sys.path: the README's
+    myplugins.py beside the config was 'cannot import module', and its print() went to stdout
+    ahead of --json's line."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "# myplugins.py" in block]
+    (config,) = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "myplugins:Brightness" in block]
+    (tmp_path / "myplugins.py").write_text(code)
+    (tmp_path / "mine.yaml").write_text(config)
+    make_video(tmp_path / "clip.mp4", frames=6, size=(64, 48))
+    derain = Path(sys.executable).with_name("derain")
+    run = subprocess.run([str(derain), "run", "clip.mp4", "-o", "out.mp4", "--config", "mine.yaml", "--profile",
+                          "identity", "--backend", "local", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["frames_out"] == 6 and "bright frames: " in run.stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
