@@ -25,8 +25,10 @@ class PatchSampler:
         self.patch, self.mix, self.frames, self.twins = patch, rain_mix, frames, twins
         self.jpeg, self.jpeg_quality = jpeg, jpeg_quality
         self.paired_fraction = paired_fraction
+        # Images smaller than a patch cannot be cropped: left out, and counted for the trainer to say so.
         self.clean = [im for im in photos if min(im.shape[:2]) >= patch]
-        self.pairs = pairs
+        self.pairs = [p for p in pairs if min(p[0].shape[:2]) >= patch]
+        self.skipped = {"clean": len(photos) - len(self.clean), "paired": len(pairs) - len(self.pairs)}
 
     @classmethod
     def from_dirs(cls, clean_dirs: list[str], paired: list[tuple[str, str]], patch: int, rain_mix: dict[str, float],
@@ -34,10 +36,15 @@ class PatchSampler:
                   frames: int = 1, exclude: tuple[str, ...] = (), twins: bool = False) -> "PatchSampler":
         """Load the clean photos under `clean_dirs` (less the `exclude`d names) and the real pairs."""
         photos = [read_rgb(p) for d in clean_dirs for p in _walk_images(d) if p.name not in exclude]
-        pairs = [(read_rgb(r), read_rgb(c)) for rd, cd in paired for r, c in pair_files(rd, cd)]
+        pairs = [_read_pair(r, c) for rd, cd in paired for r, c in pair_files(rd, cd)]
         sampler = cls(photos, pairs, patch, rain_mix, paired_fraction, jpeg, jpeg_quality, frames, twins)
-        if not sampler.clean and not sampler.pairs:
+        if not photos and not pairs:
             raise InputError(f"no training images found in {clean_dirs} or {paired}")
+        # A set given and found, none of it usable, would leave the run training on the other one alone.
+        if photos and not sampler.clean:
+            raise InputError(_too_small(map(str, clean_dirs), "clean photo", photos, patch))
+        if pairs and not sampler.pairs:
+            raise InputError(_too_small((f"{r} / {c}" for r, c in paired), "pair", [r for r, _ in pairs], patch))
         return sampler
 
     def _crop(self, rng: np.random.Generator, *imgs: np.ndarray) -> list[np.ndarray]:
@@ -133,6 +140,26 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     smeared by the codec's blocks and ringing (NTU's frames are JPEGs)."""
     ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])  # BGR for OpenCV
     return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]) if ok else rgb
+
+
+def _read_pair(rain: Path, clean: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A real pair, checked now: crops of images of two sizes would not show the same scene
+    (and a batch of them fails to stack, hours into a run)."""
+    rainy, clean_img = read_rgb(rain), read_rgb(clean)
+    if rainy.shape != clean_img.shape:
+        raise InputError(f"{rain} is {_size(rainy)} but {clean} is {_size(clean_img)}:"
+                         " a training pair's sizes must match")
+    return rainy, clean_img
+
+
+def _size(img: np.ndarray) -> str:
+    return f"{img.shape[1]}x{img.shape[0]}"
+
+
+def _too_small(where, what: str, images: list[np.ndarray], patch: int) -> str:
+    largest = max(images, key=lambda im: min(im.shape[:2]))
+    return (f"{', '.join(where)}: {len(images)} {what}(s) found, all smaller than data.patch {patch}x{patch}"
+            f" (the largest is {_size(largest)})")
 
 
 def _walk_images(folder: str) -> list[Path]:

@@ -11,6 +11,8 @@ exported (fp16) for the inference core.
 from __future__ import annotations
 
 import csv
+import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import load_settings
+from ..config import load_settings, short
 from ..errors import ConfigError, WeightsError
 from .arch_util import build_network
 from .ecnet_arch import RainAutoencoder
@@ -30,6 +32,8 @@ from .scale import UPSAMPLERS, predict
 from .synth import STYLES
 from .valset import HELD_OUT, validation_batches, validation_psnr
 from .weights import load_weights, save_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,33 @@ class DataSettings:
         unknown = sorted(set(self.rain_mix) - set(STYLES))
         if unknown:
             out.append(f"rain_mix: unknown style(s) {', '.join(unknown)}; known: {', '.join(STYLES)}")
+        out += self._rain_mix_problems()
+        out += [f"paired[{i}]: must be two folders, [rain_dir, clean_dir] (got {short(pair)})"
+                for i, pair in enumerate(self.paired) if len(pair) != 2]
+        for key in ("paired_fraction", "jpeg"):
+            if not 0 <= getattr(self, key) <= 1:
+                out.append(f"{key}: a fraction, must be in [0, 1] (got {getattr(self, key)})")
+        q = self.jpeg_quality
+        if len(q) != 2 or not 0 <= q[0] <= q[1] <= 100:
+            out.append(f"jpeg_quality: must be [low, high] with 0 <= low <= high <= 100 (got {short(q)})")
+        if self.workers < 0:
+            out.append(f"workers: must be >= 0 (0: batches made in the training process; got {self.workers})")
+        if self.frames < 1:
+            out.append(f"frames: must be >= 1 (got {self.frames})")
         return out
+
+    def _rain_mix_problems(self) -> list[str]:
+        """The mix is drawn from with its weights as probabilities: they must be numbers, none
+        negative, not all zero."""
+        weights = list(self.rain_mix.values())
+        if not weights:
+            return ["rain_mix: empty; give at least one style a weight, e.g. {light: 1.0}"]
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                   for w in weights):
+            return [f"rain_mix: weights must be numbers >= 0 (got {short(self.rain_mix)})"]
+        if not sum(weights) > 0:
+            return [f"rain_mix: the weights sum to 0; give a style a weight > 0 (got {short(self.rain_mix)})"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -83,6 +113,11 @@ class StageSettings:
             out.append(f"iters must be >= 0 and batch >= 1 (got {self.iters}, {self.batch})")
         if any(not 0 < m < 1 for m in self.milestones):
             out.append(f"milestones: fractions of iters in (0, 1) (got {self.milestones})")
+        for key in ("lr", "gamma", "clip"):
+            if not getattr(self, key) > 0:
+                out.append(f"{key}: must be > 0 (got {getattr(self, key)})")
+        if self.seconds < 0:
+            out.append(f"seconds: must be >= 0 (0: train for iters steps; got {self.seconds})")
         return out
 
 
@@ -139,16 +174,70 @@ class TrainSettings:
         if self.network.get("frames", 1) != self.data.frames:
             problems.append(f"data.frames: {self.data.frames} but the network sees {self.network.get('frames', 1)}"
                             " frames; make them equal")
+        if self.checkpoint_every < 1:
+            problems.append(f"checkpoint_every: must be >= 1 (got {self.checkpoint_every})")
+        if self.threads < 0:
+            problems.append(f"threads: must be >= 0 (0: torch's default; got {self.threads})")
+        if self.val_every < 0:
+            problems.append(f"val_every: must be >= 0 (0: never; got {self.val_every})")
+        return problems + self._path_problems()
+
+    def _path_problems(self) -> list[str]:
+        """Outputs that could not be written, found now rather than when the run ends (the export)
+        or at its first checkpoint; Trainer tries writing them too (permissions, full disks)."""
+        out, export = Path(self.out_dir), export_path(self)
+        problems = []
+        for key, path in (("out_dir", out / "last.pt"), *((("export", export),) if self.export else ())):
+            try:
+                problems += [f"{key}: {problem}" for problem in _unwritable(path)]
+                if key == "export" and path.resolve() in {(out / n).resolve() for n in ("last.pt", "autoencoder.pt")}:
+                    problems.append(f"export: {path} is where the run keeps its {path.name}; give another file")
+            except OSError as exc:  # a name too long, a loop of links
+                problems.append(f"{key}: cannot write {path} ({exc.strerror or exc})")
         return problems
+
+
+def export_path(s: TrainSettings) -> Path:
+    """Where the run's final weights go: `export`, else OUT_DIR/<profile>.pt."""
+    return Path(s.export) if s.export else Path(s.out_dir) / f"{s.profile}.pt"
+
+
+def _unwritable(path: Path) -> list[str]:
+    """Why a file could not be saved at `path`: a file where one of its folders would be, or a
+    folder where it would be."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return [f"{parent} is a file, so {path} cannot be written"]
+            break
+    return [f"{path} is a folder; give the weights file's name, e.g. {path / 'weights.pt'}"] if path.is_dir() else []
+
+
+def _try_writing(path: Path) -> None:
+    """Make `path`'s folder and a file there, as saving it will (its .tmp), and leave nothing new."""
+    tmp = path.with_name(path.name + ".tmp")
+    existed = tmp.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "ab"):
+        pass
+    if not existed:
+        tmp.unlink()
 
 
 class Trainer:
     """Owns the models, optimizers and sampler of one run; `run()` trains both stages."""
 
-    def __init__(self, settings: TrainSettings, resume: bool = False, progress: bool = True):
+    def __init__(self, settings: TrainSettings, resume: bool = False, progress: bool = True,
+                 source: str = "<settings>"):
         self.s = settings
         self.out = Path(settings.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        # `source` (the config file) is what a ConfigError names.
+        export_key = "export" if settings.export else "out_dir"
+        for key, path in (("out_dir", self.out / "last.pt"), (export_key, export_path(settings))):
+            try:
+                _try_writing(path)
+            except OSError as exc:
+                raise ConfigError(f"{source}: {key}: cannot write {path} ({exc.strerror or exc})") from None
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if settings.threads:
             torch.set_num_threads(settings.threads)
@@ -172,6 +261,7 @@ class Trainer:
         self.batches = BatchStream((d.clean_dirs, [tuple(p) for p in d.paired], d.patch, d.rain_mix,
                                     d.paired_fraction, d.jpeg, tuple(d.jpeg_quality), d.frames, HELD_OUT, d.twins),
                                    settings.seed, d.workers)
+        self._say_skipped(self.batches.sampler)
         self.val = validation_batches(d.clean_dirs, d.frames) if settings.val_every else []
         self.best = -float("inf")
         self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
@@ -183,6 +273,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         if resume:
             self._load(self.out / "last.pt")
+
+    def _say_skipped(self, sampler) -> None:
+        kept = {"clean": len(sampler.clean), "paired": len(sampler.pairs)}
+        for key, what in (("clean", "clean_dirs: %d of %d photos"), ("paired", "paired: %d of %d pairs")):
+            if sampler.skipped[key]:
+                log.warning("data." + what + " are smaller than data.patch %d and left out", sampler.skipped[key],
+                            sampler.skipped[key] + kept[key], self.s.data.patch)
 
     # -- state -------------------------------------------------------------
     def _new_optim(self, model: nn.Module, st: StageSettings) -> None:
@@ -310,7 +407,7 @@ class Trainer:
             self._loop(tqdm, started, max_seconds)
         finally:
             self.batches.close()
-        export = Path(self.s.export) if self.s.export else self.out / f"{self.s.profile}.pt"
+        export = export_path(self.s)
         self._export(export)
         # The autoencoder too (fp16, small), so a later fine-tune elsewhere keeps the embedding loss.
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in self.ae.state_dict().items()},
@@ -415,4 +512,5 @@ def train(config: str, resume: bool = False, overrides: dict | None = None, prog
           max_seconds: float | None = None) -> Path:
     """Train from a YAML config (dotted-key `overrides` win); returns the exported weights' path."""
     settings = load_settings(TrainSettings, config, overrides)
-    return Trainer(settings, resume=resume, progress=progress).run(max_seconds)
+    source = str(config) if isinstance(config, (str, Path)) and config else "<flags>"
+    return Trainer(settings, resume=resume, progress=progress, source=source).run(max_seconds)

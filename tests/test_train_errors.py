@@ -1,0 +1,125 @@
+"""`derain train` refuses what would fail or lose work later, in one line naming the file and
+key: pairs of two sizes or smaller than a patch, values that end in tracebacks, unwritable outputs."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.images import write_rgb
+from pipeline.model.train import DataSettings, Trainer, TrainSettings, train
+
+
+@pytest.fixture
+def config(tmp_path, shared_data):
+    cfg = {
+        "network": {"type": "DerainNet", "width": 4},
+        "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
+        "autoencoder": {"iters": 2, "batch": 2},
+        "train": {"iters": 4, "batch": 2},
+        "checkpoint_every": 2,
+        "threads": 1,
+        "out_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def images(folder, *sizes, seed=0):
+    """Random RGB images a.png, b.png, ... of the given (width, height)s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, (w, h) in zip("abcdefgh", sizes):
+        write_rgb(folder / f"{name}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return str(folder)
+
+
+# -- 1. paired data ------------------------------------------------------------------------------
+
+def test_a_pair_of_two_sizes_is_refused_before_the_first_step(config, tmp_path):
+    rain, clean = images(tmp_path / "rain", (80, 64)), images(tmp_path / "clean", (80, 60))
+    with pytest.raises(InputError) as err:
+        train(str(config), progress=False, overrides={"data.paired": [[rain, clean]], "data.paired_fraction": 1.0})
+    assert str(err.value) == (f"{tmp_path / 'rain' / 'a.png'} is 80x64 but {tmp_path / 'clean' / 'a.png'} is 80x60:"
+                              " a training pair's sizes must match")
+    assert not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_pairs_smaller_than_the_patch_are_left_out_with_a_warning_or_refused_if_all_are(config, tmp_path, caplog):
+    rain, clean = tmp_path / "rain", tmp_path / "clean"
+    images(rain, (20, 20), (48, 40)), images(clean, (20, 20), (48, 40))  # the same seed: the same images
+    pairs = {"data.paired": [[str(rain), str(clean)]], "data.paired_fraction": 1.0}
+    with caplog.at_level(logging.WARNING, "pipeline.model.train"):
+        train(str(config), progress=False, overrides=pairs)
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.model.train"]
+    assert said == ["data.paired: 1 of 2 pairs are smaller than data.patch 32 and left out"]
+    (rain / "b.png").unlink(), (clean / "b.png").unlink()
+    with pytest.raises(InputError, match=f"^{rain} / {clean}: 1 pair\\(s\\) found, all smaller than data.patch 32x32 "
+                                         r"\(the largest is 20x20\)$"):
+        train(str(config), progress=False, overrides=pairs)
+
+
+def test_clean_photos_all_smaller_than_the_patch_are_named_as_found(config, tmp_path):
+    small = images(tmp_path / "small", (20, 24), (30, 31))
+    with pytest.raises(InputError, match=f"^{small}: 2 clean photo\\(s\\) found, all smaller than data.patch 32x32 "
+                                         r"\(the largest is 30x31\)$"):
+        train(str(config), progress=False, overrides={"data.clean_dirs": [small]})
+
+
+# -- 2. config values ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("checkpoint_every", 0, "checkpoint_every: must be >= 1 (got 0)"),
+    ("threads", -1, "threads: must be >= 0"),
+    ("val_every", -1, "val_every: must be >= 0"),
+    ("data.workers", -2, "data.workers: must be >= 0"),
+    ("train.lr", -1, "train.lr: must be > 0 (got -1.0)"),
+    ("autoencoder.gamma", 0, "autoencoder.gamma: must be > 0"),
+    ("train.clip", 0, "train.clip: must be > 0"),
+    ("train.seconds", -5, "train.seconds: must be >= 0"),
+    ("data.rain_mix", {}, "data.rain_mix: empty"),
+    ("data.rain_mix", {"light": -1}, "data.rain_mix: weights must be numbers >= 0 (got {'light': -1})"),
+    ("data.rain_mix", {"light": "x"}, "data.rain_mix: weights must be numbers >= 0"),
+    ("data.rain_mix", {"light": 0}, "data.rain_mix: the weights sum to 0"),
+    ("data.paired", [["rain"]], "data.paired[0]: must be two folders, [rain_dir, clean_dir] (got ['rain'])"),
+    ("data.paired_fraction", 5, "data.paired_fraction: a fraction, must be in [0, 1] (got 5.0)"),
+    ("data.paired_fraction", -3, "data.paired_fraction: a fraction, must be in [0, 1] (got -3.0)"),
+    ("data.jpeg", 2, "data.jpeg: a fraction, must be in [0, 1]"),
+    ("data.jpeg_quality", [200, 300], "data.jpeg_quality: must be [low, high] with 0 <= low <= high <= 100"),
+    ("data.jpeg_quality", [90, 60], "data.jpeg_quality: must be [low, high]"),
+    ("data.jpeg_quality", [90], "data.jpeg_quality: must be [low, high]"),
+])
+def test_a_value_that_would_end_in_a_traceback_is_one_line_naming_file_and_key(config, key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        train(str(config), progress=False, overrides={key: value})
+    assert str(err.value).startswith(f"{config}: {expected}") and "\n" not in str(err.value)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_training(config, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (tmp_path / "folder").mkdir()
+    for overrides, expected in [
+        ({"out_dir": str(a_file)}, f"out_dir: {a_file} is a file, so {a_file / 'last.pt'} cannot be written"),
+        ({"export": str(a_file / "w.pt")}, f"export: {a_file} is a file, so {a_file / 'w.pt'} cannot be written"),
+        ({"export": str(tmp_path / "folder")}, f"export: {tmp_path / 'folder'} is a folder; give the weights file's"),
+        ({"export": str(tmp_path / "run" / "last.pt")}, "is where the run keeps its last.pt; give another file"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            train(str(config), progress=False, overrides=overrides)
+        assert str(err.value).startswith(f"{config}: ") and expected in str(err.value), str(err.value)
+        assert "\n" not in str(err.value) and not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_the_trainer_tries_writing_its_outputs_before_loading_anything(tmp_path):
+    """What the settings' checks cannot know (permissions, names the file system refuses) is found
+    by writing, before the data is read: the run would otherwise end unable to export."""
+    export = tmp_path / ("x" * 300 + ".pt")
+    settings = TrainSettings(out_dir=str(tmp_path / "run"), export=str(export),
+                             data=DataSettings(clean_dirs=[str(tmp_path / "nowhere")]))
+    with pytest.raises(ConfigError, match=f"^cfg.yaml: export: cannot write {export} \\(File name too long\\)$"):
+        Trainer(settings, progress=False, source="cfg.yaml")
