@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -254,8 +255,9 @@ class ActorStage(_Limits):
             raise PluginError(f"{name}: {exc}; give it ray: {{num_cpus: 0}} to share the cores, or run it in "
                               "the pipeline's process (no ray: key)") from None
         except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            raise PluginError(f"{name}: setup failed: {error_words(cause)}") from None
+            cause = getattr(exc, "cause", None)
+            words = error_words(cause) if isinstance(cause, Exception) else _last_line(exc)
+            raise PluginError(f"{name}: setup failed: {words}") from None
         self.load = [0] * len(self.actors)
         self.generation = [0] * len(self.actors)
 
@@ -342,6 +344,13 @@ class ActorStage(_Limits):
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+def _last_line(exc: BaseException) -> str:
+    """What a Ray error's remote traceback ends with ("FileNotFoundError: ... 'model.onnx'"),
+    without its colour codes: its message is the whole traceback."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def error_words(exc: BaseException) -> str:

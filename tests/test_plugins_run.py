@@ -315,3 +315,33 @@ def test_the_readmes_plugin_runs_from_its_folder_with_the_installed_command(tmp_
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["frames_out"] == 6 and "bright frames: " in run.stderr
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
+
+
+def test_an_actor_plugin_whose_setup_fails_is_one_line_naming_the_cause(tmp_path, ray_session, monkeypatch):
+    """Its error was Ray's whole remote traceback, colour codes included (9 lines)."""
+    import ray.cloudpickle
+
+    (tmp_path / "badsetup.py").write_text(textwrap.dedent("""
+        from plugins import Plugin
+
+        class BadSetup(Plugin):
+            def setup(self):
+                raise OSError(2, "No such file or directory", "model.onnx")
+
+            def process(self, batch):
+                return [None] * len(batch)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import badsetup
+
+    ray.cloudpickle.register_pickle_by_value(badsetup)  # actors cannot import tmp_path
+    try:
+        chain = PluginChain.from_config([{"use": "badsetup:BadSetup", "ray": {"num_cpus": 0}}])
+        with pytest.raises(PluginError) as info:
+            chain.setup()
+        chain.close()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(badsetup)
+        sys.modules.pop("badsetup", None)
+    assert str(info.value) == ("plugin badsetup (badsetup:BadSetup): setup failed: FileNotFoundError: [Errno 2] No "
+                               "such file or directory: 'model.onnx'")
