@@ -56,7 +56,7 @@ def test_decoder_starts_from_the_autoencoder_and_the_autoencoder_stays_frozen(co
     ae_state = t.ae.state_dict()
     assert not any(p.requires_grad for p in t.ae.parameters())
     # The autoencoder was not updated in stage 2: its checkpointed weights equal the live ones.
-    saved = torch.load(t.out / "last.pt", weights_only=False)["ae"]
+    saved = torch.load(t.out / "last.pt", weights_only=True)["ae"]
     assert all(torch.equal(saved[k], ae_state[k]) for k in ae_state)
 
 
@@ -72,7 +72,7 @@ def test_resume_continues_from_the_last_checkpoint(config, tmp_path):
     rows = log_rows(run)
     assert rows[: len(first)] == first
     assert [int(r["step"]) for r in rows[len(first):]] == [5, 6]
-    state = torch.load(run / "last.pt", weights_only=False)
+    state = torch.load(run / "last.pt", weights_only=True)
     assert state["stage"] == "derain" and state["step"] == 6 and "optim" in state and "rng" in state
     # the resumed steps follow the new length's schedule (milestones at steps 1, 3, 4 of 6)
     assert [float(r["lr"]) for r in rows[len(first):]] == pytest.approx([8e-6, 8e-6])
@@ -139,7 +139,7 @@ def test_max_seconds_stops_with_a_checkpoint_and_resume_finishes(config, tmp_pat
     run = tmp_path / "run"
     # Stop after the first step; the override proves --set reaches the settings.
     assert main(["train", "--config", str(path), "--max-seconds", "0", "--set", "train.iters=5"]) == 0
-    assert torch.load(run / "last.pt", weights_only=False)["step"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 1
     assert load_weights(run / "full.pt").meta["iters"] == 1  # the weights so far are exported too
     assert main(["train", "--config", str(path), "--resume", "--set", "train.iters=5"]) == 0
     rows = log_rows(run)
@@ -224,7 +224,7 @@ def test_a_fine_tune_scores_its_starting_weights_first(config, tmp_path):
                                                 "loss.embed": 0, "val_every": 1, "out_dir": str(out)})
     rows = [line.split(",") for line in (out / "val.csv").read_text().split()]
     assert [int(r[0]) for r in rows] == [0, 1, 2]
-    best = torch.load(out / "full-best.pt", map_location="cpu", weights_only=False)
+    best = torch.load(out / "full-best.pt", map_location="cpu", weights_only=True)
     assert best["meta"]["val_psnr"] == pytest.approx(max(float(r[2]) for r in rows), abs=1e-4)
 
 

@@ -1,16 +1,20 @@
-"""`derain train` refuses what would fail or lose work later, in one line naming the file and
-key: pairs of two sizes or smaller than a patch, values that end in tracebacks, unwritable outputs."""
+"""`derain train` / `derain export` refuse what would fail or lose work later, in one line naming
+the file and key: bad pairs, bad values, foreign or crafted checkpoints, outputs written over."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, OutputError, WeightsError
 from pipeline.images import write_rgb
-from pipeline.model.train import DataSettings, Trainer, TrainSettings, train
+from pipeline.model.train import DataSettings, Trainer, TrainSettings, export_checkpoint, train
+from pipeline.model.weights import load_weights
 
 
 @pytest.fixture
@@ -27,6 +31,16 @@ def config(tmp_path, shared_data):
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, shared_data):
+    """One short run's last.pt (derain step 4), made once; tests copy it before changing it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train({"network": {"type": "DerainNet", "width": 4}, "autoencoder": {"iters": 2, "batch": 2},
+           "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
+           "train": {"iters": 4, "batch": 2}, "threads": 1, "out_dir": str(run)}, progress=False)
+    return run / "last.pt"
 
 
 def images(folder, *sizes, seed=0):
@@ -123,3 +137,95 @@ def test_the_trainer_tries_writing_its_outputs_before_loading_anything(tmp_path)
                              data=DataSettings(clean_dirs=[str(tmp_path / "nowhere")]))
     with pytest.raises(ConfigError, match=f"^cfg.yaml: export: cannot write {export} \\(File name too long\\)$"):
         Trainer(settings, progress=False, source="cfg.yaml")
+
+
+# -- 3, 4. resume and export read checkpoints safely ---------------------------------------------
+
+def test_resume_with_another_network_names_both(config, tmp_path, checkpoint):
+    (tmp_path / "run").mkdir()
+    last = tmp_path / "run" / "last.pt"
+    shutil.copy(checkpoint, last)
+    with pytest.raises(WeightsError) as err:
+        train(str(config), resume=True, progress=False, overrides={"network.width": 8})
+    assert str(err.value) == (f"{last}: made for network DerainNet width 4, the config asks DerainNet width 8;"
+                              " resume with the network it was made with")
+    with pytest.raises(WeightsError, match="made for network DerainNet width 4, the config asks TemporalDerainNet"):
+        train(str(config), resume=True, progress=False,
+              overrides={"network": {"type": "TemporalDerainNet", "width": 4, "frames": 3}, "data.frames": 3})
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"garbage\n", "not a training checkpoint (a run's last.pt; UnpicklingError)"),
+    ("half", "not a training checkpoint (a run's last.pt; RuntimeError)"),
+    ("weights", "exported weights, not a training checkpoint"),
+])
+def test_a_corrupt_or_foreign_last_pt_is_one_line(config, tmp_path, checkpoint, content, expected):
+    (tmp_path / "run").mkdir()
+    last = tmp_path / "run" / "last.pt"
+    if content == "half":
+        last.write_bytes(checkpoint.read_bytes()[:1000])
+    elif content == "weights":  # what `derain export -o run/last.pt` used to leave there
+        export_checkpoint(checkpoint, tmp_path / "w.pt")
+        shutil.copy(tmp_path / "w.pt", last)
+    else:
+        last.write_bytes(content)
+    with pytest.raises(WeightsError) as err:
+        train(str(config), resume=True, progress=False)
+    assert str(err.value).startswith(f"{last}: {expected}") and "\n" not in str(err.value)
+
+
+class _Payload:
+    """Unpickling this calls os.makedirs(path): code a crafted checkpoint would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+def test_a_crafted_checkpoint_runs_no_code_in_export_or_resume(config, tmp_path, checkpoint):
+    state = torch.load(checkpoint, weights_only=True)
+    ran = tmp_path / "the-payload-ran"
+    state["settings"]["note"] = _Payload(str(ran))
+    (tmp_path / "run").mkdir()
+    crafted = tmp_path / "run" / "last.pt"
+    torch.save(state, crafted)
+    with pytest.raises(WeightsError, match="not a training checkpoint .*UnpicklingError"):
+        export_checkpoint(crafted, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match="not a training checkpoint .*UnpicklingError"):
+        train(str(config), resume=True, progress=False)
+    assert not ran.exists()
+
+
+def test_a_trainers_checkpoint_loads_weights_only_and_resumes_and_exports(config, tmp_path, checkpoint):
+    state = torch.load(checkpoint, weights_only=True)  # nothing but tensors, numbers, strings, containers
+    assert state["stage"] == "derain" and state["step"] == 4
+    (tmp_path / "run").mkdir()
+    shutil.copy(checkpoint, tmp_path / "run" / "last.pt")
+    train(str(config), resume=True, progress=False, overrides={"train.iters": 5})
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 5
+    assert load_weights(export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "w.pt")).meta["step"] == 5
+
+
+# -- 5. export never writes over what it should not ----------------------------------------------
+
+def test_export_refuses_its_own_checkpoint_a_folder_and_an_existing_file(tmp_path, checkpoint):
+    last = tmp_path / "last.pt"
+    shutil.copy(checkpoint, last)
+    before = last.read_bytes()
+    with pytest.raises(OutputError, match="is the checkpoint being exported"):
+        export_checkpoint(last, last)
+    with pytest.raises(OutputError, match="is the checkpoint being exported"):
+        export_checkpoint(last, tmp_path / "." / "last.pt", overwrite=True)
+    assert last.read_bytes() == before
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match=f"^{tmp_path / 'out'} is a folder; give the weights file's name"):
+        export_checkpoint(last, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "out"]  # no out.tmp
+    taken = tmp_path / "w.pt"
+    taken.write_bytes(b"someone's file")
+    with pytest.raises(OutputError, match=f"^{taken}: exists; pass --overwrite to replace it$"):
+        export_checkpoint(last, taken)
+    assert taken.read_bytes() == b"someone's file"
+    assert load_weights(export_checkpoint(last, taken, overwrite=True)).meta["step"] == 4

@@ -11,8 +11,10 @@ exported (fp16) for the inference core.
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,8 +25,8 @@ import torch
 from torch import nn
 
 from ..config import load_settings, short
-from ..errors import ConfigError, WeightsError
-from .arch_util import build_network
+from ..errors import ConfigError, OutputError, WeightsError
+from .arch_util import ARCH_REGISTRY, build_network
 from .ecnet_arch import RainAutoencoder
 from .losses import attention_loss, embedding_loss, rain_mask, ssim
 from .prefetch import BatchStream
@@ -34,6 +36,8 @@ from .valset import HELD_OUT, validation_batches, validation_psnr
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
+# What a trainer's last.pt holds (_save); a file without them is something else (exported weights).
+CHECKPOINT_KEYS = ("stage", "step", "settings", "net", "ae", "optim", "scaler", "rng")
 
 
 @dataclass(frozen=True)
@@ -319,17 +323,25 @@ class Trainer:
     def _load(self, path: Path) -> None:
         if not path.is_file():
             raise ConfigError(f"{path}: no checkpoint to resume from")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.net.load_state_dict(state["net"])
-        self.ae.load_state_dict(state["ae"])
-        self.stage, self.step, self.elapsed = state["stage"], state["step"], state.get("elapsed", 0.0)
-        self.best = state.get("best", -float("inf"))
-        if self.stage == "derain":
-            self._enter_derain_stage(init_decoder=False)
-        self.optim.load_state_dict(state["optim"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())  # map_location moved it
-        random.setstate(state["rng"]["python"])
+        state = read_checkpoint(path, self.device)
+        made, asked = _network_spec(state["settings"].get("network", {})), _network_spec(self.s.network)
+        if made != asked:
+            raise WeightsError(f"{path}: made for network {_describe(made, asked)}, the config asks "
+                               f"{_describe(asked, made)}; resume with the network it was made with")
+        try:
+            self.net.load_state_dict(state["net"])
+            self.ae.load_state_dict(state["ae"])
+            self.stage, self.step, self.elapsed = state["stage"], state["step"], state.get("elapsed", 0.0)
+            self.best = state.get("best", -float("inf"))
+            if self.stage == "derain":
+                self._enter_derain_stage(init_decoder=False)
+            self.optim.load_state_dict(state["optim"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())  # map_location moved it
+            random.setstate(state["rng"]["python"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"{path}: does not fit network {self.s.network}"
+                               f" ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
 
     def _enter_derain_stage(self, init_decoder: bool) -> None:
         if init_decoder:
@@ -490,22 +502,74 @@ class Trainer:
                 bar.close()
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the fp16 weights of a training checkpoint (`last.pt`), e.g. to evaluate a run mid-way."""
-    path = Path(checkpoint)
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A trainer's last.pt, unpickled with weights_only: it holds tensors, numbers, strings and
+    plain containers only (the settings as a mapping, Python's RNG state as a tuple), so that
+    is all a file is allowed to hold, and a crafted one runs no code here."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt zip, a foreign pickle: the same to the user
+        raise WeightsError(f"{path}: not a training checkpoint (a run's last.pt; {type(exc).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and "format" in state:
+        raise WeightsError(f"{path}: exported weights, not a training checkpoint (a run's last.pt)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else ["all of it"]
+    if missing or not isinstance(state["settings"], dict):
+        missing = ", ".join(missing) or "settings"
+        raise WeightsError(f"{path}: not a training checkpoint (a run's last.pt; no {missing})")
+    return state
+
+
+def _network_spec(spec: dict) -> dict:
+    """A network spec with its class's defaults filled in: {type: DerainNet} is DerainNet width 32."""
+    spec = dict(spec)
+    cls = ARCH_REGISTRY.get(spec.get("type"))
+    for name, param in (inspect.signature(cls).parameters.items() if cls else ()):
+        if param.default is not inspect.Parameter.empty:
+            spec.setdefault(name, param.default)
+    return spec
+
+
+def _describe(spec: dict, other: dict) -> str:
+    """"DerainNet width 32", and where the types agree the other keys that differ ("frames 5")."""
+    same_type = spec.get("type") == other.get("type")
+    extra = [f"{k} {v}" for k, v in spec.items() if same_type and k not in ("type", "width") and other.get(k) != v]
+    return " ".join([str(spec.get("type")), f"width {spec.get('width')}", *extra])
+
+
+def _check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    if out.exists() and os.path.samefile(out, checkpoint):
+        raise OutputError(f"{out}: is the checkpoint being exported; write the weights to another file")
+    if why := _unwritable(out):
+        raise OutputError(why[0])
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: exists; pass --overwrite to replace it")
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the fp16 weights of a training checkpoint (`last.pt`), e.g. to evaluate a run mid-way.
+    Never over the checkpoint itself, nor over another file unless `overwrite`."""
+    path, out = Path(checkpoint), Path(out)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
-    try:  # a checkpoint holds its run's settings and RNG states: the trainer's own file, not weights alone
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        s = state["settings"]
+    try:
+        _check_output(out, path, overwrite)
+    except OutputError:
+        raise
+    except OSError as exc:  # a name too long, a loop of links
+        raise OutputError(f"{out}: cannot write the weights ({exc.strerror or exc})") from None
+    state = read_checkpoint(path)
+    s = state["settings"]
+    try:
         net = build_network(s["network"])
         net.load_state_dict(state["net"])
-    except Exception as exc:  # noqa: BLE001 - any unpickling or shape failure means the same to the user
-        raise ConfigError(f"{path}: not a training checkpoint (a run's last.pt; {type(exc).__name__})") from None
-    save_weights(net, out, profile=s["profile"], scale=s["scale"], upsample=s.get("upsample", "bilinear"),
-                 network=s["network"],
-                 meta={"step": state["step"], "stage": state["stage"], "seed": s["seed"]})
-    return Path(out)
+    except (ConfigError, RuntimeError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{path}: not a training checkpoint (a run's last.pt; {type(exc).__name__})") from None
+    try:
+        save_weights(net, out, profile=s["profile"], scale=s["scale"], upsample=s.get("upsample", "bilinear"),
+                     network=s["network"], meta={"step": state["step"], "stage": state["stage"], "seed": s["seed"]})
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the weights ({exc.strerror or exc})") from None
+    return out
 
 
 def train(config: str, resume: bool = False, overrides: dict | None = None, progress: bool = True,

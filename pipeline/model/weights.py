@@ -7,6 +7,7 @@ file in any error.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,13 @@ def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, n
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    except BaseException:  # a full disk, a folder at `path`, Ctrl-C: no half-written .tmp left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_weights(path: str | Path) -> LoadedWeights:
