@@ -2,6 +2,7 @@
 the file and key: bad pairs, bad values, foreign or crafted checkpoints, outputs written over."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import shutil
@@ -50,6 +51,11 @@ def images(folder, *sizes, seed=0):
     for name, (w, h) in zip("abcdefgh", sizes):
         write_rgb(folder / f"{name}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     return str(folder)
+
+
+def log_steps(run):
+    with open(run / "log.csv") as fh:
+        return [(r["stage"], int(r["step"])) for r in csv.DictReader(fh)]
 
 
 # -- 1. paired data ------------------------------------------------------------------------------
@@ -229,3 +235,29 @@ def test_export_refuses_its_own_checkpoint_a_folder_and_an_existing_file(tmp_pat
         export_checkpoint(last, taken)
     assert taken.read_bytes() == b"someone's file"
     assert load_weights(export_checkpoint(last, taken, overwrite=True)).meta["step"] == 4
+
+
+# -- 6. an interrupted run's log goes on without repeating steps ---------------------------------
+
+def test_resume_after_an_interrupt_logs_each_step_once(config, tmp_path, monkeypatch):
+    batch = Trainer._batch
+
+    def interrupted(self, n):
+        if self.stage == "derain" and self.step == 3:  # step 3 logged, the checkpoint is step 2's
+            raise KeyboardInterrupt
+        return batch(self, n)
+
+    monkeypatch.setattr(Trainer, "_batch", interrupted)
+    from pipeline.model import train as module  # one batch of the validation set: quick
+
+    full = module.validation_batches
+    monkeypatch.setattr(module, "validation_batches", lambda dirs, frames: full(dirs, frames, patch=32, count=4, batch=4))
+    with pytest.raises(KeyboardInterrupt):
+        train(str(config), progress=False, overrides={"val_every": 1})
+    run = tmp_path / "run"
+    assert log_steps(run)[-1] == ("derain", 3)
+    assert [r.split(",")[0] for r in (run / "val.csv").read_text().split()] == ["1", "2", "3"]
+    monkeypatch.setattr(Trainer, "_batch", batch)
+    train(str(config), resume=True, progress=False, overrides={"val_every": 1})
+    assert log_steps(run) == [("autoencoder", 1), ("autoencoder", 2)] + [("derain", i) for i in range(1, 5)]
+    assert [r.split(",")[0] for r in (run / "val.csv").read_text().split()] == ["1", "2", "3", "4"]

@@ -36,6 +36,7 @@ from .valset import HELD_OUT, validation_batches, validation_psnr
 from .weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
+STAGES = ("autoencoder", "derain")  # in the order a run trains them
 # What a trainer's last.pt holds (_save); a file without them is something else (exported weights).
 CHECKPOINT_KEYS = ("stage", "step", "settings", "net", "ae", "optim", "scaler", "rng")
 
@@ -342,6 +343,7 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise WeightsError(f"{path}: does not fit network {self.s.network}"
                                f" ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+        _trim_logs(self.out, self.stage, self.step)
 
     def _enter_derain_stage(self, init_decoder: bool) -> None:
         if init_decoder:
@@ -534,6 +536,33 @@ def _describe(spec: dict, other: dict) -> str:
     same_type = spec.get("type") == other.get("type")
     extra = [f"{k} {v}" for k, v in spec.items() if same_type and k not in ("type", "width") and other.get(k) != v]
     return " ".join([str(spec.get("type")), f"width {spec.get('width')}", *extra])
+
+
+def _trim_logs(out: Path, stage: str, step: int) -> None:
+    """Keep the log rows up to the checkpoint being resumed: an interrupted run logged steps past
+    it, which the resumed run trains and logs again. Rows cut short by a kill go too."""
+    at = (STAGES.index(stage), step)
+
+    def logged(row: list[str]) -> bool:
+        return row[1] in STAGES and row[2].isdigit() and (STAGES.index(row[1]), int(row[2])) <= at
+
+    _keep_rows(out / "log.csv", lambda i, row: i == 0 or (len(row) >= 4 and logged(row)), "\r\n")
+    # val.csv: step,seconds,psnr of the derain stage
+    _keep_rows(out / "val.csv", lambda i, row: len(row) == 3 and row[0].isdigit() and
+               (STAGES.index("derain"), int(row[0])) <= at, "\n")
+
+
+def _keep_rows(path: Path, keep, newline: str) -> None:
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    kept = [row for i, row in enumerate(rows) if keep(i, row)]
+    if len(kept) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh, lineterminator=newline).writerows(kept)
+        tmp.replace(path)
 
 
 def _check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
