@@ -178,6 +178,46 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _size(text: str) -> str:
+    """WxH, each side 16 to 16384 pixels (the synthetic rain needs room); argparse says a bad one in one line."""
+    w, x, h = text.lower().partition("x")
+    if not (x and w.isdigit() and h.isdigit() and 16 <= int(w) <= 16384 and 16 <= int(h) <= 16384):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be WxH, each 16 to 16384 pixels (e.g. 640x360)")
+    return f"{int(w)}x{int(h)}"
+
+
+def _sizes(text: str) -> str:
+    return ",".join(_size(part.strip()) for part in text.split(","))
+
+
+def _count(low: int, high: int = 10**9):
+    def count(text: str) -> int:
+        if not (text.strip().isdigit() and low <= int(text) <= high):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number from {low} to {high}")
+        return int(text)
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 10**7:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number > 0")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a JSON object, e.g. '{{\"scale\": 1.05}}'")
+    return value
+
+
 def _parse_set(item: str) -> tuple[str, object]:
     """`data.workers=8` -> ("data.workers", 8): the value is read as YAML."""
     import yaml
@@ -187,7 +227,13 @@ def _parse_set(item: str) -> tuple[str, object]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.batch=32")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not YAML ({str(exc).splitlines()[0]})") from None
+    if parsed is None:  # an empty value would be skipped as an unset flag
+        raise ConfigError(f"--set {item!r}: no value after '='")
+    return key.strip(), parsed
 
 
 def cmd_export(args) -> int:
@@ -292,7 +338,7 @@ def cmd_eval_detect(args) -> int:
 
     derainer = Derainer.load(profile=args.profile, weights=args.weights, device=args.device, dtype=args.dtype,
                              runtime=args.runtime or "auto")
-    detector = {"use": args.detector, "with": json.loads(args.detector_with)}
+    detector = {"use": args.detector, "with": args.detector_with}
     results = eval_detect(args.data, derainer, detector, sets=args.set, stride=args.stride)
     print(json.dumps(results) if args.json else markdown_table(results))
     return 0
@@ -419,20 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.add_argument("--model-only", action="store_true", help="only the model: sizes, batches, dtypes")
     p.add_argument("--config", help="settings for the pipeline part (encoder preset, batching, ...)")
-    p.add_argument("--size", default="640x360", help="WxH of the generated clip")
-    p.add_argument("--sizes", help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
-    p.add_argument("--frames", type=int, default=0, help="frames in the generated clip (0: by profile)")
+    p.add_argument("--size", default="640x360", type=_size, help="WxH of the generated clip")
+    p.add_argument("--sizes", type=_sizes, help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
+    p.add_argument("--frames", type=_count(0), default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
-    p.add_argument("--streams", type=int, default=0, metavar="N",
+    p.add_argument("--streams", type=_count(0, 64), default=0, metavar="N",
                    help="N streams at once through one model worker: model-only, codec-only (identity) and "
                         "end-to-end frames/s, per stream and in total")
     p.add_argument("--memory", action="store_true",
                    help="flat-memory check: a long clip (1080p unless --size) through the pipeline, identity model")
-    p.add_argument("--minutes", type=float, default=10.0, help="length of the --memory clip")
+    p.add_argument("--minutes", type=_seconds, default=10.0, help="length of the --memory clip")
     p.add_argument("--live", action="store_true",
                    help="live delay p50/p95, output fps and drop rate against a local RTSP camera")
-    p.add_argument("--duration-s", type=float, default=60.0, help="--live: seconds to measure")
-    p.add_argument("--fps", type=int, default=25, help="--live: camera frame rate")
+    p.add_argument("--duration-s", type=_seconds, default=60.0, help="--live: seconds to measure")
+    p.add_argument("--fps", type=_count(1, 240), default=25, help="--live: camera frame rate")
     p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray; --live: local)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="--live, identity profile: sleep per frame")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
@@ -456,8 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", choices=["ntu-a1", "rain12", "rain100L", "rain100H"],
                    help="a set to run (repeatable; default: all)")
     p.add_argument("--detector", default="hog", help="a plugin short name or module:Class (default: hog)")
-    p.add_argument("--detector-with", default="{}", help="the detector's `with:` settings as JSON")
-    p.add_argument("--stride", type=int, default=4, help="take every n-th pair (default: 4)")
+    p.add_argument("--detector-with", default={}, type=_json_object, help="the detector's `with:` settings as JSON")
+    p.add_argument("--stride", type=_count(1), default=4, help="take every n-th pair (default: 4)")
     _add_model_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_detect, profile="full", device="auto", dtype="auto")

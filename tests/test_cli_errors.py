@@ -222,3 +222,28 @@ def test_live_only_flags_on_a_file_run_are_refused_not_ignored(tmp_path, capsys)
                                                        "only (a URL, a /dev/video device, or a file with --realtime); "
                                                        "a file run would ignore it")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["bench", "--size", "junk"], "argument --size: 'junk': must be WxH, each 16 to 16384 pixels"),
+    (["bench", "--size", "1x1"], "argument --size: '1x1': must be WxH"),
+    (["bench", "--model-only", "--sizes", "32x32,foo"], "argument --sizes: 'foo': must be WxH"),
+    (["bench", "--frames", "-5"], "argument --frames: '-5': must be a whole number from 0"),
+    (["bench", "--streams", "-1"], "argument --streams: '-1': must be a whole number from 0 to 64"),
+    (["bench", "--memory", "--minutes", "-1"], "argument --minutes: '-1': must be a number > 0"),
+    (["eval-detect", "--data", ".", "--detector-with", "notjson"], "argument --detector-with: 'notjson': not JSON"),
+    (["eval-detect", "--data", ".", "--detector-with", "[1]"], "must be a JSON object"),
+])
+def test_bad_bench_and_eval_arguments_are_one_line_before_any_work(argv, says, capsys):
+    """Each was a traceback (ValueError from int(), 'high <= 0', MemoryError, JSONDecodeError)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and says in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("item, says", [("train.batch=[1", "the value is not YAML"),
+                                        ("train.batch=", "no value after '='")])
+def test_a_bad_set_value_is_one_line(item, says, capsys):
+    assert main(["train", "--config", str(REPO / "configs" / "train.yaml"), "--set", item]) == 1
+    assert f"--set {item!r}: {says}" in one_error_line(capsys.readouterr().err)
