@@ -240,7 +240,7 @@ def cmd_export(args) -> int:
     if args.onnx:
         from .model.export import export_onnx
 
-        info = export_onnx(args.onnx, args.profile, args.weights)
+        info = export_onnx(args.onnx, args.profile, args.weights, overwrite=args.overwrite)
         print(json.dumps(info) if args.json else
               f"{info['path']}: {info['profile']}, input {info['input']} (N, {info['input_channels']}, H, W) float RGB "
               f"in [0, 1], output {info['output']} (N, 3, H, W); H and W multiples of {info['size_multiple']}")
@@ -250,7 +250,7 @@ def cmd_export(args) -> int:
         return 2
     from .model.train import export_checkpoint
 
-    print(f"weights written to {export_checkpoint(args.checkpoint, args.output)}")
+    print(f"weights written to {export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)}")
     return 0
 
 
@@ -437,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or a profile as ONNX (--onnx) for other runtimes")
     p.add_argument("checkpoint", nargs="?", help="a training checkpoint (with -o)")
     p.add_argument("-o", "--output", help="the fp16 weights file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace -o OUT or --onnx OUT.onnx if it exists")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the profile's network as ONNX: rainy in, derained out, "
                                                       "dynamic batch, height and width")
     p.add_argument("--profile", choices=["full", "fast", "temporal", "temporal-fast"], default="full")

@@ -58,3 +58,16 @@ def test_export_makes_a_missing_folder_and_refuses_a_file_that_is_no_checkpoint(
     err = capsys.readouterr().err
     assert f"{not_one}: not a training checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_an_existing_onnx_file_is_replaced_only_with_overwrite(tmp_path, capsys):
+    """`export --onnx` replaced any file it was pointed at."""
+    from pipeline.cli import main
+
+    taken = tmp_path / "x.onnx"
+    taken.write_text("mine")
+    assert main(["export", "--onnx", str(taken), "--profile", "fast"]) == 1
+    assert f"{taken}: exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+    assert main(["export", "--onnx", str(taken), "--profile", "fast", "--overwrite"]) == 0
+    assert taken.stat().st_size > 10000

@@ -51,8 +51,13 @@ class DerainedImage(nn.Module):
 
 
 def export_onnx(path: str | Path, profile: str = "full", weights: str | Path | None = None,
-                opset: int = OPSET) -> dict:
-    """Write the ONNX file; returns what a caller needs to feed it (names, channels, multiple)."""
+                opset: int = OPSET, overwrite: bool = False) -> dict:
+    """Write the ONNX file (an existing one only with `overwrite`); returns what a caller needs
+    to feed it (names, channels, multiple)."""
+    if Path(path).is_dir():
+        raise OutputError(f"{path}: is a folder; give the ONNX file's path")
+    if Path(path).exists() and not overwrite:
+        raise OutputError(f"{path}: exists; pass --overwrite to replace it")
     if weights is None and profile not in PROFILES:
         raise WeightsError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     loaded = load_weights(weights or default_weights(profile))
