@@ -743,3 +743,13 @@ def test_a_folders_rate_may_be_a_ratio_and_a_video_keeps_its_own(tmp_path, capsy
     assert "--realtime: plays a video file as a camera; " in _one_error_line(capsys.readouterr().err)
     assert _run(folder, tmp_path / "bad.mp4", "--fps", "30000/0") == 1
     assert "decode.fps: must be a number (got '30000/0')" in capsys.readouterr().err
+
+
+def test_relative_names_with_a_colon_are_files_not_protocols(tmp_path, monkeypatch):
+    """`derain run a:b.mp4 -o x:y.mp4` failed: FFmpeg read 'a' and '.x' as protocols."""
+    from pipeline.cli import main
+
+    make_video(tmp_path / "cam:1.mp4", frames=6, audio=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "cam:1.mp4", "-o", "out:1.mp4", "--profile", "identity", "--backend", "local"]) == 0
+    assert int(video_stream(ffprobe(tmp_path / "out:1.mp4"))["nb_read_frames"]) == 6

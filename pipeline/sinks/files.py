@@ -39,7 +39,7 @@ from ..frames import FrameBatch
 from ..images import write_rgb
 from .. import hardware, trace
 from ..settings import EncodeSettings
-from ..sources.files import SourceInfo, start_seconds
+from ..sources.files import SourceInfo, ffmpeg_path, start_seconds
 from ..timestamps import Continuity, may_jump
 
 log = logging.getLogger(__name__)
@@ -627,7 +627,7 @@ class VideoFileSink(Encoder):
         except OSError as exc:  # nothing was created, so nothing is removed (EROFS would refuse that too)
             raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
         try:
-            out = av.open(str(self.tmp), "w")
+            out = av.open(ffmpeg_path(self.tmp), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
             _discard(self.tmp)
             raise OutputError(f"{path}: cannot write here ({getattr(exc, 'strerror', None) or exc})") from None
@@ -721,7 +721,7 @@ class _AudioPassthrough:
     """
 
     def __init__(self, path: Path, out, label, shift: float = 0.0) -> None:
-        self.src = av.open(str(path), metadata_errors="ignore")
+        self.src = av.open(ffmpeg_path(path), metadata_errors="ignore")
         self.out, self.shift = out, shift  # seconds taken off every timestamp (SourceInfo.start)
         self.warnings: list[str] = []
         try:

@@ -57,6 +57,13 @@ class SourceInfo:
     chapters: list[dict] = field(default_factory=list)  # as PyAV gives them: start, end, time_base, metadata
 
 
+def ffmpeg_path(path: str | Path) -> str:
+    """A local file's name as FFmpeg must be given it: a relative "a:b.mp4" read as the protocol
+    "a" (Protocol not found); "./a:b.mp4" is a file."""
+    text = str(path)
+    return text if Path(text).is_absolute() or ":" not in text else f"./{text}"
+
+
 MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
 
 
@@ -90,7 +97,7 @@ class VideoFileSource:
         if self.path.is_file() and self.path.stat().st_size == 0:
             raise InputError(f"{self.path}: file is empty")
         try:
-            container = av.open(str(self.path), metadata_errors="ignore", hwaccel=hwaccel)
+            container = av.open(ffmpeg_path(self.path), metadata_errors="ignore", hwaccel=hwaccel)
         except (av.FFmpegError, OSError) as exc:
             if hwaccel is not None:  # the GPU did not answer: the same file on the CPU
                 hardware.fell_back("decode", f"{self.path}: NVDEC (cuda) cannot decode here: {exc}")
