@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 import reprlib
 import types
@@ -221,6 +222,8 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
         return value
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         errors.append(f"{key}: must be {tp.__name__} (got {short(value)})")
+    if tp is str and isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)  # a shell expands it in a flag, never in a file: ./~/ was made
     return value
 
 

@@ -216,3 +216,15 @@ def test_auto_batch_on_cuda_is_one_frame_for_1080p_and_up():
     assert auto_batch(cuda, 1920 * 1080) == 1 and auto_batch(cuda, 3840 * 2160) == 1
     assert auto_batch(ModelSettings(device="cpu"), 1920 * 1080) == 1
     assert RunSettings().batching.for_input(cuda, live=False, pixels=1920 * 1080).max_batch == 1
+
+
+def test_a_home_folder_in_a_config_file_is_expanded(tmp_path, monkeypatch):
+    """A shell expands ~ in a flag but never in a file: `record: ~/recs` made a folder named ~."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("live: {record: ~/recs, cameras: [{url: rtsp://cam/1, snapshot: ~/snaps}]}\n"
+                   "model: {weights: ~/w.pt}\n")
+    s = load_settings(RunSettings, cfg)
+    assert (s.live.record, s.live.cameras[0].snapshot, s.model.weights) == \
+        (f"{tmp_path}/recs", f"{tmp_path}/snaps", f"{tmp_path}/w.pt")
+    assert s.live.cameras[0].url == "rtsp://cam/1"
