@@ -3,6 +3,7 @@ the model, its workers, batching, decoding, encoding, archives, live cameras. On
 one place says what a key means and what values it takes (each class's `problems()`)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -401,4 +402,19 @@ def load_run_settings(config: str | os.PathLike | dict | None = None, flags: dic
         from plugins.loader import load_plugins  # here: plugins import the pipeline
 
         load_plugins(settings.plugins, f"{config}: plugins")
+    if settings.model.weights:
+        _say_whose_weights(settings.model)
     return settings
+
+
+def _say_whose_weights(model: ModelSettings) -> None:
+    """A weights file sets the network and its scale, whatever model.profile says: said where
+    they differ (--profile identity --weights full.pt ran the full network, in silence). A bad
+    file fails here, before any work."""
+    from .model.weights import load_weights
+
+    made_for = load_weights(model.weights).profile
+    if made_for != model.profile:
+        logging.getLogger(__name__).warning(
+            "%s: weights of the %s profile: they set the network and its scale (model.profile %s is not used)",
+            model.weights, made_for, model.profile)

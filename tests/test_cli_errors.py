@@ -247,3 +247,18 @@ def test_bad_bench_and_eval_arguments_are_one_line_before_any_work(argv, says, c
 def test_a_bad_set_value_is_one_line(item, says, capsys):
     assert main(["train", "--config", str(REPO / "configs" / "train.yaml"), "--set", item]) == 1
     assert f"--set {item!r}: {says}" in one_error_line(capsys.readouterr().err)
+
+
+def test_weights_of_another_profile_are_said_to_set_the_network(tmp_path, caplog):
+    """--profile identity --weights full.pt ran the full network (12 frames/s, not 200) in silence."""
+    from pipeline.model.weights import default_weights
+
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    fast = str(default_weights("fast"))
+    for profile, said in (("identity", True), ("fast", False)):
+        caplog.clear()
+        assert main(["run", str(clip), "-o", str(tmp_path / f"{profile}.mp4"), "--profile", profile, "--weights", fast,
+                     "--backend", "local"]) == 0
+        lines = [r.getMessage() for r in caplog.records if "they set the network" in r.getMessage()]
+        assert lines == ([f"{fast}: weights of the fast profile: they set the network and its scale "
+                          f"(model.profile {profile} is not used)"] if said else [])
