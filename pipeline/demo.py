@@ -1,12 +1,14 @@
 """`derain demo`: derain the shipped rainy sample clip and show the result beside the input."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
 
 from .config import load_settings
+from .errors import OutputError
 from .files import derain_file
 from .images import write_rgb
 from .settings import RunSettings
@@ -23,10 +25,15 @@ def middle_frame(path: Path) -> np.ndarray:
 def run_demo(out_dir: str | Path = "derain-demo", profile: str = "temporal-fast", overwrite: bool = True) -> dict[str, Path]:
     """Derain the sample; write the video and a rainy | derained comparison image; return their paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; give --out a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot make the demo's folder there ({exc.strerror})") from None
     video = out / "derained-sample.mp4"
     settings = load_settings(RunSettings, None, {"model.profile": profile})
-    stats = derain_file(SAMPLE, video, settings, overwrite=overwrite, progress=True)
+    stats = derain_file(SAMPLE, video, settings, overwrite=overwrite, progress=sys.stderr.isatty())
     side = out / "side-by-side.png"
     write_rgb(side, np.hstack([middle_frame(SAMPLE), middle_frame(video)]))
     print(f"derained {stats.frames_out} frames of {SAMPLE.name} in {stats.seconds:.1f} s "

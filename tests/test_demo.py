@@ -16,3 +16,13 @@ def test_demo_derains_every_frame_of_the_sample_and_writes_the_comparison(tmp_pa
     rainy, derained = np.hsplit(side.astype(int), 2)
     assert np.abs(rainy - derained).mean() > 0.5  # the derained half differs: rain was taken out
     assert derained.mean() < rainy.mean()  # and rain only brightens
+
+
+def test_a_demo_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'afile'}: is a file; give --out a folder" in err and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
