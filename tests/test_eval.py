@@ -94,3 +94,26 @@ def test_missing_or_corrupt_weights_name_the_file(pair_dirs, capsys, tmp_path, c
     rain, clean = pair_dirs
     code, _, err = run_cli(capsys, "eval", "--rain", str(rain), "--clean", str(clean), "--weights", str(weights))
     assert code == 1 and str(weights) in err and match in err
+
+
+@pytest.mark.parametrize("flag, where, says", [("--csv", "folder", "is a folder; --csv takes a file name"),
+                                               ("--csv", "missing/e.csv", "cannot write the CSV there"),
+                                               ("--save", "afile", "is a file; --save takes a folder")])
+def test_output_paths_are_checked_before_the_work(pair_dirs, capsys, tmp_path, flag, where, says):
+    """A bad --csv failed after the whole evaluation (written at the end), as a traceback."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    rain, clean = pair_dirs
+    code, _, err = run_cli(capsys, "eval", "--rain", str(rain), "--clean", str(clean), "--profile", "identity",
+                           flag, str(tmp_path / where))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and f"{tmp_path / where}: {says}" in err
+
+
+def test_the_csv_is_written_row_by_row(pair_dirs, capsys, tmp_path):
+    rain, clean = pair_dirs
+    write_rgb(rain / "rain-2.png", np.full((16, 16, 3), 90, np.uint8))
+    write_rgb(clean / "norain-2.png", np.full((16, 16, 3), 100, np.uint8))
+    code, _, _ = run_cli(capsys, "eval", "--rain", str(rain), "--clean", str(clean), "--profile", "identity",
+                         "--csv", str(tmp_path / "e.csv"))
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    assert code == 0 and rows[0].startswith("name,input_psnr") and len(rows) == 3

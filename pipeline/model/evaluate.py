@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..images import pair_files, read_rgb, write_rgb
 from .flicker import WarpReference
 from .inference import Derainer
@@ -74,8 +74,9 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
         pairs.sort(key=lambda pair: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", pair[0].stem)])
     scores, outputs = [], []
     if save_dir:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        _writable_folder(Path(save_dir))
     rainy_all, clean_all = zip(*(_read_pair(r, c) for r, c in pairs))
+    table = _open_csv(Path(csv_path)) if csv_path else None  # before the work: a bad path would lose it all
     if video is None:
         video = looks_like_video([r for r, _ in pairs], rainy_all)
     if video:
@@ -87,13 +88,13 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
         if save_dir:
             write_rgb(Path(save_dir) / f"{rain_path.stem}.png", derained)
         scores.append(score_pair(rain_path.name, rainy, derained, clean))
+        if table is not None:
+            table[1].writerow(asdict(scores[-1]))
+            table[0].flush()  # row by row: an interrupted evaluation keeps what it scored
         if video:
             outputs.append(derained)
-    if csv_path:
-        with open(csv_path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(asdict(scores[0])))
-            writer.writeheader()
-            writer.writerows(asdict(s) for s in scores)
+    if table is not None:
+        table[0].close()
     means = {k: float(np.mean([getattr(s, k) for s in scores])) for k in asdict(scores[0]) if k != "name"}
     out = {"n": len(scores), "profile": derainer.profile, "video": video, "align": derainer.align,
            "deflicker": bool(video and derainer.deflicker),
@@ -103,6 +104,28 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
         out.update(warp_error=round(ref.error(outputs), 6), input_warp_error=round(ref.error(list(rainy_all)), 6),
                    clean_warp_error=round(ref.error(list(clean_all)), 6))
     return out
+
+
+def _writable_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file; --save takes a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot make the folder ({exc.strerror})") from None
+
+
+def _open_csv(path: Path):
+    """The CSV file and its writer, the header written."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; --csv takes a file name")
+    try:
+        fh = open(path, "w", newline="")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the CSV there ({exc.strerror})") from None
+    writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(PairScore)])
+    writer.writeheader()
+    return fh, writer
 
 
 def looks_like_video(paths: list[Path], images) -> bool:
