@@ -12,6 +12,7 @@ as is, with a camera's batching defaults (drop-oldest unless `batching.policy` i
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .errors import DerainError
 from .files import derain_file
 from .frames import FrameBatch
 from .runner import Input, Runner
@@ -67,11 +69,14 @@ class Pipeline:
     """
 
     def __init__(self, settings: RunSettings = RunSettings(), plugins: Sequence | None = None):
-        from plugins import PluginChain
+        from plugins import Plugin, PluginChain
 
         self.settings = settings
-        entries = list(settings.plugins if plugins is None else plugins)
+        if isinstance(plugins, (str, dict, Plugin)):  # one plugin (a str was iterated letter by letter)
+            plugins = [plugins]
+        entries = [{"use": e} if isinstance(e, str) else e for e in (settings.plugins if plugins is None else plugins)]
         self.chain = PluginChain.from_config(entries) if entries else None  # checked now, before any frame
+        self._in_use = threading.Lock()  # the chain serves one run at a time
 
     @classmethod
     def from_config(cls, config: str | Path | dict | None = None, plugins: Sequence | None = None,
@@ -100,6 +105,9 @@ class Pipeline:
         from .sources.live import LiveSource, RealtimeFileSource
 
         path = isinstance(source, (str, Path))
+        if not path and not hasattr(source, "info"):
+            raise TypeError(f"source: a file or folder path, or a source object (pipeline.sources); "
+                            f"got {type(source).__name__}")
         if path:
             d = self.settings.decode
             source = open_source(source, threads=d.thread_count(), fps=d.fps, hardware=d.hardware)
@@ -137,10 +145,21 @@ class Pipeline:
             finally:
                 pool.close()
 
+    @contextlib.contextmanager
     def _plugins(self):
-        from contextlib import nullcontext
-
-        return self.chain if self.chain is not None else nullcontext()
+        """The plugins, set up for one run. Two at once (threads, or a frames() generator not yet
+        finished) broke each other's runs with internal errors and cut the plugins' files short."""
+        if self.chain is None:
+            yield
+            return
+        if not self._in_use.acquire(blocking=False):
+            raise DerainError("this Pipeline's plugins serve another run (another thread, or a frames() "
+                              "generator not yet finished): give each thread its own Pipeline")
+        try:
+            with self.chain:
+                yield
+        finally:
+            self._in_use.release()
 
 
 class _QueueSink:

@@ -123,4 +123,20 @@ def test_a_source_that_fails_before_its_first_frame_raises_instead_of_hanging():
     thread.start()
     thread.join(20)
     assert not thread.is_alive(), "frames() hung"
-    assert isinstance(box.get("error"), AttributeError)
+    assert isinstance(box.get("error"), TypeError) and "source: a file or folder path" in str(box["error"])
+
+
+def test_a_pipeline_serves_one_run_at_a_time_and_says_so(tmp_path):
+    """Two runs at once shared the plugins' chain: internal errors and cut JSONL files."""
+    from pipeline.errors import DerainError
+
+    clip = make_video(tmp_path / "in.mp4", frames=6, size=(64, 48))
+    pipe = Pipeline.from_config(BASE, plugins="noop")  # one plugin by name (a str was read letter by letter)
+    first = pipe.frames(clip)
+    next(first)
+    with pytest.raises(DerainError, match="plugins serve another run"):
+        list(pipe.frames(clip))
+    first.close()
+    assert len(list(pipe.frames(clip))) == 6
+    with pytest.raises(TypeError, match="source: a file or folder path, or a source object"):
+        list(pipe.frames([np.zeros((8, 8, 3), np.uint8)]))
