@@ -63,7 +63,9 @@ def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
     anywhere = any(deep for _, deep in wanted)
     deepest = max((len(p.parts) for p, _ in wanted), default=1)
     found: set[Path] = set()
+    linked: list[str] = []  # folders reached by a link: not followed (a link may loop), said
     for folder, dirs, names in os.walk(root):
+        linked += [os.path.join(folder, d) for d in dirs if os.path.islink(os.path.join(folder, d))]
         depth = len(Path(folder).relative_to(root).parts)
         if not anywhere and depth + 1 >= deepest:
             dirs.clear()  # not recursive: a pattern is anchored at the input folder, no deeper
@@ -87,6 +89,15 @@ def find_inputs(root: Path, patterns: list[str], recursive: bool) -> list[Path]:
                 return False
             d = d.parent
 
+    broken = sorted(str(p) for p in found if p.is_symlink() and not p.exists())
+    if broken:
+        log.warning("%s: %d link%s to no file skipped: %s", root, len(broken), "s" if len(broken) > 1 else "",
+                    ", ".join(broken[:5]) + (" ..." if len(broken) > 5 else ""))
+    if linked and (recursive or anywhere):
+        log.warning("%s: %d linked folder%s not followed (a link may loop back): %s; archive %s as an input "
+                    "folder of its own", root, len(linked), "s" if len(linked) > 1 else "",
+                    ", ".join(sorted(linked)[:5]) + (" ..." if len(linked) > 5 else ""),
+                    "it" if len(linked) == 1 else "each")
     return sorted(p for p in found if p.is_file() and not p.name.startswith(".") and not derains_own(p))
 
 
@@ -337,6 +348,11 @@ def _why_redo(dst: Path, before: dict, stat: dict, settings: dict | None = None)
     if not dst.exists():
         return "its output is missing" if before.get("status") in ("done", "skipped") else ""
     if "input_size" not in before:
+        # no note: a report of an older version, or a file that finished while its run was
+        # stopped (in place, but never recorded): kept, unless that run was making it otherwise
+        planned = before.get("planned_with")
+        if settings is not None and isinstance(planned, dict) and (changed := _other_settings(planned, settings)):
+            return f"its run stopped as it ended, and derained it with other settings ({changed})"
         return None
     if stat != {k: before.get(k) for k in WRITTEN_FROM[:2]}:
         return "the input changed since it was derained"
@@ -364,7 +380,7 @@ def _plan(pairs: list[tuple[Path, Path]], in_root: Path, previous: dict[str, dic
         if why is None:  # kept (as noted, or trusted): the note the next run compares
             record.update(stat, output_size=_output_size(dst), made_with=settings)
         else:  # the note of the output on disk, until a new one is written (the worker's record)
-            record.update({k: before[k] for k in WRITTEN_FROM if k in before})
+            record.update({k: before[k] for k in WRITTEN_FROM if k in before}, planned_with=settings)
         if why:
             redo[str(dst)] = f"{src}: {why}; deraining it again"
         records.append(record)
@@ -597,6 +613,8 @@ class _Dispatch:
         self.load[idx] -= 1
         try:
             rec.update(self.ray.get(ref))
+            if rec["status"] == "done":
+                rec.pop("planned_with", None)  # its made_with says it now
         except self.ray.exceptions.RayActorError as exc:  # ActorUnavailableError included
             remove_partial(partial_path(Path(rec["output"]), token))  # what the dead worker left
             self._restarting(idx)

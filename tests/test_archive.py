@@ -225,6 +225,20 @@ def test_a_folder_where_nothing_matches_is_said(tmp_path, caplog):
     assert f"{tmp_path / 'in'}: no file matches archive.patterns (*.mp4, *.mkv" in caplog.text
 
 
+def test_links_the_walker_does_not_follow_are_said(tmp_path, caplog):
+    """A link to a folder and a link to no file were skipped without a word."""
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    make_video(root / "a.mp4", frames=2)
+    make_video(elsewhere / "b.mp4", frames=2)
+    (root / "more").symlink_to(elsewhere)
+    (root / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    with caplog.at_level("WARNING", logger="pipeline.archive"):
+        assert find_inputs(root, ArchiveSettings().patterns, True) == [root / "a.mp4"]
+    assert f"{root}: 1 link to no file skipped: {root / 'gone.mp4'}" in caplog.messages
+    assert (f"{root}: 1 linked folder not followed (a link may loop back): {root / 'more'}; archive it as an "
+            "input folder of its own") in caplog.messages
+
+
 def test_odd_sizes_on_archive_workers_keep_every_frame_and_say_the_cut(tmp_path, capsys, ray_session):
     src = tmp_path / "in"
     make_video(src / "a.mkv", frames=5, size=(641, 361), pix_fmt="yuv444p")
@@ -496,6 +510,27 @@ def test_a_rerun_with_other_settings_makes_the_outputs_again(tmp_path, capsys, c
     assert caplog.messages.count(f"{src / 'a.mp4'}: it was derained with other settings (crf 30, now auto); "
                                  "deraining it again") == 1
     assert run_archive(src, out, capsys)[1]["skipped"] == 1
+
+
+def test_a_file_that_finished_as_its_run_stopped_is_redone_only_if_made_otherwise(tmp_path):
+    """Ctrl-C as a file ended: its output was in place but its record still 'pending', with no
+    note; the rerun kept it, even a rerun with other settings (a trial profile's output kept)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    from pipeline.settings import RunSettings
+
+    clip, made = make_video(src / "a.mp4", frames=4), out / "a.mp4"
+    trial = archive.made_with(RunSettings(model=archive.replace(RunSettings().model, profile="identity")))
+    records, _ = archive._plan([(clip, made)], src, {}, False, trial)
+    assert records[0]["status"] == "pending" and records[0]["planned_with"] == trial  # what the report keeps
+    make_video(made, frames=4)  # what the stopped run wrote as it ended
+    stopped = {"a.mp4": records[0]}
+    real = archive.made_with(RunSettings())
+    again, redo = archive._plan([(clip, made)], src, stopped, False, real)
+    assert again[0]["status"] == "pending"
+    assert redo[str(made)] == (f"{clip}: its run stopped as it ended, and derained it with other settings "
+                               "(profile identity, now full; weights None, now " f"{real['weights']}); deraining it again")
+    kept, _ = archive._plan([(clip, made)], src, stopped, False, trial)  # the same settings: kept
+    assert kept[0]["status"] == "skipped"
 
 
 def test_made_with_notes_every_setting_but_the_machines():

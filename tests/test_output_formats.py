@@ -115,6 +115,7 @@ REENCODED = [("s24.mov", "libx264", "pcm_s24le", "out.mp4", "MP4", "aac"),  # bu
              ("pcm.avi", "mjpeg", "pcm_s16le", "out.ts", "MPEG-TS", "aac"),  # bug 3: a data stream before
              ("mulaw.mkv", "libx264", "pcm_mulaw", "out.mp4", "MP4", "aac"),  # bug 5: tracebacks before
              ("wma.avi", "mjpeg", "wmav2", "out.mp4", "MP4", "aac"),
+             ("vorbis.mkv", "libx264", "libvorbis", "out.mp4", "MP4", "aac"),  # was copied: played silent
              ("aac.mp4", "libx264", "aac", "out.webm", "WebM", "opus")]
 
 
@@ -126,7 +127,8 @@ def test_audio_the_container_cannot_hold_is_reencoded_in_step_and_as_loud(tmp_pa
     out = tmp_path / out_name
     assert _run(src, out) == 0
     said = [line for line in (capsys.readouterr().err + caplog.text).splitlines() if "re-encoded" in line]
-    assert said and f"{out}: {container} cannot hold {acodec} audio as it is; re-encoded to {target}" in said[0]
+    decoded = acodec.removeprefix("lib")  # the encoder ffmpeg wrote it with, the codec derain reads
+    assert said and f"{out}: {container} cannot hold {decoded} audio as it is; re-encoded to {target}" in said[0]
     (stream,) = audio_streams(ffprobe(out))
     assert stream["codec_name"] == target
     (x, rate, start), (y, out_rate, out_start) = _audio(src), _audio(out)
@@ -370,3 +372,20 @@ def test_an_avi_leaves_out_frames_closer_than_its_rate_and_says_so(tmp_path, cap
     assert len(said) == 1 and "are left out so the video stays in step with the audio" in said[0]
     v = video_stream(ffprobe(tmp_path / "out.avi"))
     assert 60 < int(v["nb_read_frames"]) < 85 and abs(float(v["duration"]) - 2.0) < 0.1
+
+
+def test_colour_detail_lost_to_4_2_0_is_said(tmp_path, caplog):
+    """A 4:4:4 input became 4:2:0 without a word (a 10-bit one was said)."""
+    src = tmp_path / "in444.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=0.4",
+                    "-c:v", "libx264", "-pix_fmt", "yuv444p", str(src)], check=True)
+    assert _run(src, tmp_path / "out.mp4") == 0
+    said = [r.getMessage() for r in caplog.records if "less colour detail" in r.getMessage()]
+    assert said == [f"{tmp_path / 'out.mp4'}: yuv444p input is written as yuv420p, with less colour detail "
+                    "(encode.pix_fmt: yuv444p keeps it where the codec takes it)"]
+    caplog.clear()
+    cfg = tmp_path / "444.yaml"
+    cfg.write_text("encode: {pix_fmt: yuv444p}\n")
+    assert _run(src, tmp_path / "kept.mp4", "--config", str(cfg)) == 0
+    assert video_stream(ffprobe(tmp_path / "kept.mp4"))["pix_fmt"] == "yuv444p"
+    assert not [r for r in caplog.records if "less colour detail" in r.getMessage()]

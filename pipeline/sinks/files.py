@@ -188,6 +188,9 @@ def _check_name(path: Path) -> None:
 def _mkdir_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder on the way should be
+        above = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+        raise OutputError(f"{path}: cannot create its folder ({above} is a file)") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot create its folder ({exc.strerror})") from None
 
@@ -326,6 +329,18 @@ def _muxer(suffix: str) -> str:
         return out.format.name
 
 
+def _chroma_pixels(pix_fmt: str | None) -> float | None:
+    """The share of pixels a YUV format's colour planes keep (4:4:4 1, 4:2:2 0.5, 4:2:0 0.25);
+    None for RGB, grey and unknown formats (an RGB picture, PNGs, is expected to become 4:2:0)."""
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except (TypeError, ValueError):
+        return None
+    if fmt.is_rgb or len(fmt.components) < 3:
+        return None
+    return fmt.components[1].width * fmt.components[1].height / 64 / 64
+
+
 def _avi_rate(info, rate) -> Fraction:
     """AVI's frame rate, one frame a tick: the rate every input frame time is a whole tick of
     (FFmpeg's r_frame_rate: a variable-rate file's fastest part) where a player can take it,
@@ -345,6 +360,8 @@ def _rule_refuses(fmt: str, codec: str) -> str | None:
         return "MPEG-TS has no stream type for it: written as private data, readers find no stream"
     if fmt == "mp4" and codec.startswith("pcm_"):
         return "PCM in MP4 ('ipcm') is read by FFmpeg 6.1 and later only: older players play noise"
+    if fmt == "mp4" and codec == "vorbis":
+        return "Vorbis in MP4 is not in the MP4 registry: browsers, QuickTime and phones play it silent"
     return None
 
 
@@ -436,6 +453,10 @@ class Encoder:
         self.video = self.out.add_stream(codec, rate=rate, options=options)
         self.video.width, self.video.height = self.width, self.height
         self.video.pix_fmt = enc.pix_fmt
+        kept, had = _chroma_pixels(enc.pix_fmt), _chroma_pixels(info.pix_fmt)
+        if kept is not None and had is not None and kept < had:  # a 4:4:4 or 4:2:2 camera's colour detail
+            self._warn(f"{self.path}: {info.pix_fmt} input is written as {enc.pix_fmt}, with less colour detail "
+                       f"(encode.pix_fmt: {info.pix_fmt} keeps it where the codec takes it)")
         # Keep the input's clock: frames carry their own pts in this time base (VFR survives).
         # AVI has no timestamps, only a frame rate, which is read from its time base (the
         # input's 1/12800 made players see 12800 fps): there, one tick is one frame.

@@ -102,7 +102,8 @@ class VideoFileSource:
             if hwaccel is not None:  # the GPU did not answer: the same file on the CPU
                 hardware.fell_back("decode", f"{self.path}: NVDEC (cuda) cannot decode here: {exc}")
                 return self._open()
-            raise InputError(f"{self.path}: not a readable video ({exc})") from None
+            why = getattr(exc, "strerror", None) or str(exc)  # not the errno and the path again
+            raise InputError(f"{self.path}: not a readable video ({why})") from None
         if not container.streams.video:
             container.close()
             raise InputError(f"{self.path}: has no video stream")
