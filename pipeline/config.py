@@ -50,14 +50,21 @@ def short(value: Any, limit: int = SHORT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_CONFIG_BYTES = 4 * 2**20
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder, not a config file")
-    if not path.is_file():
+    if not path.exists():  # a pipe is a config file too: --config <(...), /dev/stdin
         raise ConfigError(f"{path}: config file not found")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # /dev/zero must not fill the memory
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 2**20} MiB: not a config file")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a YAML text file (byte {exc.start} is not UTF-8)") from None
     except OSError as exc:

@@ -228,3 +228,18 @@ def test_a_home_folder_in_a_config_file_is_expanded(tmp_path, monkeypatch):
     assert (s.live.record, s.live.cameras[0].snapshot, s.model.weights) == \
         (f"{tmp_path}/recs", f"{tmp_path}/snaps", f"{tmp_path}/w.pt")
     assert s.live.cameras[0].url == "rtsp://cam/1"
+
+
+def test_a_config_from_a_pipe_is_read_and_an_endless_one_refused(tmp_path):
+    """--config <(...) and /dev/stdin were 'config file not found' (not a regular file)."""
+    import os
+    import threading
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("model: {profile: fast}\n"), daemon=True)
+    writer.start()
+    assert load_settings(RunSettings, fifo).model.profile == "fast"
+    writer.join(5)
+    with pytest.raises(ConfigError, match="/dev/zero: over 4 MiB: not a config file"):
+        load_settings(RunSettings, "/dev/zero")
