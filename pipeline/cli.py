@@ -396,8 +396,21 @@ def _add_live_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--delay-ms", type=float, help="identity profile: sleep per frame (a slow stand-in)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors a --json caller also gets as its JSON line on stdout (it got nothing)."""
+
+    argv: list[str] = []  # what main() was given
+
+    def error(self, message: str):
+        argv = _Parser.argv
+        if "--json" in argv:
+            command = next((a for a in argv if not a.startswith("-")), None)
+            print(json.dumps({"ok": False, "command": command, "error": f"{self.prog}: {message}"}), flush=True)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="derain", description="Remove rain from video, live or in bulk.")
+    parser = _Parser(prog="derain", description="Remove rain from video, live or in bulk.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -519,6 +532,7 @@ def _fail(args, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -262,3 +262,13 @@ def test_weights_of_another_profile_are_said_to_set_the_network(tmp_path, caplog
         lines = [r.getMessage() for r in caplog.records if "they set the network" in r.getMessage()]
         assert lines == ([f"{fast}: weights of the fast profile: they set the network and its scale "
                           f"(model.profile {profile} is not used)"] if said else [])
+
+
+def test_a_bad_flag_with_json_still_gives_a_json_line(capsys):
+    """argparse's error went to stderr only: a --json caller read nothing on stdout."""
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "in.mp4", "-o", "out.mp4", "--batch", "abc", "--json"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and "invalid int value: 'abc'" in err
+    assert json.loads(out) == {"ok": False, "command": "run",
+                               "error": "derain run: argument --batch: invalid int value: 'abc'"}
