@@ -573,6 +573,9 @@ def make_pool(model: ModelSettings, workers: WorkerSettings, leave_cpus: float =
     """The model's worker pool; `leave_cpus`: cores the Ray workers leave to others (plugin actors)."""
     if workers.backend == "ray":
         return RayPool(model, workers, leave_cpus)
+    if workers.count > 1:  # asked for, not given: said (it was ignored in silence)
+        log.warning("workers.count %d: the local backend runs one model worker, in this process; the Ray "
+                    "backend runs several", workers.count)
     return LocalPool(model, workers)
 
 

@@ -272,3 +272,9 @@ def test_a_bad_flag_with_json_still_gives_a_json_line(capsys):
     assert exc.value.code == 2 and "invalid int value: 'abc'" in err
     assert json.loads(out) == {"ok": False, "command": "run",
                                "error": "derain run: argument --batch: invalid int value: 'abc'"}
+
+
+def test_workers_the_local_backend_cannot_run_are_said(tmp_path, caplog):
+    clip = make_video(tmp_path / "in.mp4", frames=2)
+    assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--workers", "8", *LOCAL]) == 0
+    assert "workers.count 8: the local backend runs one model worker, in this process" in caplog.text
