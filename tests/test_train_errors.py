@@ -261,3 +261,14 @@ def test_resume_after_an_interrupt_logs_each_step_once(config, tmp_path, monkeyp
     train(str(config), resume=True, progress=False, overrides={"val_every": 1})
     assert log_steps(run) == [("autoencoder", 1), ("autoencoder", 2)] + [("derain", i) for i in range(1, 5)]
     assert [r.split(",")[0] for r in (run / "val.csv").read_text().split()] == ["1", "2", "3", "4"]
+
+
+def test_a_fresh_run_into_a_folder_holding_a_run_is_refused(config, tmp_path):
+    """Without --resume a new run wrote over the last one's checkpoint and logged its steps again
+    from 1 into the same log.csv."""
+    train(str(config), progress=False)
+    out_dir = next(p.parent for p in tmp_path.rglob("last.pt"))
+    kept = (out_dir / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match=f"out_dir: {out_dir} holds a run's last.pt; pass --resume"):
+        train(str(config), progress=False)
+    assert (out_dir / "last.pt").read_bytes() == kept

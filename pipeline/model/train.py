@@ -267,6 +267,10 @@ class Trainer:
                                     d.paired_fraction, d.jpeg, tuple(d.jpeg_quality), d.frames, HELD_OUT, d.twins),
                                    settings.seed, d.workers)
         self._say_skipped(self.batches.sampler)
+        if not resume and (self.out / "last.pt").exists():  # hours of training, written over by a typo
+            self.batches.close()
+            raise ConfigError(f"{source}: out_dir: {self.out} holds a run's last.pt; pass --resume to go on with "
+                              "it, or give another out_dir")
         self.val = validation_batches(d.clean_dirs, d.frames) if settings.val_every else []
         self.best = -float("inf")
         self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
