@@ -272,3 +272,18 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused(config, tmp_path):
     with pytest.raises(ConfigError, match=f"out_dir: {out_dir} holds a run's last.pt; pass --resume"):
         train(str(config), progress=False)
     assert (out_dir / "last.pt").read_bytes() == kept
+
+
+def test_a_resumed_run_keeps_a_better_best_written_after_its_checkpoint(config, tmp_path, checkpoint):
+    """The best score went back to the checkpoint's on resume, so best weights written after the
+    checkpoint (then the run was stopped) could be replaced by worse ones."""
+    (tmp_path / "run").mkdir()
+    shutil.copy(checkpoint, tmp_path / "run" / "last.pt")
+    export_checkpoint(checkpoint, tmp_path / "w.pt")
+    blob = torch.load(tmp_path / "w.pt", weights_only=True)
+    best = tmp_path / "run" / f"{blob['profile']}-best.pt"
+    blob["meta"]["val_psnr"] = 99.0  # better than these few steps will reach
+    torch.save(blob, best)
+    train(str(config), resume=True, progress=False, overrides={"train.iters": 6, "val_every": 1})
+    assert (tmp_path / "run" / "val.csv").exists()  # it did validate
+    assert torch.load(best, weights_only=True)["meta"]["val_psnr"] == 99.0

@@ -337,7 +337,7 @@ class Trainer:
             self.net.load_state_dict(state["net"])
             self.ae.load_state_dict(state["ae"])
             self.stage, self.step, self.elapsed = state["stage"], state["step"], state.get("elapsed", 0.0)
-            self.best = state.get("best", -float("inf"))
+            self.best = max(state.get("best", -float("inf")), self._best_on_disk())
             if self.stage == "derain":
                 self._enter_derain_stage(init_decoder=False)
             self.optim.load_state_dict(state["optim"])
@@ -436,6 +436,16 @@ class Trainer:
         save_weights(self.net, path, profile=self.s.profile, scale=self.s.scale, upsample=self.s.upsample,
                      network=self.s.network, meta={"iters": self.step, "stage": self.stage,
                                                    "seconds": round(self.elapsed), "seed": self.s.seed, **meta})
+
+    def _best_on_disk(self) -> float:
+        """The score of the best weights already written: a run stopped after writing them and
+        before its next checkpoint, whose score then went back to the checkpoint's (a worse one
+        was kept as best after the resume)."""
+        try:
+            blob = torch.load(self.out / f"{self.s.profile}-best.pt", map_location="cpu", weights_only=True)
+            return float(blob["meta"]["val_psnr"])
+        except Exception:  # noqa: BLE001 - none, or unreadable: the checkpoint's score stands
+            return -float("inf")
 
     def _validate(self) -> None:
         """Score the held-out set; keep the best weights as <profile>-best.pt (the ones to ship)."""
