@@ -287,3 +287,13 @@ def test_a_resumed_run_keeps_a_better_best_written_after_its_checkpoint(config, 
     train(str(config), resume=True, progress=False, overrides={"train.iters": 6, "val_every": 1})
     assert (tmp_path / "run" / "val.csv").exists()  # it did validate
     assert torch.load(best, weights_only=True)["meta"]["val_psnr"] == 99.0
+
+
+def test_clips_from_a_paired_set_are_refused(config, tmp_path):
+    """data.frames > 1 makes its clips from clean photos only: given pairs alone it failed at the
+    first step; given both, the pairs sat unused."""
+    rain, clean = tmp_path / "rain", tmp_path / "clean"
+    images(rain, (48, 40)), images(clean, (48, 40))
+    with pytest.raises(ConfigError, match="data.frames: 3 rains clips made from clean photos; a paired set has "
+                                          "single images, drop data.paired"):
+        train(str(config), progress=False, overrides={"data.paired": [[str(rain), str(clean)]], "data.frames": 3})

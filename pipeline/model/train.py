@@ -60,6 +60,9 @@ class DataSettings:
         out = []
         if self.twins and self.paired:
             out.append("twins: rains clean photos twice; a paired set has one rainy image each, drop data.paired")
+        elif self.frames > 1 and self.paired:  # its clips are drawn from clean photos only: the pairs sat unused
+            out.append(f"frames: {self.frames} rains clips made from clean photos; a paired set has single images, "
+                       "drop data.paired")
         if self.patch < 16 or self.patch % 8:
             out.append(f"patch: must be a multiple of 8 >= 16 (got {self.patch})")
         if not self.clean_dirs and not self.paired:
