@@ -5,7 +5,8 @@ originals), per frame `seq`, `pts`, `time_base`, and `rain_intensity`, plus the 
 of the plugins before it in the chain (`upstream`). It returns one entry per frame.
 A plugin that draws on the output sets `annotates = True`; the chain then hands it a
 writable copy of the images (Ray-delivered arrays are read-only), and only then, so a
-chain of pure detectors costs no copy.
+chain of pure detectors costs no copy. Any other plugin gets them read-only: drawing
+there fails the call (counted, named) rather than changing what is encoded unseen.
 """
 from __future__ import annotations
 

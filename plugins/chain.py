@@ -152,6 +152,12 @@ class PluginChain:
             # The one copy an annotating chain costs: Ray-delivered frames are read-only.
             job.batch = replace(job.batch, images=job.batch.images.copy())
             job.writable = True
+        if isinstance(stage, InlineStage) and not stage.spec.plugin.annotates:
+            # A read-only view: a plugin that draws without saying so (annotates) fails, counted and
+            # named, instead of changing the encoded frames, and with the identity profile the rainy ones
+            view = job.batch.images.view()
+            view.flags.writeable = False
+            return replace(job.batch, images=view)
         return job.batch
 
     def _finish(self, job: _Job, stage) -> None:

@@ -310,3 +310,18 @@ def test_hog_on_frames_smaller_than_its_window_finds_none_and_says_so(size, capl
     said = [r.getMessage() for r in caplog.records if "smaller than the detector's 64x128 window" in r.getMessage()]
     assert said == [f"hog: {size[1]}x{size[0]} frames are smaller than the detector's 64x128 window; no people are "
                     "looked for in them"]
+
+
+def test_a_plugin_that_draws_without_saying_so_fails_and_changes_nothing(caplog):
+    """Without `annotates` a plugin got the frames themselves: its drawing went into the output
+    (and, with the identity profile, into the rainy frames too)."""
+    class Scribbles(Plugin):
+        def process(self, b):
+            b.images[:, 0, 0] = 255
+            return [None] * len(b)
+
+    b = batch(0)
+    with PluginChain.from_config([Scribbles()]) as chain:
+        out = chain.process(b)
+    assert int(out.images[:, 0, 0].max()) == 0 and chain.stats["scribbles"].errors == 1
+    assert "read-only" in caplog.text
