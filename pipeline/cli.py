@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import DerainError
 from .signals import stop_signals
@@ -45,20 +46,19 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _leave_now(code: int, ray_or_not: bool = False) -> None:
-    """End an interrupted run that started Ray (or any, `ray_or_not`): Ray's processes stopped
-    here, then no interpreter exit hooks (the outputs are already cleaned up). Ray's core
-    library, stopped mid-call, can crash the process on its way out (exit -11 seconds later,
-    not 143 or 130); and the interpreter's teardown puts the default handlers back, so one more
-    Ctrl-C there killed the process (exit -2, after the goodbye line)."""
+def _leave_now(code: int) -> NoReturn:
+    """End an interrupted run here, its outputs already cleaned up: Ray's processes stopped, then
+    no interpreter exit hooks. Ray's core library, stopped mid-call, can crash the process on its
+    way out (exit -11 seconds later, not 143 or 130); and the interpreter's teardown puts the
+    default handlers back, so one more Ctrl-C there killed the process (exit -2, after the
+    goodbye line)."""
     ray = sys.modules.get("ray")
-    if ray is not None or ray_or_not:
-        if ray is not None:
-            ray.shutdown(wait_for_processes=True)
-        with contextlib.suppress(OSError):  # a hung-up terminal
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+    if ray is not None:
+        ray.shutdown(wait_for_processes=True)
+    with contextlib.suppress(OSError):  # a hung-up terminal
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _settings(args, **overrides):
@@ -396,17 +396,18 @@ def _add_live_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--delay-ms", type=float, help="identity profile: sleep per frame (a slow stand-in)")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, whose errors a --json caller also gets as its JSON line on stdout (it got nothing)."""
+class _BadArguments(SystemExit):
+    def __init__(self, prog: str, message: str):
+        super().__init__(2)
+        self.prog, self.message = prog, message
 
-    argv: list[str] = []  # what main() was given
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors `main` also says as a --json caller's JSON line (it got nothing)."""
 
     def error(self, message: str):
-        argv = _Parser.argv
-        if "--json" in argv:
-            command = next((a for a in argv if not a.startswith("-")), None)
-            print(json.dumps({"ok": False, "command": command, "error": f"{self.prog}: {message}"}), flush=True)
-        super().error(message)
+        self.print_usage(sys.stderr)
+        raise _BadArguments(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -528,12 +529,29 @@ def _fail(args, message: str) -> None:
     """One line on stderr; with --json also an error object on stdout, as a run's summary would be."""
     print(f"derain {args.command}: error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "command": args.command, "error": message}), flush=True)
+        _json_error(args.command, message)
 
 
-def main(argv: list[str] | None = None) -> int:
-    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+def _json_error(command: str | None, message: str) -> None:
+    print(json.dumps({"ok": False, "command": command, "error": message}), flush=True)
+
+
+def _parse(argv: list[str] | None):
+    try:
+        return build_parser().parse_args(argv)
+    except _BadArguments as exc:
+        print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)  # as argparse says it
+        given = sys.argv[1:] if argv is None else argv
+        if "--json" in given:
+            _json_error(next((a for a in given if not a.startswith("-")), None), f"{exc.prog}: {exc.message}")
+        raise
+
+
+def main(argv: list[str] | None = None, leave_when_stopped: bool = False) -> int:
+    """The CLI. `leave_when_stopped` (the `derain` command): a run stopped by a signal ends the
+    process at once (see `_leave_now`); an in-process caller gets the exit code back, and its
+    signal handlers as they were, unless the run started Ray."""
+    args = _parse(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -547,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     _terminated.clear()
     _stopping.clear()
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGINT, *stop_signals())} \
-        if main_thread else {}
+    # SIGINT too, unless the process was started to ignore it (`derain ... &` in a script)
+    ours = [sig for sig in (signal.SIGINT, *stop_signals()) if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in ours} if main_thread else {}
     try:
         return args.func(args)
     except DerainError as exc:
@@ -563,26 +582,24 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):  # after a hang-up the terminal is gone (EIO): still leave cleanly
             print(f"derain {args.command}: {what}; partial outputs removed", file=sys.stderr)
             if getattr(args, "json", False):
-                print(json.dumps({"ok": False, "command": args.command, "error": what}), flush=True)
+                _json_error(args.command, what)
         code = 128 + (signum or signal.SIGINT)
-        _leave_now(code)
+        ray = sys.modules.get("ray")
+        if leave_when_stopped or (ray is not None and ray.is_initialized()):
+            _leave_now(code)
         return code
     except Exception as exc:
         if getattr(args, "json", False):  # a bug, not a user error: the traceback follows on stderr
-            print(json.dumps({"ok": False, "command": args.command, "error": f"internal error: {exc!r}"[:500]}),
-                  flush=True)
+            _json_error(args.command, f"internal error: {exc!r}"[:500])
         raise
     finally:
-        for sig, handler in previous.items() if not _stopping else ():  # stopping: the exit too is ours
+        for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def entry() -> int:
-    """The `derain` command: `main`, left at once after a stop signal (see `_leave_now`)."""
-    code = main()
-    if _stopping:
-        _leave_now(code, ray_or_not=True)
-    return code
+    """The `derain` command."""
+    return main(leave_when_stopped=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -278,3 +279,43 @@ def test_workers_the_local_backend_cannot_run_are_said(tmp_path, caplog):
     clip = make_video(tmp_path / "in.mp4", frames=2)
     assert main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "--workers", "8", *LOCAL]) == 0
     assert "workers.count 8: the local backend runs one model worker, in this process" in caplog.text
+
+
+def test_an_in_process_caller_gets_its_signal_handlers_back_after_a_stop():
+    """After a stop main() left its own handlers in place: the caller's next Ctrl-C was ignored,
+    and one 5 s later killed it."""
+    script = textwrap.dedent("""
+        import os, signal, time
+        import pipeline.cli as cli
+
+        def stops(args):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+            return 0
+
+        cli.cmd_demo = stops
+        mine = lambda signum, frame: None
+        signal.signal(signal.SIGINT, mine)
+        code = cli.main(["demo"])
+        print(code, signal.getsignal(signal.SIGINT) is mine)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["130", "True"], run.stderr
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
+    """`derain ... &` in a script ignores SIGINT (no job control); derain took it again."""
+    src = make_video(tmp_path / "in.mp4", frames=200)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(src), "-o", str(tmp_path / "out.mp4"),
+                             "--profile", "identity", "--delay-ms", "20", "--backend", "local"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not any("partial" in p.name for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still deraining
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err
