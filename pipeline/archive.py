@@ -426,18 +426,20 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
     pairs = [(src, output_for(src, in_root, out_root, a.output_suffix)) for src in inputs]
     _check_targets(pairs, a.output_suffix)
     if report_path:
-        _check_report_path(Path(report_path), inputs)
+        _check_report_path(Path(report_path), pairs)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
     with _only_run(out_root):
-        return _archive(pairs, in_root, out_root, _appending_lines(settings), report_path, overwrite, progress)
+        return _archive(pairs, in_root, out_root, settings, report_path, overwrite, progress)
 
 
-def _appending_lines(settings: RunSettings) -> RunSettings:
+def _appending_lines(settings: RunSettings, fresh: bool) -> RunSettings:
     """The JSONL plugin appends in an archive: every file, in every worker process, writes to the
-    one file (each replacing it kept the last file's lines), and a resumed archive adds its files."""
+    one file (each replacing it kept the last file's lines), and a resumed archive adds its files.
+    The file starts afresh here where the archive does (`fresh`: a new one, or --overwrite) unless
+    its `append: true`; its path is made absolute (file workers run in other folders)."""
     from plugins.jsonl import JSONLWriter  # here: plugins import the pipeline
     from plugins.loader import resolve
 
@@ -446,9 +448,24 @@ def _appending_lines(settings: RunSettings) -> RunSettings:
             jsonl = isinstance(entry, dict) and issubclass(resolve(str(entry.get("use"))), JSONLWriter)
         except DerainError:
             return entry  # the loader names it
-        return {**entry, "with": {**(entry.get("with") or {}), "append": True}} if jsonl else entry
+        if not jsonl:
+            return entry
+        given = dict(entry.get("with") or {})
+        if isinstance(given.get("path"), str):
+            given["path"] = str(Path(given["path"]).expanduser().absolute())
+            if fresh and not given.get("append"):
+                _start_afresh(Path(given["path"]))
+        return {**entry, "with": {**given, "append": True}}
 
     return replace(settings, plugins=[appending(e) for e in settings.plugins])
+
+
+def _start_afresh(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the plugin's lines there ({exc.strerror})") from None
 
 
 def _archive(pairs: list[tuple[Path, Path]], in_root: Path, out_root: Path, settings: RunSettings,
@@ -456,8 +473,10 @@ def _archive(pairs: list[tuple[Path, Path]], in_root: Path, out_root: Path, sett
     import ray
 
     report = _Report(Path(report_path) if report_path else out_root / REPORT_NAME)
+    previous = _previous(report.path, in_root)
+    settings = _appending_lines(settings, fresh=overwrite or not previous)
     made = made_with(settings)
-    records, redo = _plan(pairs, in_root, _previous(report.path, in_root), overwrite, made)
+    records, redo = _plan(pairs, in_root, previous, overwrite, made)
     start = time.monotonic()
     report.write(records)
     if report.error:
@@ -500,15 +519,20 @@ def _check_targets(pairs: list[tuple[Path, Path]], suffix: str) -> None:
         targets[target] = src
 
 
-def _check_report_path(path: Path, inputs: list[Path]) -> None:
+def _check_report_path(path: Path, pairs: list[tuple[Path, Path]]) -> None:
     """A --report path may hold only a derain report: it is rewritten after every file."""
-    if path.resolve() in {p.resolve() for p in inputs}:
-        raise OutputError(f"{path}: is one of the inputs; give the report another path")
+    target = path.resolve()
+    for src, dst in pairs:
+        if target in (src.resolve(), dst.resolve()):
+            raise OutputError(f"{path}: is {'one of the inputs' if target == src.resolve() else 'the output of ' + str(src)}"
+                              "; give the report another path")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the report a file path")
     if path.exists():
         try:
-            ours = isinstance(json.loads(path.read_bytes()[:50_000_000]).get("files"), list)
+            with open(path, "rb") as fh:
+                head = fh.read(64)  # a report is JSON text; a video given by mistake is not read whole
+                ours = head.lstrip().startswith(b"{") and isinstance(json.loads(head + fh.read()).get("files"), list)
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:

@@ -13,7 +13,7 @@ from .base import Plugin, upstream
 from .results import Result
 
 
-_started: set[str] = set()  # the files this process replaced: other writers to one (cameras, files) add to it
+_writers: dict[str, int] = {}  # writers open on each file in this process: the first replaces it, the rest add
 _lock = threading.Lock()
 
 
@@ -27,9 +27,9 @@ class JSONLWriter(Plugin):
 
     Args:
         path: the .jsonl file (its folder is created).
-        append: add to an existing file; else the first writer in this process replaces it
-            (an archive always appends: its workers are several processes, and a resumed one
-            adds the files it derains).
+        append: add to an existing file; else the first writer open on it replaces it (cameras
+            sharing one file add to it; an archive's workers append, the archive itself starting
+            the file afresh where it starts anew).
     """
 
     def __init__(self, path: str, append: bool = False):
@@ -38,10 +38,10 @@ class JSONLWriter(Plugin):
     def setup(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _lock:
-            key = str(self.path.resolve())
-            replace = not self.append and key not in _started
-            _started.add(key)
+            self.key = str(self.path.resolve())
+            replace = not self.append and not _writers.get(self.key)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0), 0o644)
+            _writers[self.key] = _writers.get(self.key, 0) + 1
 
     def process(self, batch: FrameBatch) -> list[Result | None]:
         found = upstream(batch)
@@ -74,6 +74,8 @@ class JSONLWriter(Plugin):
         if getattr(self, "fd", None) is not None:
             os.close(self.fd)
             self.fd = None
+            with _lock:
+                _writers[self.key] -= 1
 
 
 def _plain(value):

@@ -140,3 +140,13 @@ def test_a_pipeline_serves_one_run_at_a_time_and_says_so(tmp_path):
     assert len(list(pipe.frames(clip))) == 6
     with pytest.raises(TypeError, match="source: a file or folder path, or a source object"):
         list(pipe.frames([np.zeros((8, 8, 3), np.uint8)]))
+
+
+def test_each_run_of_a_pipeline_starts_its_jsonl_afresh(tmp_path):
+    """A process-wide 'already started' note made a second run add to the first run's lines."""
+    clip = make_video(tmp_path / "in.mp4", frames=5, size=(64, 48))
+    lines = tmp_path / "lines.jsonl"
+    pipe = Pipeline.from_config(BASE, plugins=[{"use": "jsonl", "with": {"path": str(lines)}}])
+    for out in ("a.mp4", "b.mp4"):
+        pipe.run(clip, tmp_path / out)
+        assert len(lines.read_text().splitlines()) == 5

@@ -147,7 +147,7 @@ def test_a_report_path_that_holds_anything_else_is_refused(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     for report, says in ((src / "b.mp4", "is one of the inputs"), (notes, "exists and is not a derain report"),
-                         (tmp_path, "is a folder")):
+                         (tmp_path, "is a folder"), (out / "a.mp4", f"is the output of {src / 'a.mp4'}")):
         assert main(["archive", str(src), str(out), "--profile", "identity", "--report", str(report)]) == 1
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert f"{report}: {says}" in line
@@ -182,6 +182,8 @@ def test_an_archives_jsonl_holds_every_files_lines_each_naming_its_file(tmp_path
     assert {name: sum(Path(x["source"]).name == name for x in lines) for name in frames} == frames
     make_video(src / "d.mp4", frames=4)  # a resumed archive adds the files it derains
     assert main(["archive", str(src), str(out), "--config", str(cfg)]) == 0
+    assert len(lines_path.read_text().splitlines()) == len(lines) + 4
+    assert main(["archive", str(src), str(out), "--config", str(cfg), "--overwrite"]) == 0  # all anew: lines too
     assert len(lines_path.read_text().splitlines()) == len(lines) + 4
 
 
