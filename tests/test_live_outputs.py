@@ -748,3 +748,16 @@ def test_preview_token_flag_of_the_cli(tmp_path):
     assert codes == (401, 200, 200)
     assert proc.returncode == 0 and "(token required)" in out
     assert err.count("reachable from other machines") == 1
+
+
+def test_a_recorder_that_cannot_prune_says_so_and_holds_no_lock(tmp_path):
+    """A folder named like a segment made pruning raise IsADirectoryError (a traceback), and the
+    lock stayed held: the next try said another recorder was writing there."""
+    from pipeline.sinks.streams import SegmentRecorder
+
+    info = SourceInfo("test", 96, 64, CLOCK, rate=25)
+    (tmp_path / "cam-20260101-000000-00001.mp4").mkdir()
+    (tmp_path / "cam-20260101-000000-00002.mp4").write_bytes(b"x")
+    for _ in range(2):
+        with pytest.raises(OutputError, match=f"{tmp_path}: cannot keep its segments"):
+            SegmentRecorder(tmp_path, info, name="cam", keep=1)

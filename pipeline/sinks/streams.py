@@ -284,17 +284,25 @@ class SegmentRecorder:
         # two recorders of one name would write over each other's segments and prune them
         self._lock = hold(self.folder / f".{name}.lock", f"{self.folder}: another recorder is writing {name}'s "
                           "segments there; give this camera another name or folder", create=True)
-        # The camera's segments already there count: a service that restarts (or crash-loops)
-        # must not grow the folder past `keep`. They sort by number, which each run continues:
-        # the local-time stamp in the name goes back an hour when summer time ends.
-        own = re.compile(rf"{re.escape(name)}-(\d{{8}}-\d{{6}})-(\d{{5,}})\.{re.escape(fmt)}")
-        found = [(int(m[2]), m[1], p) for p in self.folder.iterdir() if (m := own.fullmatch(p.name))]
-        self.closed: list[Path] = [p for *_, p in sorted(found)]
         self.frames_written = 0
         self._sink: VideoFileSink | None = None
         self._start_pts: int | None = None
-        # numbered on from the last run's, so a restart within the same second neither reuses
-        # a name nor sorts before what it follows
+        try:
+            self._take_stock()
+        except BaseException as exc:
+            release(self._lock)  # a recorder that never started holds no lock
+            if isinstance(exc, OSError):
+                raise OutputError(f"{self.folder}: cannot keep its segments ({exc.strerror}: {exc.filename})") from None
+            raise
+
+    def _take_stock(self) -> None:
+        """The camera's segments already there count: a service that restarts (or crash-loops)
+        must not grow the folder past `keep`. They sort by number, which each run continues (so a
+        restart within the same second neither reuses a name nor sorts before what it follows):
+        the local-time stamp in the name goes back an hour when summer time ends."""
+        own = re.compile(rf"{re.escape(self.name)}-(\d{{8}}-\d{{6}})-(\d{{5,}})\.{re.escape(self.fmt)}")
+        found = [(int(m[2]), m[1], p) for p in self.folder.iterdir() if (m := own.fullmatch(p.name))]
+        self.closed: list[Path] = [p for *_, p in sorted(found)]
         self._index = 1 + max((index for index, _, _ in found), default=-1)
         self._prune()
 
