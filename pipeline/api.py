@@ -26,7 +26,8 @@ from .errors import DerainError
 from .files import derain_file
 from .frames import FrameBatch
 from .runner import Input, Runner
-from .settings import RunSettings, load_run_settings
+from .run_config import load_run_settings
+from .settings import RunSettings
 from .sources.files import open_source
 from .stats import LaneStats
 from .workers import make_pool

@@ -62,7 +62,7 @@ def _leave_now(code: int) -> NoReturn:
 
 
 def _settings(args, **overrides):
-    from .settings import load_run_settings
+    from .run_config import load_run_settings
 
     flags = {
         "model.profile": getattr(args, "profile", None),

@@ -3,13 +3,12 @@ the model, its workers, batching, decoding, encoding, archives, live cameras. On
 one place says what a key means and what values it takes (each class's `problems()`)."""
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
-from .config import load_settings, short
+from .config import short
 
 
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # as torch.device names them
@@ -392,29 +391,3 @@ class RunSettings:
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     plugins: list[dict] = field(default_factory=list)
     live: LiveSettings = field(default_factory=LiveSettings)
-
-
-def load_run_settings(config: str | os.PathLike | dict | None = None, flags: dict | None = None) -> RunSettings:
-    """A run's settings from a file (or mapping) and dotted-key flags. A file's plugins are
-    checked here, so their errors name the file; the chain that loads them later has only the list."""
-    settings = load_settings(RunSettings, config, flags)
-    if settings.plugins and isinstance(config, (str, os.PathLike)):
-        from plugins.loader import load_plugins  # here: plugins import the pipeline
-
-        load_plugins(settings.plugins, f"{config}: plugins")
-    if settings.model.weights:
-        _say_whose_weights(settings.model)
-    return settings
-
-
-def _say_whose_weights(model: ModelSettings) -> None:
-    """A weights file sets the network and its scale, whatever model.profile says: said where
-    they differ (--profile identity --weights full.pt ran the full network, in silence). A bad
-    file fails here, before any work."""
-    from .model.weights import load_weights
-
-    made_for = load_weights(model.weights).profile
-    if made_for != model.profile:
-        logging.getLogger(__name__).warning(
-            "%s: weights of the %s profile: they set the network and its scale (model.profile %s is not used)",
-            model.weights, made_for, model.profile)

@@ -50,6 +50,15 @@ def network_frames(weights: str | Path | None, profile: str = "full") -> int:
     return int(spec.get("frames", default.default if default is not None else 1))
 
 
+def weights_profile(path: str | Path) -> str | None:
+    """The profile a weights file was made for, read without building its network (None where it
+    cannot be read here: the worker that loads it names the problem)."""
+    try:
+        return str(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["profile"])
+    except Exception:  # noqa: BLE001 - see load_weights
+        return None
+
+
 def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, network: dict,
                  meta: dict | None = None, upsample: str = "bilinear") -> None:
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
