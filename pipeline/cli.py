@@ -231,8 +231,9 @@ def _parse_set(item: str) -> tuple[str, object]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: the value is not YAML ({str(exc).splitlines()[0]})") from None
-    if parsed is None:  # an empty value would be skipped as an unset flag
-        raise ConfigError(f"--set {item!r}: no value after '='")
+    if parsed is None:  # skipped as an unset flag would be
+        raise ConfigError(f"--set {item!r}: " + ("no value after '='" if not value.strip() else
+                          "null unsets nothing: a --set value replaces the config's; remove the key there instead"))
     return key.strip(), parsed
 
 

@@ -244,7 +244,8 @@ def test_bad_bench_and_eval_arguments_are_one_line_before_any_work(argv, says, c
 
 
 @pytest.mark.parametrize("item, says", [("train.batch=[1", "the value is not YAML"),
-                                        ("train.batch=", "no value after '='")])
+                                        ("train.batch=", "no value after '='"),
+                                        ("export=null", "null unsets nothing")])
 def test_a_bad_set_value_is_one_line(item, says, capsys):
     assert main(["train", "--config", str(REPO / "configs" / "train.yaml"), "--set", item]) == 1
     assert f"--set {item!r}: {says}" in one_error_line(capsys.readouterr().err)

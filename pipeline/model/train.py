@@ -33,7 +33,7 @@ from .prefetch import BatchStream
 from .scale import UPSAMPLERS, predict
 from .synth import STYLES
 from .valset import HELD_OUT, validation_batches, validation_psnr
-from .weights import load_weights, save_weights
+from .weights import load_weights, save_weights, save_whole
 
 log = logging.getLogger(__name__)
 STAGES = ("autoencoder", "derain")  # in the order a run trains them
@@ -273,7 +273,7 @@ class Trainer:
         if not resume and (self.out / "last.pt").exists():  # hours of training, written over by a typo
             self.batches.close()
             raise ConfigError(f"{source}: out_dir: {self.out} holds a run's last.pt; pass --resume to go on with "
-                              "it, or give another out_dir")
+                              "it, give another out_dir, or remove that run to start over")
         self.val = validation_batches(d.clean_dirs, d.frames) if settings.val_every else []
         self.best = -float("inf")
         self.stage, self.step, self.elapsed = "autoencoder", 0, 0.0
@@ -324,9 +324,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
-        tmp = self.out / "last.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / "last.pt")  # atomic: a crash mid-save keeps the previous checkpoint
+        save_whole(state, self.out / "last.pt")
 
     def _load(self, path: Path) -> None:
         if not path.is_file():

@@ -66,11 +66,17 @@ def save_weights(net: nn.Module, path: str | Path, profile: str, scale: float, n
             "state_dict": state, "meta": dict(meta or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    save_whole(blob, path)
+
+
+def save_whole(obj, path: Path) -> None:
+    """torch.save into place atomically: a crash mid-save keeps the file that was there, and a
+    full disk, a folder at `path` or Ctrl-C leaves no half-written .tmp behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        torch.save(blob, tmp)
+        torch.save(obj, tmp)
         tmp.replace(path)
-    except BaseException:  # a full disk, a folder at `path`, Ctrl-C: no half-written .tmp left behind
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise

@@ -461,6 +461,7 @@ class Encoder:
         # AVI has no timestamps, only a frame rate, which is read from its time base (the
         # input's 1/12800 made players see 12800 fps): there, one tick is one frame.
         self._tick = Fraction(1, 1) / Fraction(rate) if self.out.format.name == "avi" else None
+        self._dropped = 0  # AVI: frames left out for sharing a tick with the last
         self.video.codec_context.time_base = self._tick or info.time_base
         self.video.time_base = self._tick or info.time_base
         self.video.codec_context.thread_count = enc.thread_count()
@@ -498,7 +499,8 @@ class Encoder:
         chapters = []
         for ch in self.info.chapters:
             shift = _ticks(self.info.start, ch["time_base"])
-            chapters.append({**ch, "start": max(0, ch["start"] - shift), "end": max(0, ch["end"] - shift)})
+            if ch["end"] > shift:  # one that ended before the first frame marks nothing written
+                chapters.append({**ch, "start": max(0, ch["start"] - shift), "end": ch["end"] - shift})
         if chapters:
             self.out.set_chapters(chapters)
 
@@ -577,11 +579,11 @@ class Encoder:
     def _avi_dropped(self, at: Fraction) -> None:
         """A frame within one AVI tick of the last is left out, as ffmpeg does: pushed a tick on
         instead, a faster part drifted from the audio (0.7 s in a 3 s clip)."""
-        if not getattr(self, "_dropped", 0):
+        if not self._dropped:
             self._warn(f"{self.path}: AVI holds one frame every 1/{float(1 / self._tick):.3g} s here: frames closer "
                        f"together (from {float(at):.2f} s on) are left out so the video stays in step with the "
                        "audio; .mkv or .mp4 keep every frame")
-        self._dropped = getattr(self, "_dropped", 0) + 1
+        self._dropped += 1
 
     def _sized(self, image: np.ndarray) -> np.ndarray:
         """A frame at the video's size: the input's cut to even (a column or row), or, for a frame
