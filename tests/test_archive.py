@@ -252,8 +252,8 @@ def test_odd_sizes_on_archive_workers_keep_every_frame_and_say_the_cut(tmp_path,
     for name, frames, size in (("a.mkv", "5", (640, 360)), ("b.mkv", "6", (320, 240))):
         v = video_stream(ffprobe(out / name))
         assert v["nb_read_frames"] == frames and (v["width"], v["height"]) == size
-        (said,) = by_name[name]["warnings"]
-        assert "written as %dx%d" % size in said
+        said = [w for w in by_name[name]["warnings"] if "less colour detail" not in w]  # a.mkv is 4:4:4
+        assert len(said) == 1 and "written as %dx%d" % size in said[0]
 
 
 def test_one_worker_derains_several_files_side_by_side_through_one_model(tmp_path, capsys, ray_session):

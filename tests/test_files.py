@@ -550,8 +550,9 @@ def test_ten_bit_input_and_a_second_video_stream_are_said(tmp_path, caplog):
 def test_json_summary_lists_the_warnings(tmp_path, capsys):
     src = make_video(tmp_path / "in.mkv", frames=3, size=(65, 48), codec="ffv1", pix_fmt="yuv444p")
     assert _run(src, tmp_path / "out.mp4", "--json") == 0
-    (said,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["warnings"]
-    assert "65x48 written as 64x48 (the last column cut)" in said
+    said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["warnings"]
+    assert len(said) == 2 and "65x48 written as 64x48 (the last column cut)" in said[0]
+    assert "yuv444p input becomes yuv420p" in said[1]
 
 
 def test_several_files_share_one_pool_each_in_order_with_its_timestamps(tmp_path):

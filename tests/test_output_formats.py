@@ -381,7 +381,7 @@ def test_colour_detail_lost_to_4_2_0_is_said(tmp_path, caplog):
                     "-c:v", "libx264", "-pix_fmt", "yuv444p", str(src)], check=True)
     assert _run(src, tmp_path / "out.mp4") == 0
     said = [r.getMessage() for r in caplog.records if "less colour detail" in r.getMessage()]
-    assert said == [f"{tmp_path / 'out.mp4'}: yuv444p input is written as yuv420p, with less colour detail "
+    assert said == [f"{tmp_path / 'out.mp4'}: yuv444p input becomes yuv420p, with less colour detail "
                     "(encode.pix_fmt: yuv444p keeps it where the codec takes it)"]
     caplog.clear()
     cfg = tmp_path / "444.yaml"

@@ -455,7 +455,7 @@ class Encoder:
         self.video.pix_fmt = enc.pix_fmt
         kept, had = _chroma_pixels(enc.pix_fmt), _chroma_pixels(info.pix_fmt)
         if kept is not None and had is not None and kept < had:  # a 4:4:4 or 4:2:2 camera's colour detail
-            self._warn(f"{self.path}: {info.pix_fmt} input is written as {enc.pix_fmt}, with less colour detail "
+            self._warn(f"{self.path}: {info.pix_fmt} input becomes {enc.pix_fmt}, with less colour detail "
                        f"(encode.pix_fmt: {info.pix_fmt} keeps it where the codec takes it)")
         # Keep the input's clock: frames carry their own pts in this time base (VFR survives).
         # AVI has no timestamps, only a frame rate, which is read from its time base (the
