@@ -68,6 +68,7 @@ def pair_dirs(tmp_path):
     ("unmatched", "unmatched file.*rain-2.png"),
     ("size", "rain-1.png is 16x16 but .*norain-1.png is 8x8"),
     ("not-image", "rain-1.png: not a readable image"),
+    ("tiny", r"rain-1.png is 5x3: smaller than SSIM's 11x11 window"),
 ])
 def test_bad_pairs_name_the_file(pair_dirs, capsys, breakage, match, tmp_path):
     rain, clean = pair_dirs
@@ -75,6 +76,9 @@ def test_bad_pairs_name_the_file(pair_dirs, capsys, breakage, match, tmp_path):
         write_rgb(rain / "rain-2.png", np.zeros((16, 16, 3), np.uint8))
     elif breakage == "size":
         write_rgb(clean / "norain-1.png", np.zeros((8, 8, 3), np.uint8))
+    elif breakage == "tiny":
+        write_rgb(rain / "rain-1.png", np.zeros((3, 5, 3), np.uint8))
+        write_rgb(clean / "norain-1.png", np.zeros((3, 5, 3), np.uint8))
     else:
         (rain / "rain-1.png").write_bytes(b"this is not a png")
     code, _, err = run_cli(capsys, "eval", "--rain", str(rain), "--clean", str(clean), "--profile", "identity",
@@ -117,3 +121,14 @@ def test_the_csv_is_written_row_by_row(pair_dirs, capsys, tmp_path):
                          "--csv", str(tmp_path / "e.csv"))
     rows = (tmp_path / "e.csv").read_text().splitlines()
     assert code == 0 and rows[0].startswith("name,input_psnr") and len(rows) == 3
+
+
+@pytest.mark.parametrize("flag, where", [("--save", "rain"), ("--save", "clean"), ("--csv", "rain/rain-1.png")])
+def test_outputs_inside_the_input_folders_are_refused(pair_dirs, capsys, tmp_path, flag, where):
+    """--save into the rainy folder replaced its images with derained ones; --csv an input image too."""
+    rain, clean = pair_dirs
+    before = (rain / "rain-1.png").read_bytes()
+    code, _, err = run_cli(capsys, "eval", "--rain", str(rain), "--clean", str(clean), "--profile", "identity",
+                           flag, str(tmp_path / where), *(["--csv", "/dev/null"] if flag == "--save" else []))
+    assert code == 1 and f"is in the input folder" in err and f"give {flag} a path outside it" in err
+    assert (rain / "rain-1.png").read_bytes() == before

@@ -25,6 +25,9 @@ from .inference import Derainer
 from .losses import ssim
 
 
+SSIM_WINDOW = 11  # pixels a side (losses.ssim)
+
+
 def y_channel(rgb: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) RGB -> float64 (H, W) Y in [16, 235], rounded like MATLAB's uint8 path."""
     x = rgb.astype(np.float64) / 255
@@ -73,6 +76,9 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
     if video:  # frame 2 before frame 10, however the names are padded
         pairs.sort(key=lambda pair: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", pair[0].stem)])
     scores, outputs = [], []
+    for out, flag in ((save_dir, "--save"), (csv_path, "--csv")):
+        if out:
+            _outside_inputs(Path(out), flag, (Path(rain_dir), Path(clean_dir)))
     if save_dir:
         _writable_folder(Path(save_dir))
     rainy_all, clean_all = zip(*(_read_pair(r, c) for r, c in pairs))
@@ -104,6 +110,15 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
         out.update(warp_error=round(ref.error(outputs), 6), input_warp_error=round(ref.error(list(rainy_all)), 6),
                    clean_warp_error=round(ref.error(list(clean_all)), 6))
     return out
+
+
+def _outside_inputs(out: Path, flag: str, inputs: tuple[Path, Path]) -> None:
+    """An output in a set's folder wrote over its images (--save into the rainy folder replaced
+    them with the derained ones) or, next time, was read as one."""
+    target = out.resolve()
+    for folder in inputs:
+        if target == folder.resolve() or folder.resolve() in target.parents:
+            raise OutputError(f"{out}: is in the input folder {folder}; give {flag} a path outside it")
 
 
 def _writable_folder(folder: Path) -> None:
@@ -148,6 +163,9 @@ def _read_pair(rain_path: Path, clean_path: Path) -> tuple[np.ndarray, np.ndarra
     if rainy.shape != clean.shape:
         raise InputError(f"{rain_path} is {rainy.shape[1]}x{rainy.shape[0]} but {clean_path} is "
                          f"{clean.shape[1]}x{clean.shape[0]}: sizes must match")
+    if min(rainy.shape[:2]) < SSIM_WINDOW:  # the score's window does not fit: a torch traceback
+        raise InputError(f"{rain_path} is {rainy.shape[1]}x{rainy.shape[0]}: smaller than SSIM's "
+                         f"{SSIM_WINDOW}x{SSIM_WINDOW} window, it cannot be scored")
     return rainy, clean
 
 
