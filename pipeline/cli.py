@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a set to run (repeatable; default: all)")
     p.add_argument("--detector", default="hog", help="a plugin short name or module:Class (default: hog)")
     p.add_argument("--detector-with", default={}, type=_json_object, help="the detector's `with:` settings as JSON")
-    p.add_argument("--stride", type=_count(1), default=4, help="take every n-th pair (default: 4)")
+    p.add_argument("--stride", type=_count(1), default=4, help="ntu-a1 (video): take every n-th frame pair, as neighbours are near duplicates (default: 4)")
     _add_model_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_detect, profile="full", device="auto", dtype="auto")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.bench.detection import Counts, evaluate_set, match
 from pipeline.images import write_rgb
@@ -48,3 +49,19 @@ def test_rainy_frames_lose_boxes(tmp_path):
     r = evaluate_set(tmp_path / "rain", tmp_path / "clean", Derainer.load(profile="identity"), BrightSquare())
     assert r["images"] == 3 and r["reference_boxes"] == 3
     assert r["rainy"]["recall"] == r["derained"]["recall"] == round(1 / 3, 4)
+
+
+def test_a_detector_whose_setup_fails_is_one_line(tmp_path, shared_data):
+    """The same plugin said one line in a run, a 23-line traceback in eval-detect."""
+    from pipeline.bench.detection import eval_detect
+    from pipeline.errors import PluginError
+
+    class Broken(Plugin):
+        def setup(self):
+            raise ValueError("class_names: not given, and model.onnx has no 'names' metadata")
+
+        def process(self, batch):
+            return [None] * len(batch)
+
+    with pytest.raises(PluginError, match=r"^detector broken \(.*Broken\): setup failed: ValueError: class_names"):
+        eval_detect(shared_data, Derainer.load(profile="identity"), Broken(), sets=["rain12"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, PluginError
 from ..frames import FrameBatch
 from ..images import pair_files, read_rgb
 
@@ -106,7 +106,11 @@ def eval_detect(data_root: str | Path, derainer, detector: dict, sets: list[str]
         raise InputError(f"{missing[0]}: not found; --data must be the folder holding the paired sets "
                          f"({', '.join(sorted({SETS[n][0].split('/')[0] + '/' for n in names}))})")
     (spec,) = load_plugins([detector], source="detector")
-    spec.plugin.setup()
+    try:
+        spec.plugin.setup()
+    except Exception as exc:  # noqa: BLE001 - the detector's own failure: one line naming it, as a run says it
+        raise PluginError(f"detector {spec.plugin.name} ({spec.module}): setup failed: "
+                          f"{type(exc).__name__}: {exc}") from None
     try:
         out = {}
         for name in names:
