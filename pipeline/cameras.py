@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -168,6 +169,7 @@ def run_live(inputs: Sequence[str], settings: RunSettings = RunSettings(), outpu
             token = settings.live.preview_token or os.environ.get("DERAIN_PREVIEW_TOKEN") or None
             preview = Preview(settings.live.preview, metrics, token=token)
             print(f"preview: {preview.url}  metrics: {preview.url}metrics" + ("  (token required)" if token else ""),
+                  file=sys.stderr,  # stdout is --json's
                   flush=True)
             consumers.append(preview)
         runner = build_runner(inputs, settings, pool, output=output, consumers=consumers, metrics=metrics,

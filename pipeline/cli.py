@@ -126,6 +126,9 @@ def cmd_run(args) -> int:
         _fail(args, f"--realtime: plays a video file as a camera; {args.input} is a folder (derain it without "
                     "--realtime, to a video with --fps)")
         return 2
+    if args.fps and args.input and not Path(args.input).exists() and not _is_live_run(args):
+        _fail(args, f"{args.input}: file or folder not found")
+        return 2
     if args.fps and not (args.input and Path(args.input).is_dir()):
         _fail(args, f"--fps: the frame rate of a folder of images; {args.input or 'a camera'} has its own "
                     "timestamps, which are kept")
@@ -287,7 +290,7 @@ def cmd_bench(args) -> int:
         from .bench.speed import model_only
 
         result = model_only(_settings(args).model, args.sizes.split(",") if args.sizes else ("640x360", "1280x720"))
-    elif args.streams:
+    elif args.streams is not None:
         from .bench.streams import run_streams_bench
 
         result = run_streams_bench(_settings(args), args.streams, args.size, args.frames)
@@ -485,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=_sizes, help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
     p.add_argument("--frames", type=_count(0), default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")
-    p.add_argument("--streams", type=_count(0, 64), default=0, metavar="N",
+    p.add_argument("--streams", type=_count(1, 64), metavar="N",
                    help="N streams at once through one model worker: model-only, codec-only (identity) and "
                         "end-to-end frames/s, per stream and in total")
     p.add_argument("--memory", action="store_true",

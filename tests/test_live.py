@@ -20,7 +20,7 @@ import pytest
 from probe import ffprobe, frame_pts, video_stream
 
 from pipeline.config import load_settings
-from pipeline.errors import OutputError, SourceConnectionError
+from pipeline.errors import InputError, OutputError, SourceConnectionError
 from pipeline.cameras import run_live
 from pipeline.bench.cameras import RtspCamera, free_port
 from pipeline.settings import LiveSettings, RunSettings
@@ -244,6 +244,23 @@ def test_sigterm_stops_cleanly_and_leaves_playable_files(camera, tmp_path):
     segments = sorted((tmp_path / "rec").glob("cam0-*.mp4"))
     assert len(segments) >= 3  # the open segment was closed playable too
     assert sum(int(video_stream(ffprobe(p))["nb_read_frames"]) for p in segments) == cam["frames_out"]
+
+
+def test_a_tcp_camera_that_never_sends_is_said_to_give_no_answer():
+    """FFmpeg's words for the open timeout were 'Immediate exit requested'."""
+    import socket
+
+    from pipeline.sources.live import connect
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        with pytest.raises(InputError, match=f"^{url}: no answer within 1 s \\(live.open_timeout_s\\)$"):
+            connect(url, LiveSettings(open_timeout_s=1.0, read_timeout_s=1.0))
+    finally:
+        silent.close()
 
 
 @pytest.mark.parametrize("what", ["never-answers", "wrong-path", "missing-camera"])

@@ -93,6 +93,9 @@ def _open(uri: str, fmt: str | None, options: dict, settings: LiveSettings, quic
     except (av.FFmpegError, OSError) as exc:
         if quick and isinstance(exc, av.InvalidDataError):
             return None
+        if isinstance(exc, av.ExitError):  # FFmpeg's words for our timeout: "Immediate exit requested"
+            raise InputError(redact(f"{uri}: no answer within {settings.open_timeout_s:g} s "
+                                    "(live.open_timeout_s)")) from None
         raise InputError(redact(f"{uri}: cannot open ({exc})")) from None
 
 
