@@ -230,7 +230,7 @@ def test_live_only_flags_on_a_file_run_are_refused_not_ignored(tmp_path, capsys)
     (["bench", "--size", "1x1"], "argument --size: '1x1': must be WxH"),
     (["bench", "--model-only", "--sizes", "32x32,foo"], "argument --sizes: 'foo': must be WxH"),
     (["bench", "--frames", "-5"], "argument --frames: '-5': must be a whole number from 0"),
-    (["bench", "--streams", "-1"], "argument --streams: '-1': must be a whole number from 0 to 64"),
+    (["bench", "--streams", "0"], "argument --streams: '0': must be a whole number from 1 to 64"),
     (["bench", "--memory", "--minutes", "-1"], "argument --minutes: '-1': must be a number > 0"),
     (["eval-detect", "--data", ".", "--detector-with", "notjson"], "argument --detector-with: 'notjson': not JSON"),
     (["eval-detect", "--data", ".", "--detector-with", "[1]"], "must be a JSON object"),
