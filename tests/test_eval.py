@@ -90,7 +90,7 @@ def test_bad_pairs_name_the_file(pair_dirs, capsys, breakage, match, tmp_path):
 
 
 @pytest.mark.parametrize("content,match", [(None, "weights file not found"),
-                                           (b"garbage", "not a readable weights file")])
+                                           (b"garbage", "not a weights file")])
 def test_missing_or_corrupt_weights_name_the_file(pair_dirs, capsys, tmp_path, content, match):
     weights = tmp_path / "w.pt"
     if content is not None:

@@ -12,6 +12,7 @@ padding's amount depends on the size, which this exporter would freeze into the 
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from .ecnet_arch import MULTIPLE
 from .inference import fold_batchnorm
 from .scale import predict
 from .weights import PROFILES, default_weights, load_weights
+
+log = logging.getLogger(__name__)
 
 OPSET = 18  # Resize with antialias (the fast profile's half-scale input)
 
@@ -61,6 +64,9 @@ def export_onnx(path: str | Path, profile: str = "full", weights: str | Path | N
     if weights is None and profile not in PROFILES:
         raise WeightsError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     loaded = load_weights(weights or default_weights(profile))
+    if weights and loaded.profile != profile:  # as a run says it: the file sets the network
+        log.warning("%s: weights of the %s profile: they set the network and its scale (--profile %s is not "
+                    "used)", weights, loaded.profile, profile)
     model = DerainedImage(fold_batchnorm(loaded.net), loaded.scale, loaded.upsample).eval()
     channels = 3 * getattr(loaded.net, "frames", 1)
     axes = {0: "batch", 2: "height", 3: "width"}

@@ -90,7 +90,10 @@ def load_weights(path: str | Path) -> LoadedWeights:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt zip/pickle
-        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+        if str(exc).startswith("Weights only load failed"):  # torch's paragraphs of advice say only this
+            raise WeightsError(f"{path}: not a weights file (no PyTorch data derain reads safely)") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(f"{path}: not a readable weights file ({type(exc).__name__}: {first[:200]})") from None
     if not isinstance(blob, dict) or blob.get("format") != 1 or "state_dict" not in blob:
         raise WeightsError(f"{path}: not a derain weights file (missing format/state_dict)")
     net = build_network(blob["network"])
