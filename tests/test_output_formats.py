@@ -389,3 +389,12 @@ def test_colour_detail_lost_to_4_2_0_is_said(tmp_path, caplog):
     assert _run(src, tmp_path / "kept.mp4", "--config", str(cfg)) == 0
     assert video_stream(ffprobe(tmp_path / "kept.mp4"))["pix_fmt"] == "yuv444p"
     assert not [r for r in caplog.records if "less colour detail" in r.getMessage()]
+
+
+@pytest.mark.parametrize("codec, crf, top", [("h265", 63, 51), ("h264", 60, 51)])
+def test_a_crf_past_the_codecs_scale_is_one_line(tmp_path, capsys, no_pool, codec, crf, top):
+    """x265 printed its own errors twice, then derain blamed the picture size; x264 took 60 in silence."""
+    src = make_video(tmp_path / "in.mp4", frames=2)
+    assert _run(src, tmp_path / "out.mkv", "--codec", codec, "--crf", str(crf)) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.endswith(f"out.mkv: encode.crf {crf}: {codec} takes 0 to {top} (lower is better)")

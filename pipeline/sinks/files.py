@@ -45,6 +45,7 @@ from ..timestamps import Continuity, may_jump
 log = logging.getLogger(__name__)
 
 CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
+MAX_CRF = {"libx264": 51, "libx265": 51, "libsvtav1": 63, "libvpx-vp9": 63}  # 8-bit scales; 0 is best
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8", "libvpx-vp9": "medium"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
@@ -438,6 +439,8 @@ class Encoder:
             raise OutputError(f"{self.path}: encoder {codec} ({name}) is not available in this FFmpeg")
         if codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 takes no log level but this
+        if isinstance(enc.crf, int) and enc.bitrate is None and enc.crf > MAX_CRF.get(codec, 63):
+            raise OutputError(f"{self.path}: encode.crf {enc.crf}: {name} takes 0 to {MAX_CRF[codec]} (lower is better)")
         options = _video_options(codec, enc, self.path)
         self._check_container(name, codec, options)
         rate = info.rate or (1 / info.time_base)
