@@ -318,13 +318,23 @@ def cmd_rainmeter(args) -> int:
     from .model.rainmeter import measure
     from .sources.files import open_source
 
-    for path in args.paths:
-        result = {"path": path, **measure(f.image for f in open_source(path))}
+    failed = 0
+    for path in args.paths:  # one bad path is said and the others measured, as an archive goes on
+        try:
+            result = {"path": path, **measure(f.image for f in open_source(path))}
+        except DerainError as exc:
+            failed += 1
+            print(f"derain rainmeter: error: {exc}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": path, "ok": False, "error": str(exc)}), flush=True)
+            continue
         if not args.per_frame:
             result.pop("per_frame")
-        print(json.dumps(result) if args.json else f"{path}: rain left {result['rain_left']}, changing "
-              f"{result['rain_changing']} (Y levels of thin bright structure, over {result['frames']} frames)")
-    return 0
+        changing = ("" if result["rain_changing"] is None else  # one frame, or frames of several sizes
+                    f", changing {result['rain_changing']}")
+        print(json.dumps(result) if args.json else f"{path}: rain left {result['rain_left']}{changing} "
+              f"(Y levels of thin bright structure, over {result['frames']} frames)")
+    return 1 if failed else 0
 
 
 def cmd_demo(args) -> int:

@@ -48,3 +48,17 @@ def test_short_videos_have_no_changing_score_and_the_cli_reads_folders(tmp_path)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["frames"] == 6 and res["rain_changing"] > 0 and "per_frame" not in res
+
+
+def test_a_bad_path_is_said_and_the_others_are_still_measured(tmp_path, capsys):
+    """The first bad path ended the command: the paths after it were never measured."""
+    from media import make_video
+    from pipeline.cli import main
+
+    good = make_video(tmp_path / "good.mp4", frames=3)
+    assert main(["rainmeter", str(tmp_path / "nope.mp4"), str(good), "--json"]) == 1
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"path": str(tmp_path / "nope.mp4"), "ok": False, "error": f"{tmp_path / 'nope.mp4'}: file not found"}
+    assert lines[1]["path"] == str(good) and lines[1]["frames"] == 3
+    assert "nope.mp4: file not found" in err
