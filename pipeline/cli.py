@@ -98,6 +98,7 @@ def cmd_run_live(args) -> int:
         "live.transport": args.transport, "live.duration_s": args.duration_s, "live.segment_s": args.segment_s,
         "batching.queue_size": args.queue_size, "batching.policy": args.policy,
         "batching.max_wait_ms": args.max_wait_ms, "live.first_tries": args.tries, "model.delay_ms": args.delay_ms})
+    _say_unused_flags(args, settings)
     result = run_live([args.input] if args.input else [], settings, output=args.output, overwrite=args.overwrite)
     for cam in result["cameras"]:
         if cam["error"]:
@@ -110,6 +111,17 @@ def cmd_run_live(args) -> int:
     if args.json:
         print(json.dumps(result))
     return 1 if any(cam["error"] for cam in result["cameras"]) else 0
+
+
+def _say_unused_flags(args, settings) -> None:
+    """Live flags that shape an output the run does not have: said, not dropped in silence."""
+    live = settings.live
+    unused = {"--segment-s": args.segment_s and not (live.record or any(c.record for c in live.cameras)),
+              "--preview-token": args.preview_token and not live.preview}
+    for flag, alone in unused.items():
+        if alone:
+            logging.getLogger(__name__).warning("%s: shapes %s, which this run does not have; ignored", flag,
+                                                "--record" if flag == "--segment-s" else "--preview")
 
 
 def _failures(plugin_errors: int, output_errors: int = 0) -> str:

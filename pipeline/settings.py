@@ -369,8 +369,10 @@ class LiveSettings:
             out.append(f"backoff_max_s: must be >= backoff_s >= 0 (got {self.backoff_s}, {self.backoff_max_s})")
         if self.inflight < 1:
             out.append(f"inflight: must be an integer >= 1 (got {self.inflight})")
-        if self.segment_s <= 0 or self.snapshot_every_s <= 0:
-            out.append("segment_s, snapshot_every_s: must be > 0")
+        if self.segment_s < 1:  # a segment starts on a keyframe, one a second live: 0.01 made one-frame files
+            out.append(f"segment_s: must be >= 1 second (got {self.segment_s})")
+        if self.snapshot_every_s <= 0:
+            out.append(f"snapshot_every_s: must be > 0 (got {self.snapshot_every_s})")
         if self.keep_segments < 0:  # a negative count deleted every recording there
             out.append(f"keep_segments: must be >= 0, 0 keeping all (got {self.keep_segments})")
         if not self.duration_s >= 0:

@@ -320,3 +320,19 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err
+
+
+def test_live_flags_for_outputs_the_run_lacks_are_said(tmp_path, caplog):
+    clip = make_video(tmp_path / "in.mp4", frames=3)
+    assert main(["run", str(clip), "--realtime", "--segment-s", "5", "--preview-token", "abc", *LOCAL]) == 0
+    said = [r.getMessage() for r in caplog.records if "which this run does not have" in r.getMessage()]
+    assert said == ["--segment-s: shapes --record, which this run does not have; ignored",
+                    "--preview-token: shapes --preview, which this run does not have; ignored"]
+
+
+def test_segments_shorter_than_a_second_are_refused(tmp_path, capsys):
+    """--segment-s 0.01 made 73 one-frame files (a segment starts on a keyframe, one a second)."""
+    clip = make_video(tmp_path / "in.mp4", frames=3)
+    assert main(["run", str(clip), "--realtime", "--record", str(tmp_path / "rec"), "--segment-s", "0.01",
+                 *LOCAL]) == 1
+    assert "live.segment_s: must be >= 1 second (got 0.01)" in one_error_line(capsys.readouterr().err)
