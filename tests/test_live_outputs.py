@@ -746,7 +746,7 @@ def test_preview_token_flag_of_the_cli(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert codes == (401, 200, 200)
-    assert proc.returncode == 0 and "(token required)" in out
+    assert proc.returncode == 0 and "(token required)" in err  # the preview line: stderr, stdout is --json's
     assert err.count("reachable from other machines") == 1
 
 
