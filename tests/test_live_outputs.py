@@ -761,3 +761,16 @@ def test_a_recorder_that_cannot_prune_says_so_and_holds_no_lock(tmp_path):
     for _ in range(2):
         with pytest.raises(OutputError, match=f"{tmp_path}: cannot keep its segments"):
             SegmentRecorder(tmp_path, info, name="cam", keep=1)
+
+
+def test_preview_answers_head_and_no_picture_for_an_unknown_camera():
+    """HEAD (uptime checkers) was 501; /frame/<any name>/... answered 200 with a placeholder."""
+    s = Streaming()
+    try:
+        for path in ("/metrics", "/frame/cam0/rainy.jpg", "/mjpeg/cam0/rainy"):
+            request = urllib.request.Request(f"{s.base}{path}", method="HEAD")
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                assert answer.status == 200 and answer.read() == b"", path
+        assert _get(f"{s.base}/frame/nosuch/rainy.jpg")[0] == 404
+    finally:
+        s.close()

@@ -248,6 +248,12 @@ class Preview:
             def log_message(self, *args) -> None:
                 pass
 
+            head_only = False
+
+            def do_HEAD(self) -> None:  # uptime checkers ask HEAD /metrics (it was 501)
+                self.head_only = True
+                self.do_GET()
+
             def do_GET(self) -> None:
                 try:
                     self._get()
@@ -267,11 +273,14 @@ class Preview:
                                       preview.metrics.prometheus().encode())
                 if parts == ["stats.json"]:
                     return self._send(200, "application/json", json.dumps(preview.metrics.snapshot()).encode())
-                if len(parts) == 3 and parts[0] == "frame" and parts[2] in ("rainy.jpg", "derained.jpg"):
+                if len(parts) == 3 and parts[0] == "frame" and parts[2] in ("rainy.jpg", "derained.jpg") \
+                        and preview.knows(parts[1]):
                     data = preview.jpegs.get((parts[1], parts[2][:-4])) or _jpeg(np.zeros((90, 160, 3), np.uint8))
                     return self._send(200, "image/jpeg", data)
                 if len(parts) == 3 and parts[0] == "mjpeg" and parts[2] in ("rainy", "derained") \
                         and preview.knows(parts[1]):
+                    if self.head_only:
+                        return self._send(200, "multipart/x-mixed-replace; boundary=frame", b"")
                     return self._mjpeg(parts[1], parts[2])
                 self._send(404, "text/plain", b"not found\n")
 
@@ -283,7 +292,8 @@ class Preview:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not self.head_only:
+                    self.wfile.write(body)
 
             def _mjpeg(self, cam: str, kind: str) -> None:
                 self.send_response(200)
