@@ -8,9 +8,8 @@ import av
 import numpy as np
 
 from .config import load_settings
-from .errors import OutputError
 from .files import derain_file
-from .images import write_rgb
+from .images import make_folder, write_rgb
 from .settings import RunSettings
 
 SAMPLE = Path(__file__).with_name("assets") / "rainy-sample.mp4"
@@ -25,12 +24,7 @@ def middle_frame(path: Path) -> np.ndarray:
 def run_demo(out_dir: str | Path = "derain-demo", profile: str = "temporal-fast", overwrite: bool = True) -> dict[str, Path]:
     """Derain the sample; write the video and a rainy | derained comparison image; return their paths."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: is a file; give --out a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot make the demo's folder there ({exc.strerror})") from None
+    make_folder(out, "--out")
     video = out / "derained-sample.mp4"
     settings = load_settings(RunSettings, None, {"model.profile": profile})
     stats = derain_file(SAMPLE, video, settings, overwrite=overwrite, progress=sys.stderr.isatty())

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Rain100/Rain12 name pairs rain-001.png / norain-001.png; strip those prefixes to match.
@@ -34,6 +34,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise InputError(f"{path}: not a readable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def make_folder(folder: Path, flag: str) -> None:
+    """An output folder made, or one line saying why not (a file there, no permission)."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file; give {flag} a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot make the folder ({exc.strerror})") from None
 
 
 def write_rgb(path: str | Path, rgb: np.ndarray) -> None:

@@ -47,3 +47,22 @@ def ray_session():
 def clip(tmp_path) -> Path:
     """24 frames of 96x64 H.264 with AAC audio and a variable frame rate."""
     return make_video(tmp_path / "clip.mp4", audio=True, vfr=True)
+
+
+@pytest.fixture
+def tiny_training(tmp_path, shared_data) -> tuple[Path, dict]:
+    """A training config of a few steps of a width-4 network on Kodak24 (its file and its dict)."""
+    import yaml
+
+    cfg = {
+        "network": {"type": "DerainNet", "width": 4},
+        "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
+        "autoencoder": {"iters": 2, "batch": 2},
+        "train": {"iters": 4, "batch": 2},
+        "checkpoint_every": 2,
+        "threads": 1,
+        "out_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg

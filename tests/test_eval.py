@@ -102,7 +102,7 @@ def test_missing_or_corrupt_weights_name_the_file(pair_dirs, capsys, tmp_path, c
 
 @pytest.mark.parametrize("flag, where, says", [("--csv", "folder", "is a folder; --csv takes a file name"),
                                                ("--csv", "missing/e.csv", "cannot write the CSV there"),
-                                               ("--save", "afile", "is a file; --save takes a folder")])
+                                               ("--save", "afile", "is a file; give --save a folder")])
 def test_output_paths_are_checked_before_the_work(pair_dirs, capsys, tmp_path, flag, where, says):
     """A bad --csv failed after the whole evaluation (written at the end), as a traceback."""
     (tmp_path / "folder").mkdir()

@@ -12,19 +12,8 @@ from pipeline.model.weights import load_weights
 
 
 @pytest.fixture
-def config(tmp_path, shared_data):
-    cfg = {
-        "network": {"type": "DerainNet", "width": 4},
-        "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
-        "autoencoder": {"iters": 2, "batch": 2},
-        "train": {"iters": 4, "batch": 2},
-        "checkpoint_every": 2,
-        "threads": 1,
-        "out_dir": str(tmp_path / "run"),
-    }
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, cfg
+def config(tiny_training):
+    return tiny_training
 
 
 def log_rows(run):

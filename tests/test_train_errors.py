@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline.errors import ConfigError, InputError, OutputError, WeightsError
 from pipeline.images import write_rgb
@@ -19,19 +18,8 @@ from pipeline.model.weights import load_weights
 
 
 @pytest.fixture
-def config(tmp_path, shared_data):
-    cfg = {
-        "network": {"type": "DerainNet", "width": 4},
-        "data": {"clean_dirs": [str(shared_data / "clean_corpus" / "Kodak24")], "patch": 32},
-        "autoencoder": {"iters": 2, "batch": 2},
-        "train": {"iters": 4, "batch": 2},
-        "checkpoint_every": 2,
-        "threads": 1,
-        "out_dir": str(tmp_path / "run"),
-    }
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def config(tiny_training):
+    return tiny_training[0]
 
 
 @pytest.fixture(scope="module")

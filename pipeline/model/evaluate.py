@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, OutputError
-from ..images import pair_files, read_rgb, write_rgb
+from ..images import make_folder, pair_files, read_rgb, write_rgb
 from .flicker import WarpReference
 from .inference import Derainer
 from .losses import ssim
@@ -80,7 +80,7 @@ def evaluate(rain_dir: str | Path, clean_dir: str | Path, derainer: Derainer,
         if out:
             _outside_inputs(Path(out), flag, (Path(rain_dir), Path(clean_dir)))
     if save_dir:
-        _writable_folder(Path(save_dir))
+        make_folder(Path(save_dir), "--save")
     rainy_all, clean_all = zip(*(_read_pair(r, c) for r, c in pairs))
     table = _open_csv(Path(csv_path)) if csv_path else None  # before the work: a bad path would lose it all
     if video is None:
@@ -119,15 +119,6 @@ def _outside_inputs(out: Path, flag: str, inputs: tuple[Path, Path]) -> None:
     for folder in inputs:
         if target == folder.resolve() or folder.resolve() in target.parents:
             raise OutputError(f"{out}: is in the input folder {folder}; give {flag} a path outside it")
-
-
-def _writable_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file; --save takes a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot make the folder ({exc.strerror})") from None
 
 
 def _open_csv(path: Path):
