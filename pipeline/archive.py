@@ -32,7 +32,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path, PurePath
 
 from .errors import ConfigError, DerainError, InputError, OutputError, WorkerError
-from .locks import hold, release
+from .locks import held
 from .settings import RunSettings, with_codec_threads
 from .sinks.files import MARKER, VIDEO_SUFFIXES, partial_path, remove_partial, temp_token
 from .workers import describe_nodes, init_ray, plan_workers, start_actors, usable_nodes
@@ -431,7 +431,10 @@ def run_archive(in_dir: str | Path, out_dir: str | Path, settings: RunSettings =
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_root}: cannot create it ({exc.strerror})") from None
-    with _only_run(out_root):
+    # a second archive into one folder would derain every file again, meet this run's outputs as
+    # "already there", and leave a report that does not match the folder
+    with held(out_root, f"{out_root}: another derain archive is writing there; wait for it to end, or give "
+                        "another output folder"):
         return _archive(pairs, in_root, out_root, settings, report_path, overwrite, progress)
 
 
@@ -523,9 +526,10 @@ def _check_report_path(path: Path, pairs: list[tuple[Path, Path]]) -> None:
     """A --report path may hold only a derain report: it is rewritten after every file."""
     target = path.resolve()
     for src, dst in pairs:
-        if target in (src.resolve(), dst.resolve()):
-            raise OutputError(f"{path}: is {'one of the inputs' if target == src.resolve() else 'the output of ' + str(src)}"
-                              "; give the report another path")
+        if target == src.resolve():
+            raise OutputError(f"{path}: is one of the inputs; give the report another path")
+        if target == dst.resolve():
+            raise OutputError(f"{path}: is the output of {src}; give the report another path")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the report a file path")
     if path.exists():
@@ -537,18 +541,6 @@ def _check_report_path(path: Path, pairs: list[tuple[Path, Path]]) -> None:
             ours = False
         if not ours:
             raise OutputError(f"{path}: exists and is not a derain report; give the report another path")
-
-
-@contextlib.contextmanager
-def _only_run(out_root: Path):
-    """Hold `out_root` for this run: a second archive into it would derain every file again, meet
-    this run's outputs as "already there", and leave a report that does not match the folder."""
-    fd = hold(out_root, f"{out_root}: another derain archive is writing there; wait for it to end, "
-                        "or give another output folder")
-    try:
-        yield
-    finally:
-        release(fd)
 
 
 def _process(todo: list[dict], records: list[dict], settings: RunSettings, report: _Report, replace_ok: set[str],

@@ -116,12 +116,11 @@ def cmd_run_live(args) -> int:
 def _say_unused_flags(args, settings) -> None:
     """Live flags that shape an output the run does not have: said, not dropped in silence."""
     live = settings.live
-    unused = {"--segment-s": args.segment_s and not (live.record or any(c.record for c in live.cameras)),
-              "--preview-token": args.preview_token and not live.preview}
-    for flag, alone in unused.items():
-        if alone:
-            logging.getLogger(__name__).warning("%s: shapes %s, which this run does not have; ignored", flag,
-                                                "--record" if flag == "--segment-s" else "--preview")
+    for flag, given, output, present in (
+            ("--segment-s", args.segment_s, "--record", live.record or any(c.record for c in live.cameras)),
+            ("--preview-token", args.preview_token, "--preview", live.preview)):
+        if given and not present:
+            logging.getLogger(__name__).warning("%s: shapes %s, which this run does not have; ignored", flag, output)
 
 
 def _failures(plugin_errors: int, output_errors: int = 0) -> str:
@@ -213,7 +212,7 @@ def _count(low: int, high: int = 10**9):
     return count
 
 
-def _seconds(text: str) -> float:
+def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -515,10 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "end-to-end frames/s, per stream and in total")
     p.add_argument("--memory", action="store_true",
                    help="flat-memory check: a long clip (1080p unless --size) through the pipeline, identity model")
-    p.add_argument("--minutes", type=_seconds, default=10.0, help="length of the --memory clip")
+    p.add_argument("--minutes", type=_positive, default=10.0, help="length of the --memory clip")
     p.add_argument("--live", action="store_true",
                    help="live delay p50/p95, output fps and drop rate against a local RTSP camera")
-    p.add_argument("--duration-s", type=_seconds, default=60.0, help="--live: seconds to measure")
+    p.add_argument("--duration-s", type=_positive, default=60.0, help="--live: seconds to measure")
     p.add_argument("--fps", type=_count(1, 240), default=25, help="--live: camera frame rate")
     p.add_argument("--backend", choices=["ray", "local"], help="worker pool (default: ray; --live: local)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="--live, identity profile: sleep per frame")

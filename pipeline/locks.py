@@ -5,6 +5,7 @@ leaves nothing to clean up. A file system without locks runs unguarded, as befor
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -34,3 +35,13 @@ def hold(path: Path, taken: str, create: bool = False) -> int | None:
 def release(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def held(path: Path, taken: str):
+    """`hold` for the length of a `with` block."""
+    fd = hold(path, taken)
+    try:
+        yield
+    finally:
+        release(fd)

@@ -160,7 +160,9 @@ def test_a_second_archive_into_the_same_folder_is_refused(tmp_path, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     make_video(src / "a.mp4", frames=4)
     out.mkdir()
-    with archive._only_run(out):  # as a run in progress holds it
+    from pipeline.locks import held
+
+    with held(out, "taken"):  # as a run in progress holds it
         assert main(["archive", str(src), str(out), "--profile", "identity"]) == 1
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert f"{out}: another derain archive is writing there" in line

@@ -439,8 +439,9 @@ class Encoder:
             raise OutputError(f"{self.path}: encoder {codec} ({name}) is not available in this FFmpeg")
         if codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 takes no log level but this
-        if isinstance(enc.crf, int) and enc.bitrate is None and enc.crf > MAX_CRF.get(codec, 63):
-            raise OutputError(f"{self.path}: encode.crf {enc.crf}: {name} takes 0 to {MAX_CRF[codec]} (lower is better)")
+        top = MAX_CRF.get(codec, 63)
+        if isinstance(enc.crf, int) and enc.bitrate is None and enc.crf > top:
+            raise OutputError(f"{self.path}: encode.crf {enc.crf}: {name} takes 0 to {top} (lower is better)")
         options = _video_options(codec, enc, self.path)
         self._check_container(name, codec, options)
         rate = info.rate or (1 / info.time_base)
