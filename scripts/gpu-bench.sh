@@ -7,12 +7,16 @@
 # Writes one JSON line per measurement to $OUT/gpu-bench.jsonl, the console to $OUT/gpu-bench.txt
 # and the GPU's utilisation every 0.5 s to $OUT/gpu-util.csv.
 # On a CPU machine it runs too, to check it: SIZE=160x96 FRAMES=12 DTYPE=fp32 PY=.venv/bin/python.
+# One stream runs ONE_FRAMES frames (1500 as issue 12 measured: a file's opening, `startup_s`, is
+# paid once, and 300 frames of one stream are 4 s, where half a second of it is 13 %); four streams
+# FRAMES each.
 # ONLY=trace runs just the traced 1080p run at the end (about a minute: where one stream's frames wait);
-# ONLY=one the one-stream rows (full: model, codecs and end to end, auto threads and 2 + 4) and then it.
+# ONLY=one just the one-stream full row (model, codecs and end to end, auto threads: ~2 minutes).
 set -uo pipefail
 OUT=${OUT:-runs/gpu-bench}
 SIZE=${SIZE:-1920x1080}
 FRAMES=${FRAMES:-300}
+ONE_FRAMES=${ONE_FRAMES:-1500}
 PY=${PY:-python3}
 CONFIG=${CONFIG:-configs/gpu-bench.yaml}
 mkdir -p "$OUT"
@@ -30,14 +34,18 @@ run() {  # one bench command; its last line (the JSON object) goes to the .jsonl
   timeout 240 "$PY" -m pipeline.cli bench "$@" --json 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" \
     | tail -n 1 >> "$jsonl"
 }
-stream() { run --streams "$1" --profile "$2" --size "$SIZE" --frames "$FRAMES" --config "$CONFIG" "${@:3}"; }
+stream() {  # stream N PROFILE [FLAGS]
+  local n=$FRAMES; [ "$1" = 1 ] && n=$ONE_FRAMES
+  run --streams "$1" --profile "$2" --size "$SIZE" --frames "$n" --config "$CONFIG" "${@:3}"
+}
 fixed() {  # the codec threads of runs 1-6 (2 decode, 4 encode: sized for 4 streams on 16 cores), against auto
   sed -e 's/^decode: {/decode: {threads: 2, /' -e 's/^encode: {/encode: {threads: 4, /' "$CONFIG" > "$OUT/fixed.yaml"
   CONFIG=$OUT/fixed.yaml stream "$@"
 }
 if [ "${ONLY:-}" = one ]; then
   stream 1 full
-  fixed 1 full
+  kill "$util" 2>/dev/null
+  exit
 elif [ "${ONLY:-}" != trace ]; then
 if "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   timeout 120 "$PY" scripts/gpu-check.py 2>>"$OUT/gpu-bench.txt" | tee -a "$OUT/gpu-bench.txt" >> "$jsonl"
