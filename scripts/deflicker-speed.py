@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.model.deflicker import Deflicker  # noqa: E402

@@ -13,9 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
-import numpy as np
-import torch
+from usage import answer_help
+
+answer_help(__doc__)
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bench.speed import synthetic_frames, write_clip  # noqa: E402

@@ -10,8 +10,12 @@ import json
 import threading
 import time
 
-import numpy as np
-import torch
+from usage import answer_help
+
+answer_help(__doc__)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def main() -> None:

@@ -7,6 +7,7 @@
 3. yuv420p planes (decode.yuv) through graphs give the RGB path's frames, converted alike.
 4. NVDEC (decode.hardware: cuda, only when named: `gpu-check.py nvdec`) decodes a file through the pipeline, every frame, with codec
    processes, and the frames match the CPU decoder's within a few levels.
+    .venv/bin/python scripts/gpu-check.py [graphs|queued|planes|nvdec ...]   (default graphs queued planes)
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

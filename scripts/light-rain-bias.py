@@ -20,9 +20,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
+from usage import answer_help
+
+answer_help(__doc__)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.images import read_rgb  # noqa: E402

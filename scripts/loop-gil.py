@@ -12,6 +12,10 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
+from usage import answer_help
+
+answer_help(__doc__, need=2)
+
 LOOP = ("pipeline/runner.py", "pipeline/workers.py", "pipeline/codec_process.py", "pipeline/sources/",
         "pipeline/sinks/", "pipeline/batching.py", "pipeline/framequeue.py", "pipeline/model/inference.py")
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from usage import answer_help
+
+answer_help(__doc__)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.images import pair_files, read_rgb  # noqa: E402

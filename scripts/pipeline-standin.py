@@ -14,7 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -8,8 +8,12 @@ core; if they hold it, they queue behind the other thread's 5 ms switch interval
 import threading
 import time
 
-import av
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__)
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
 
 W, H, N = 1920, 1080, 40
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.images import list_images, pair_files, read_rgb  # noqa: E402

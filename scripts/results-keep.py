@@ -10,6 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from usage import answer_help
+
+answer_help(__doc__, need=2)
+
 
 def main(path: str, profiles: list[str]) -> None:
     file = Path(path)

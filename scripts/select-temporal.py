@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from usage import answer_help
+
+answer_help(__doc__)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.model.align import PRESETS  # noqa: E402

@@ -14,7 +14,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__, need=1)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.trace import STAGES  # noqa: E402

@@ -12,8 +12,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
+from usage import answer_help
+
+answer_help(__doc__, need=2)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.images import write_rgb  # noqa: E402
