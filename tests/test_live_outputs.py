@@ -774,3 +774,29 @@ def test_preview_answers_head_and_no_picture_for_an_unknown_camera():
         assert _get(f"{s.base}/frame/nosuch/rainy.jpg")[0] == 404
     finally:
         s.close()
+
+
+def test_open_preview_tabs_never_lock_out_metrics():
+    """Every MJPEG viewer holds its connection while it watches: 16 open tabs (two streams
+    each) took all 32 connections and /metrics answered 503. Viewers now get three quarters."""
+    from pipeline.sinks.preview import max_viewers
+
+    s = Streaming(max_clients=8)
+    viewers = []
+    try:
+        for _ in range(max_viewers(8)):
+            viewer = urllib.request.urlopen(f"{s.base}/mjpeg/cam0/derained", timeout=5)
+            assert b"--frame" in viewer.read(300)
+            viewers.append(viewer)
+        assert len(viewers) == 6
+        assert _get(f"{s.base}/mjpeg/cam0/rainy")[0] == 503  # one more viewer: not now
+        for path in ("/metrics", "/stats.json", "/"):
+            assert _get(f"{s.base}{path}")[0] == 200, path
+        viewers.pop().close()
+        time.sleep(0.3)  # its handler sees the closed socket at its next picture
+        with urllib.request.urlopen(f"{s.base}/mjpeg/cam0/rainy", timeout=5) as viewer:
+            assert b"--frame" in viewer.read(300)  # its place is free again
+    finally:
+        for viewer in viewers:
+            viewer.close()
+        s.close()

@@ -14,7 +14,9 @@ Exposure is bounded: a connection that sends nothing (or a client that reads not
 `idle_timeout_s` (5 s, as uvicorn's keep-alive), or whose request head takes longer than that
 in all (a slowloris), is closed, one request per connection; at
 most `max_clients` connections are served at once, and the next ones get a 503 and are
-closed at once, so idle sockets cannot use up threads or file handles. With a `token`
+closed at once, so idle sockets cannot use up threads or file handles. MJPEG viewers, which
+hold their connection as long as they watch, may take three quarters of them: open preview
+tabs never lock a Prometheus scraper out of /metrics. With a `token`
 every request needs `?token=TOKEN` or `Authorization: Bearer TOKEN` (else 401). Camera
 URLs are shown without their passwords; listening beyond loopback logs a warning. A
 client that goes away costs one debug line, never a traceback.
@@ -44,6 +46,11 @@ from ..redact import redact
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 32  # connections served at once (each holds a thread and a file handle)
+
+
+def max_viewers(max_clients: int) -> int:
+    """MJPEG streams served at once: the rest of `max_clients` is kept for short requests."""
+    return max(1, max_clients - max(1, max_clients // 4))
 IDLE_TIMEOUT_S = 5.0  # a connection silent (or not reading) this long is closed
 REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
            b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many preview clients\n")
@@ -135,7 +142,7 @@ class Preview:
         metrics: the figures to show and export.
         fps: most pictures per second encoded per camera and kind.
         token: when set, every request must carry it (`?token=` or `Authorization: Bearer`).
-        max_clients: connections served at once; more get a 503.
+        max_clients: connections served at once; more get a 503 (MJPEG viewers: `max_viewers`).
         idle_timeout_s: a connection that sends (or reads) nothing this long is closed.
     """
 
@@ -151,6 +158,7 @@ class Preview:
         self.cameras = list(cameras)
         self.token = token or None
         self.idle_timeout_s = idle_timeout_s
+        self.viewers = threading.BoundedSemaphore(max_viewers(max_clients))
         self.jpegs: dict[tuple[str, str], bytes] = {}
         self.cond = threading.Condition()
         self._last: dict[str, float] = {}
@@ -281,7 +289,12 @@ class Preview:
                         and preview.knows(parts[1]):
                     if self.head_only:
                         return self._send(200, "multipart/x-mixed-replace; boundary=frame", b"")
-                    return self._mjpeg(parts[1], parts[2])
+                    if not preview.viewers.acquire(blocking=False):
+                        return self._send(503, "text/plain", b"too many MJPEG viewers; try again later\n")
+                    try:
+                        return self._mjpeg(parts[1], parts[2])
+                    finally:
+                        preview.viewers.release()
                 self._send(404, "text/plain", b"not found\n")
 
             def _send(self, code: int, kind: str, body: bytes, headers: dict | None = None) -> None:
