@@ -372,6 +372,10 @@ def test_an_avi_leaves_out_frames_closer_than_its_rate_and_says_so(tmp_path, cap
     assert len(said) == 1 and "are left out so the video stays in step with the audio" in said[0]
     v = video_stream(ffprobe(tmp_path / "out.avi"))
     assert 60 < int(v["nb_read_frames"]) < 85 and abs(float(v["duration"]) - 2.0) < 0.1
+    # and how many, at the end: the run's frame count is of the frames derained
+    counted = [r.getMessage() for r in caplog.records if "left out of the AVI" in r.getMessage()]
+    left_out = int(video_stream(ffprobe(src))["nb_read_frames"]) - int(v["nb_read_frames"])
+    assert left_out > 0 and len(counted) == 1 and f": {left_out} frames left out of the AVI" in counted[0]
 
 
 def test_colour_detail_lost_to_4_2_0_is_said(tmp_path, caplog):

@@ -705,6 +705,9 @@ class VideoFileSink(Encoder):
                 _discard(self.tmp)
         if error is not None:
             raise _fail(self.path, error)
+        if ok and self._dropped:  # the run's "N frames" counts the frames derained, these among them
+            self._warn(f"{self.path}: {self._dropped} frame{'s' if self._dropped > 1 else ''} left out of the AVI "
+                       "(closer together than one of its ticks)")
 
     def _publish(self) -> None:
         """Rename the finished file into place; without --overwrite never over a file that appeared meanwhile."""
