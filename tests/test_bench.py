@@ -61,3 +61,13 @@ def test_a_traced_run_says_where_frames_wait(tmp_path):
     assert report["frames"] == 40  # both files' frames, each file's own
     assert set(report["rates"]) == {"decoded", "read", "submitted", "derained", "written", "encoded"}
     assert all(g["median_ms"] >= 0 for g in report["gaps"].values()) and len(report["gaps"]) == 5
+
+
+def test_a_memory_run_too_short_to_tell_growth_says_so(capsys):
+    """`bench --memory --minutes 0.1` printed a growth figure from a sample or two."""
+    from pipeline.bench.memory import MIN_SAMPLES, run_memcheck
+
+    result = run_memcheck(minutes=0.02, size="160x96", backend="local")
+    assert result["frames_out"] == result["frames"] == 30
+    assert result["too_short"] and result["samples"] < MIN_SAMPLES
+    assert "too short to tell growth" in capsys.readouterr().out

@@ -48,6 +48,9 @@ def write_long_clip(path: Path, seconds: float, w: int, h: int, fps: int = 25) -
     return n
 
 
+MIN_SAMPLES = 30  # one a second: a shorter run's first tenth is a sample or two, and growth means nothing
+
+
 def run_memcheck(minutes: float = 10.0, size: str = "1920x1080", backend: str = "ray") -> dict:
     from ..config import load_settings
     from ..files import derain_file
@@ -88,7 +91,11 @@ def run_memcheck(minutes: float = 10.0, size: str = "1920x1080", backend: str = 
     result = {"minutes": minutes, "size": size, "frames": frames, "frames_out": stats.frames_out,
               "seconds": round(stats.seconds, 1), "fps": round(stats.fps, 1),
               "rss_mib_first_tenth_peak": round(early, 1), "rss_mib_rest_peak": round(late, 1),
-              "rss_growth_mib": round(late - early, 1), "samples": len(rss), "processes": len(pids)}
+              "rss_growth_mib": round(late - early, 1), "samples": len(rss), "processes": len(pids),
+              "too_short": len(rss) < MIN_SAMPLES}
     print(f"{frames} frames of {size} ({minutes} min) in {stats.seconds:.0f} s: RSS peak (driver + workers) "
           f"{early:.0f} MiB in the first tenth, {late:.0f} MiB after it ({late - early:+.0f} MiB)", flush=True)
+    if result["too_short"]:
+        print(f"too short to tell growth: {len(rss)} samples, one a second (at least {MIN_SAMPLES}: a longer "
+              "--minutes)", flush=True)
     return result
