@@ -245,9 +245,13 @@ class ActorStage(_Limits):
         init_ray()
         self.ray = ray
         opts = self.spec.ray
+        name = f"plugin {self.spec.name} ({self.spec.module})"
+        try:
+            self.spec.plugin.before_actors()
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin raises is one line naming it
+            raise PluginError(f"{name}: setup failed: {error_words(exc)}") from None
         remote = ray.remote(max_restarts=-1, max_task_retries=0)(PluginHost)
         plan = [Placement(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus)] * opts.replicas
-        name = f"plugin {self.spec.name} ({self.spec.module})"
         try:  # placed as the model workers are (never a silent wait); a setup failure surfaces now
             self.actors = start_actors(ray, remote, plan, lambda _: (self.spec.plugin,), f"{self.spec.name} plugin actors",
                                        PLACE_S, limit="a plugin's placement limit")

@@ -40,6 +40,12 @@ class Plugin(ABC):
     def setup(self) -> None:
         """Acquire resources once, before the first batch."""
 
+    def before_actors(self) -> None:
+        """Called once in the pipeline's process before the plugin is copied into its Ray actors
+        (`ray:`), whose `setup` runs again in each replica and in every actor Ray restarts. A
+        plugin with one output for all its copies readies it here (and makes the copies add to
+        it), so a restarted actor does not start it afresh."""
+
     @abstractmethod
     def process(self, batch: FrameBatch) -> list[Result | None]:
         """Handle one batch; return exactly one entry per frame (None: nothing to report)."""

@@ -35,6 +35,15 @@ class JSONLWriter(Plugin):
     def __init__(self, path: str, append: bool = False):
         self.path, self.append = Path(path).expanduser(), append
 
+    def before_actors(self) -> None:
+        """The file is started here, once: each replica, and each actor Ray restarts mid-run,
+        then adds to it (each one's setup replaced it, a restart losing every line before)."""
+        self.path = self.path.absolute()
+        if not self.append:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.open("w").close()
+            self.append = True
+
     def setup(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _lock:

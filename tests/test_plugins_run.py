@@ -190,6 +190,50 @@ def test_actor_pool_restarts_a_dead_plugin_and_loses_nothing(tmp_path, ray_sessi
         sys.modules.pop("dying", None)
 
 
+DYING_JSONL_SRC = textwrap.dedent('''
+    import os
+    from plugins.jsonl import JSONLWriter
+
+    class DyingLines(JSONLWriter):
+        """The JSONL writer, whose process dies the first time it sees seq 4 (before writing it)."""
+
+        def __init__(self, path, marker):
+            super().__init__(path)
+            self.marker = marker
+
+        def process(self, batch):
+            if 4 in batch.seq and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)
+            return super().process(batch)
+''')
+
+
+def test_a_restarted_jsonl_actor_adds_to_its_file(tmp_path, ray_session, tmp_plugin):
+    """Ray reruns a restarted actor's setup, and the writer's setup started its file afresh:
+    every line before the restart was lost. The file is now started once, in the driver."""
+    import ray.cloudpickle
+
+    (tmp_path / "dyinglines.py").write_text(DYING_JSONL_SRC)
+    import dyinglines
+
+    ray.cloudpickle.register_pickle_by_value(dyinglines)  # actors cannot import tmp_path
+    try:
+        clip = make_video(tmp_path / "in.mp4", frames=12, size=(64, 48))
+        out = tmp_path / "lines.jsonl"
+        out.write_text("a line of an earlier run\n")
+        chain = PluginChain.from_config([{"use": "dyinglines:DyingLines", "ray": {"num_cpus": 0},
+                                          "with": {"path": str(out), "marker": str(tmp_path / "died")}}])
+        with chain:
+            stats = derain_file(clip, tmp_path / "out.mp4", settings_from(tmp_path, []), plugins=chain)
+        assert (tmp_path / "died").exists() and chain.stats["dyinglines"].restarts >= 1
+        assert stats.frames_out == 12
+        assert [json.loads(s)["seq"] for s in out.read_text().splitlines()] == list(range(12))  # and not the old line
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(dyinglines)
+        sys.modules.pop("dyinglines", None)
+
+
 HANG_SRC = textwrap.dedent('''
     import time
     from plugins import Plugin
