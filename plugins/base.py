@@ -41,10 +41,10 @@ class Plugin(ABC):
         """Acquire resources once, before the first batch."""
 
     def before_actors(self) -> None:
-        """Called once in the pipeline's process before the plugin is copied into its Ray actors
-        (`ray:`), whose `setup` runs again in each replica and in every actor Ray restarts. A
-        plugin with one output for all its copies readies it here (and makes the copies add to
-        it), so a restarted actor does not start it afresh."""
+        """Called in the pipeline's process each time the plugin's Ray actors (`ray:`) are
+        started, before it is copied into them; their `setup` runs in each replica and again in
+        every actor Ray restarts. A plugin with one output for all its copies readies it here
+        (and makes the copies add to it), so a restarted actor does not start it afresh."""
 
     @abstractmethod
     def process(self, batch: FrameBatch) -> list[Result | None]:

@@ -32,23 +32,26 @@ class JSONLWriter(Plugin):
             the file afresh where it starts anew).
     """
 
+    _copies_add = False  # Ray actors' copies: the driver started the file (before_actors)
+
     def __init__(self, path: str, append: bool = False):
         self.path, self.append = Path(path).expanduser(), append
 
     def before_actors(self) -> None:
-        """The file is started here, once: each replica, and each actor Ray restarts mid-run,
-        then adds to it (each one's setup replaced it, a restart losing every line before)."""
+        """The file is started here, once a run: each replica, and each actor Ray restarts
+        mid-run, then adds to it (each one's setup replaced it, a restart losing every line
+        before). `append` itself is left as given, so the next run starts the file again."""
         self.path = self.path.absolute()
         if not self.append:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.open("w").close()
-            self.append = True
+        self._copies_add = True
 
     def setup(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _lock:
             self.key = str(self.path.resolve())
-            replace = not self.append and not _writers.get(self.key)
+            replace = not (self.append or self._copies_add) and not _writers.get(self.key)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if replace else 0), 0o644)
             _writers[self.key] = _writers.get(self.key, 0) + 1
 

@@ -229,6 +229,10 @@ def test_a_restarted_jsonl_actor_adds_to_its_file(tmp_path, ray_session, tmp_plu
         assert (tmp_path / "died").exists() and chain.stats["dyinglines"].restarts >= 1
         assert stats.frames_out == 12
         assert [json.loads(s)["seq"] for s in out.read_text().splitlines()] == list(range(12))  # and not the old line
+        short = make_video(tmp_path / "short.mp4", frames=6, size=(64, 48))
+        with chain:  # the same chain again (a Pipeline keeps one): the file starts afresh, as inline
+            derain_file(short, tmp_path / "out2.mp4", settings_from(tmp_path, []), plugins=chain)
+        assert [json.loads(s)["source"] for s in out.read_text().splitlines()] == [str(short)] * 6
     finally:
         ray.cloudpickle.unregister_pickle_by_value(dyinglines)
         sys.modules.pop("dyinglines", None)
