@@ -15,8 +15,10 @@ Exposure is bounded: a connection that sends nothing (or a client that reads not
 in all (a slowloris), is closed, one request per connection; at
 most `max_clients` connections are served at once, and the next ones get a 503 and are
 closed at once, so idle sockets cannot use up threads or file handles. MJPEG viewers, which
-hold their connection as long as they watch, may take three quarters of them: open preview
-tabs never lock a Prometheus scraper out of /metrics. With a `token`
+hold their connection as long as they watch, may take three quarters of them (and at least one
+is kept for the rest): open preview tabs never lock a Prometheus scraper out of /metrics. A
+camera with no new picture gets its last one sent again every `idle_timeout_s`, so a viewer
+that left is found and its place freed while the camera is down. With a `token`
 every request needs `?token=TOKEN` or `Authorization: Bearer TOKEN` (else 401). Camera
 URLs are shown without their passwords; listening beyond loopback logs a warning. A
 client that goes away costs one debug line, never a traceback.
@@ -49,8 +51,9 @@ MAX_CLIENTS = 32  # connections served at once (each holds a thread and a file h
 
 
 def max_viewers(max_clients: int) -> int:
-    """MJPEG streams served at once: the rest of `max_clients` is kept for short requests."""
-    return max(1, max_clients - max(1, max_clients // 4))
+    """MJPEG streams served at once: the rest of `max_clients` (a quarter, at least one) is
+    kept for short requests."""
+    return max_clients - max(1, max_clients // 4)
 IDLE_TIMEOUT_S = 5.0  # a connection silent (or not reading) this long is closed
 REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
            b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many preview clients\n")
@@ -290,7 +293,8 @@ class Preview:
                     if self.head_only:
                         return self._send(200, "multipart/x-mixed-replace; boundary=frame", b"")
                     if not preview.viewers.acquire(blocking=False):
-                        return self._send(503, "text/plain", b"too many MJPEG viewers; try again later\n")
+                        return self._send(503, "text/plain", b"too many MJPEG viewers; try again later\n",
+                                          {"Retry-After": "5"})
                     try:
                         return self._mjpeg(parts[1], parts[2])
                     finally:
@@ -313,18 +317,19 @@ class Preview:
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
-                last = None
+                seen = None  # the camera's picture last sent (None: none yet)
                 try:
                     while True:
                         with preview.cond:
-                            preview.cond.wait_for(lambda: preview.closed or
-                                                  preview.jpegs.get((cam, kind)) is not last, timeout=5)
+                            preview.cond.wait_for(lambda: preview.closed or preview.jpegs.get((cam, kind)) is not seen,
+                                                  timeout=preview.idle_timeout_s)
                             if preview.closed:
                                 return
                             data = preview.jpegs.get((cam, kind))
-                        if data is None or data is last:
-                            continue
-                        last = data
+                        if data is seen:  # nothing new (a camera down): the last picture again, which
+                            data = seen or _jpeg(np.zeros((90, 160, 3), np.uint8))  # finds a viewer that left
+                        else:
+                            seen = data
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                          + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
                 except OSError as exc:  # the viewer left, or stopped reading for idle_timeout_s
