@@ -8,8 +8,8 @@
 # and the GPU's utilisation every 0.5 s to $OUT/gpu-util.csv.
 # On a CPU machine it runs too, to check it: SIZE=160x96 FRAMES=12 DTYPE=fp32 PY=.venv/bin/python.
 # One stream runs ONE_FRAMES frames (1500 as issue 12 measured: a file's opening, `startup_s`, is
-# paid once, and 300 frames of one stream are 4 s, where half a second of it is 13 %); four streams
-# FRAMES each.
+# paid once, and was 0.65 s of the 5.0 s one stream of 300 frames took, 13 %); four streams and the
+# 2 + 4 thread A/B rows FRAMES each.
 # ONLY=trace runs just the traced 1080p run at the end (about a minute: where one stream's frames wait);
 # ONLY=one just the one-stream full row (model, codecs and end to end, auto threads: ~2 minutes).
 set -uo pipefail
@@ -40,7 +40,7 @@ stream() {  # stream N PROFILE [FLAGS]
 }
 fixed() {  # the codec threads of runs 1-6 (2 decode, 4 encode: sized for 4 streams on 16 cores), against auto
   sed -e 's/^decode: {/decode: {threads: 2, /' -e 's/^encode: {/encode: {threads: 4, /' "$CONFIG" > "$OUT/fixed.yaml"
-  CONFIG=$OUT/fixed.yaml stream "$@"
+  CONFIG=$OUT/fixed.yaml ONE_FRAMES=$FRAMES stream "$@"
 }
 if [ "${ONLY:-}" = one ]; then
   stream 1 full
