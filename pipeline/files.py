@@ -124,7 +124,7 @@ def _open(pairs, names: list[str], settings: RunSettings, overwrite: bool, token
     d, e = settings.decode, settings.encode
     if auto:
         log.info("codec processes: %d file%s on %d cores, each decoded with %s and encoded with %s", len(pairs),
-                 "s" if len(pairs) > 1 else "", cores, _threads(d.threads), _threads(e.threads))
+                 "s" if len(pairs) > 1 else "", cores, _threads(d.thread_count()), _threads(e.thread_count()))
     codecs = []
     for (src, dst), name in zip(pairs, names):
         probe = open_source(src, threads=1, fps=d.fps, source_id=name, hardware="off")

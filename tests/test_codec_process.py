@@ -297,3 +297,15 @@ os._exit(0)
     child = int(_python(code).stdout.split()[0])
     assert _leaves(child)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_a_network_on_these_cores_runs_with_codec_processes_forced(tmp_path, caplog):
+    """Threads stay `auto` where the model keeps the cores, and the log line compared "auto"
+    with 1: every file of a CPU network with codec processes on failed with a TypeError."""
+    settings = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True, "model.profile": "fast",
+                                                 "model.device": "cpu"})
+    caplog.set_level("INFO", "pipeline.files")
+    src = make_video(tmp_path / "a.mp4", frames=4, size=(64, 48))
+    (stats,) = derain_files([(src, tmp_path / "out.mp4")], settings)
+    assert stats.frames_out == 4 and len(decode_all(tmp_path / "out.mp4")) == 4
+    assert "each decoded with 1 thread and encoded with 1 thread" in caplog.text
