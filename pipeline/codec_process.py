@@ -24,6 +24,7 @@ import mmap
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import re
 import secrets
 import signal
 import tempfile
@@ -160,6 +161,43 @@ def ring_folder(nbytes: int) -> str:
     return tempfile.gettempdir()
 
 
+RING_NAME = re.compile(r"derain-(\d+)-[0-9a-f]{8}\.(?:in|out)")  # derain-<creator's pid>-<hex>.in|out
+STALE_RING_S = 60.0  # a ring's names go once its child opened it, within seconds of its making
+
+
+def sweep_stale_rings(folders=("/dev/shm", None)) -> None:
+    """Rings whose names outlived the process that made them: a process killed between making
+    its rings and its child's opening them (an archive's file worker that Ray kills at Ctrl-C)
+    left them in /dev/shm, memory held until a reboot. Each codec process's start removes those
+    of processes gone for good and older than STALE_RING_S (None: the temp folder)."""
+    now = time.time()
+    for folder in {f or tempfile.gettempdir() for f in folders}:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            found = RING_NAME.fullmatch(name)
+            if not found or _alive(int(found.group(1))):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                if now - os.stat(path).st_mtime > STALE_RING_S:
+                    os.unlink(path)
+            except OSError:  # another process swept it, or it is not ours to remove
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
+
+
 class CodecProcess:
     """Starts the child for (src, dst); `source` and `sink` are what a `Runner` lane uses.
 
@@ -184,6 +222,7 @@ class CodecProcess:
         shape = ((self.info.height * 3 // 2, self.info.width) if layout == I420 else
                  (self.info.height, self.info.width, 3))
         slots_in, slots_out = ring_slots(max_batch, int(np.prod(shape)))
+        sweep_stale_rings()
         folder = ring_folder((slots_in + slots_out) * int(np.prod(shape)))
         stem = os.path.join(folder, f"derain-{os.getpid()}-{secrets.token_hex(4)}")
         self.ring_in = self.ring_out = None

@@ -309,3 +309,27 @@ def test_a_network_on_these_cores_runs_with_codec_processes_forced(tmp_path, cap
     (stats,) = derain_files([(src, tmp_path / "out.mp4")], settings)
     assert stats.frames_out == 4 and len(decode_all(tmp_path / "out.mp4")) == 4
     assert "each decoded with 1 thread and encoded with 1 thread" in caplog.text
+
+
+def test_rings_left_by_a_process_that_died_are_swept_at_the_next_start(tmp_path):
+    """An archive's file worker killed by Ray (Ctrl-C) before its child opened its rings left
+    them in /dev/shm for good. The next codec process removes those of dead processes."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def ring(pid: int, age_s: float | None = None) -> Path:
+        path = Path("/dev/shm") / f"derain-{pid}-{os.urandom(4).hex()}.in"
+        path.write_bytes(b"\0" * 4096)
+        if age_s:
+            os.utime(path, (time.time() - age_s, time.time() - age_s))
+        return path
+
+    stale, fresh, ours = ring(gone.pid, 600), ring(gone.pid), ring(os.getpid(), 600)
+    try:
+        src = make_video(tmp_path / "a.mp4", frames=3, size=(64, 48))
+        derain_files([(src, tmp_path / "out.mp4")], ON)
+        assert not stale.exists()
+        assert fresh.exists() and ours.exists()  # maybe still being opened; a live process's
+    finally:
+        for path in (stale, fresh, ours):
+            path.unlink(missing_ok=True)
