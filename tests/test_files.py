@@ -754,3 +754,23 @@ def test_relative_names_with_a_colon_are_files_not_protocols(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert main(["run", "cam:1.mp4", "-o", "out:1.mp4", "--profile", "identity", "--backend", "local"]) == 0
     assert int(video_stream(ffprobe(tmp_path / "out:1.mp4"))["nb_read_frames"]) == 6
+
+
+@pytest.mark.parametrize("yuv", [False, True])
+def test_a_size_change_inside_a_file_is_said_on_either_frame_path(tmp_path, yuv):
+    """Two parts of other sizes joined in one .ts: the RGB path said the scaling, the yuv420p
+    planes path (decode.yuv, a GPU's) let the encoder scale in silence."""
+    parts = []
+    for i, size in enumerate(("96x64", "64x48")):
+        part = tmp_path / f"p{i}.ts"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration=0.2",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(part)], check=True)
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    settings = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local",
+                                                 "decode.yuv": yuv})
+    stats = derain_file(joined, tmp_path / "out.mp4", settings)
+    v = video_stream(ffprobe(tmp_path / "out.mp4"))
+    assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"])) == (96, 64, 10) == (96, 64, stats.frames_out)
+    assert [w for w in stats.warnings if "a 64x48 frame (frame 5) scaled to the video's 96x64" in w] != []

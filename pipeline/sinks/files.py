@@ -596,12 +596,15 @@ class Encoder:
         h, w = image.shape[:2]
         if (h, w) in self._kept_sizes:
             return image[:self.height, :self.width]
+        self._say_scaled(w, h)
+        return cv2.resize(image, (self.width, self.height),
+                          interpolation=cv2.INTER_AREA if w > self.width else cv2.INTER_CUBIC)
+
+    def _say_scaled(self, w: int, h: int) -> None:
         if (w, h) not in self._scaled:
             self._scaled.add((w, h))
             self._warn(f"{self.path}: a {w}x{h} frame (frame {self.frames_written}) scaled to the video's "
                        f"{self.width}x{self.height}: a video has one size")
-        return cv2.resize(image, (self.width, self.height),
-                          interpolation=cv2.INTER_AREA if w > self.width else cv2.INTER_CUBIC)
 
     AFTER_FAILURE = "; the partial output was removed"  # what a failed write leaves (StreamSink: nothing)
 
@@ -617,6 +620,8 @@ class Encoder:
         matrix = self.matrix
         for image, pts, tb in zip(batch.images, batch.pts, batch.time_base):
             if planes:
+                if image.shape != (self.height * 3 // 2, self.width):  # the encoder scales it
+                    self._say_scaled(image.shape[1], image.shape[0] * 2 // 3)
                 frame = av.VideoFrame.from_ndarray(image, format=I420)
             else:
                 image = self._sized(image)
