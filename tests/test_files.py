@@ -774,3 +774,28 @@ def test_a_size_change_inside_a_file_is_said_on_either_frame_path(tmp_path, yuv)
     v = video_stream(ffprobe(tmp_path / "out.mp4"))
     assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"])) == (96, 64, 10) == (96, 64, stats.frames_out)
     assert [w for w in stats.warnings if "a 64x48 frame (frame 5) scaled to the video's 96x64" in w] != []
+
+
+def test_a_thumbnail_listed_first_is_not_the_video(tmp_path):
+    """Demuxers list MP4 thumbnails (and album art) as video streams of one frame: one listed
+    first was derained instead of the film."""
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    film = make_video(tmp_path / "film.mp4", frames=6, size=(96, 64))
+    thumbed = tmp_path / "thumbed.mp4"  # the thumbnail first, as some phones and editors write it
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(cover), "-i", str(film), "-map", "0", "-map", "1:v",
+                    "-c:v:0", "png", "-disposition:v:0", "attached_pic", "-c:v:1", "copy", str(thumbed)], check=True)
+    stats = derain_file(thumbed, tmp_path / "out.mp4", LOCAL)
+    v = video_stream(ffprobe(tmp_path / "out.mp4"))
+    assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"]), stats.frames_out) == (96, 64, 6, 6)
+
+
+def test_an_audio_file_with_a_cover_says_it_has_no_video(tmp_path, capsys):
+    """An m4a with its album art became a 1-frame video ("announces 180000 frames ... truncated")."""
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    song = tmp_path / "song.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-i", str(cover), "-map", "0",
+                    "-map", "1", "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", str(song)], check=True)
+    assert main(["run", str(song), "-o", str(tmp_path / "song.mp4")]) == 1
+    assert f"{song}: has no video stream (only a cover picture)" in capsys.readouterr().err

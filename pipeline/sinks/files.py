@@ -39,7 +39,7 @@ from ..frames import FrameBatch
 from ..images import write_rgb
 from .. import hardware, trace
 from ..settings import EncodeSettings
-from ..sources.files import SourceInfo, ffmpeg_path, start_seconds
+from ..sources.files import SourceInfo, ffmpeg_path, main_video, start_seconds
 from ..timestamps import Continuity, may_jump
 
 log = logging.getLogger(__name__)
@@ -741,7 +741,7 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 def _avi_offsets(src, audio, label) -> list[str]:
     """AVI keeps no start time per stream: audio that starts after the video plays that much
     early there. Said, with the containers that keep it (ffmpeg -c copy loses it the same way)."""
-    video = start_seconds(src.streams.video[0]) if src.streams.video else 0.0
+    video = start_seconds(main_video(src)) if main_video(src) else 0.0
     return [f"{label}: AVI keeps no audio delay: audio #{s.index}, {start_seconds(s) - video:.2f} s after the "
             "video, plays that much early (.mkv or .mp4 keep it)" for s in audio if start_seconds(s) - video > 0.04]
 

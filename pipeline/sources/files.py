@@ -28,6 +28,12 @@ from ..images import list_images, read_rgb
 log = logging.getLogger(__name__)
 
 
+def main_video(container):
+    """The video stream to derain: the first that is not a cover picture (an audio file's album
+    art, an MP4's thumbnail, which demuxers list as video streams of one frame); None if none."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
 @dataclass
 class SourceInfo:
     """What a sink needs to write a faithful copy."""
@@ -104,9 +110,10 @@ class VideoFileSource:
                 return self._open()
             why = getattr(exc, "strerror", None) or str(exc)  # not the errno and the path again
             raise InputError(f"{self.path}: not a readable video ({why})") from None
-        if not container.streams.video:
+        if main_video(container) is None:
+            only = " (only a cover picture)" if container.streams.video else ""
             container.close()
-            raise InputError(f"{self.path}: has no video stream")
+            raise InputError(f"{self.path}: has no video stream{only}")
         return container
 
     def stop(self) -> None:
@@ -115,7 +122,7 @@ class VideoFileSource:
 
     def _probe(self) -> SourceInfo:
         with self._open() as c:
-            s = c.streams.video[0]
+            s = main_video(c)
             if s.codec_context is None or s.codec_context.name is None:
                 raise InputError(f"{self.path}: unknown video codec")
             if s.width == 0 or s.height == 0:
@@ -238,7 +245,7 @@ class Decoder:
         self.bad_packet_error: av.FFmpegError | None = None
 
     def __iter__(self) -> Iterator[Frame]:
-        stream = self.container.streams.video[0]
+        stream = main_video(self.container)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = self.threads
         self.time_base = tb = stream.time_base
