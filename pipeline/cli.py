@@ -200,6 +200,14 @@ def _size(text: str) -> str:
     return f"{int(w)}x{int(h)}"
 
 
+def _clip_size(text: str) -> str:
+    """A generated clip's WxH: even too, as its yuv420p needs (x264 refused 161x97 mid-bench)."""
+    size = _size(text)
+    if any(int(side) % 2 for side in size.split("x")):
+        raise argparse.ArgumentTypeError(f"{text!r}: the generated clip is yuv420p: width and height must be even")
+    return size
+
+
 def _sizes(text: str) -> str:
     return ",".join(_size(part.strip()) for part in text.split(","))
 
@@ -505,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.add_argument("--model-only", action="store_true", help="only the model: sizes, batches, dtypes")
     p.add_argument("--config", help="settings for the pipeline part (encoder preset, batching, ...)")
-    p.add_argument("--size", default="640x360", type=_size, help="WxH of the generated clip")
+    p.add_argument("--size", default="640x360", type=_clip_size, help="WxH of the generated clip (even)")
     p.add_argument("--sizes", type=_sizes, help="--model-only: comma-separated WxH list (default 640x360,1280x720)")
     p.add_argument("--frames", type=_count(0), default=0, help="frames in the generated clip (0: by profile)")
     p.add_argument("--no-archive", action="store_true", help="skip the archive throughput part")

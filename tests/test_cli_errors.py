@@ -228,6 +228,7 @@ def test_live_only_flags_on_a_file_run_are_refused_not_ignored(tmp_path, capsys)
 @pytest.mark.parametrize("argv, says", [
     (["bench", "--size", "junk"], "argument --size: 'junk': must be WxH, each 16 to 16384 pixels"),
     (["bench", "--size", "1x1"], "argument --size: '1x1': must be WxH"),
+    (["bench", "--streams", "2", "--size", "161x97"], "argument --size: '161x97': the generated clip is yuv420p: width and height must be even"),
     (["bench", "--model-only", "--sizes", "32x32,foo"], "argument --sizes: 'foo': must be WxH"),
     (["bench", "--frames", "-5"], "argument --frames: '-5': must be a whole number from 0"),
     (["bench", "--streams", "0"], "argument --streams: '0': must be a whole number from 1 to 64"),
