@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often a wait looks whether the other side is still there
 READY_TIMEOUT_S = 120.0  # a child that has not opened its input and output by then is given up
+STALL_S = 600.0  # a child silent this long while it decodes or encodes is stuck (a decoder looping on a
+# damaged file, a stopped process): given up. A batch of 256 4K frames at x264's slow presets stays under it.
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ class CodecProcess:
                 except (queue_mod.Empty, EOFError, OSError):
                     raise self._died(doing) from None
             if timeout_s is not None and time.monotonic() - start > timeout_s:
+                self.process.kill()  # given up: later waits on it end at once, and its partial output goes
                 raise WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s while {doing}")
 
     def _died(self, doing: str) -> WorkerError:
@@ -362,7 +365,7 @@ class _ChildSource:
         c.ready()
         while True:
             try:
-                kind, *rest = c._get(c.frames, None, "decoding")
+                kind, *rest = c._get(c.frames, STALL_S, "decoding")
             except WorkerError:
                 if c._closed:  # the run closed this lane's output while the reader still waited: over
                     return
@@ -419,7 +422,7 @@ class _ChildSink:
             c.send(c.work, ("close", ok))
             failed, opened = None, c._ready
             while True:
-                msg = c._get(c.done, None, "closing the output")
+                msg = c._get(c.done, STALL_S, "closing the output")
                 if msg[0] == "ready":
                     opened = True
                 elif msg[0] == "error":
@@ -437,7 +440,7 @@ class _ChildSink:
         c = self.codec
         while True:
             if block:
-                msg = c._get(c.done, None, "encoding")
+                msg = c._get(c.done, STALL_S, "encoding")
             else:
                 try:
                     msg = c.done.get_nowait()

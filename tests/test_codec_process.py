@@ -333,3 +333,33 @@ def test_rings_left_by_a_process_that_died_are_swept_at_the_next_start(tmp_path)
     finally:
         for path in (stale, fresh, ours):
             path.unlink(missing_ok=True)
+
+
+def test_a_stuck_codec_process_is_given_up_naming_the_file(tmp_path, monkeypatch):
+    """A child that stops answering (a decoder looping on a damaged file; here a stopped
+    process) held the run for ever: after STALL_S of silence it is killed and the file fails."""
+    from pipeline import codec_process
+
+    monkeypatch.setattr(codec_process, "STALL_S", 1.5)
+    src = make_video(tmp_path / "in.mp4", frames=200)
+    slow = load_settings(RunSettings, None, {**BASE, "workers.codec_processes": True, "model.delay_ms": 20})
+    stopped = []
+
+    def stop_the_child():
+        deadline = time.monotonic() + 30
+        while not stopped and time.monotonic() < deadline:
+            for child in multiprocessing.active_children():
+                if child.name.startswith("derain-codec-") and any("partial" in p.name for p in tmp_path.iterdir()):
+                    os.kill(child.pid, signal.SIGSTOP)
+                    stopped.append(child.pid)
+            time.sleep(0.05)
+
+    import threading
+
+    threading.Thread(target=stop_the_child, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match=r"in.mp4: its codec process said nothing for 1.5 s while (decoding|encoding)"):
+        derain_file(src, tmp_path / "out.mp4", slow)
+    assert stopped and time.monotonic() - start < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]  # no partial output left
+    assert not ring_files() and not multiprocessing.active_children()
