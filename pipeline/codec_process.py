@@ -305,10 +305,16 @@ class CodecProcess:
                 except (queue_mod.Empty, EOFError, OSError):
                     raise self._died(doing) from None
             if timeout_s is not None and time.monotonic() - start > timeout_s:
-                self.process.kill()  # given up: later waits on it end at once, and its partial output goes
-                raise WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s while {doing}")
+                self._given_up = WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s "
+                                             f"while {doing}")
+                self.process.kill()  # later waits on it end at once (saying why), and its partial output goes
+                raise self._given_up
+
+    _given_up: WorkerError | None = None  # why this side killed the child, if it did
 
     def _died(self, doing: str) -> WorkerError:
+        if self._given_up is not None:  # not a death of its own: the other waits say why it was killed
+            return self._given_up
         # A killed child's pipes (and multiprocessing's sentinel) close a moment before the kernel
         # lets it be reaped, a moment that grows on a loaded machine: wait for its exit status.
         deadline = time.monotonic() + 5
