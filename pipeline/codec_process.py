@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a wait looks whether the other side is still there
 READY_TIMEOUT_S = 120.0  # a child that has not opened its input and output by then is given up
 STALL_S = 600.0  # a child silent this long while it decodes or encodes is stuck (a decoder looping on a
-# damaged file, a stopped process): given up. A batch of 256 4K frames at x264's slow presets stays under it.
+# damaged file, a stopped process): given up. Its encoder side says it is alive every STALL_S / 4 however
+# slow the encode (x265 placebo's flush at 4K), so what is measured there is a process that stopped.
 
 
 @dataclass(frozen=True)
@@ -164,14 +165,15 @@ def ring_folder(nbytes: int) -> str:
 
 
 RING_NAME = re.compile(r"derain-(\d+)-[0-9a-f]{8}\.(?:in|out)")  # derain-<creator's pid>-<hex>.in|out
-STALE_RING_S = 60.0  # a ring's names go once its child opened it, within seconds of its making
+STALE_RING_S = READY_TIMEOUT_S + 60  # a ring's names go once its child opened it; its maker waits that long at most
 
 
 def sweep_stale_rings(folders=("/dev/shm", None)) -> None:
     """Rings whose names outlived the process that made them: a process killed between making
     its rings and its child's opening them (an archive's file worker that Ray kills at Ctrl-C)
     left them in /dev/shm, memory held until a reboot. Each codec process's start removes those
-    of processes gone for good and older than STALE_RING_S (None: the temp folder)."""
+    of processes gone for good and older than STALE_RING_S (None: the temp folder): past that
+    age even a ring of another pid namespace (a container sharing /dev/shm) was given up."""
     now = time.time()
     for folder in {f or tempfile.gettempdir() for f in folders}:
         try:
@@ -291,12 +293,12 @@ class CodecProcess:
 
     def _get(self, q, timeout_s: float | None, doing: str):
         """The next message from the child, or a WorkerError if it died (or said nothing in time)."""
-        start = time.monotonic()
+        silent = 0.0  # counted in polls, not by the clock: a parent stopped (Ctrl-Z) and resumed is not its child's silence
         while True:
             try:
                 return q.get(timeout=POLL_S)
             except queue_mod.Empty:
-                pass
+                silent += POLL_S
             except (EOFError, OSError):  # the child's end closed: it is gone, maybe mid-message
                 raise self._died(doing) from None
             if not self.process.is_alive():
@@ -304,7 +306,7 @@ class CodecProcess:
                     return q.get(timeout=POLL_S)  # its last words, sent just before it ended
                 except (queue_mod.Empty, EOFError, OSError):
                     raise self._died(doing) from None
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
+            if timeout_s is not None and silent > timeout_s:
                 self._given_up = WorkerError(f"{self.src}: its codec process said nothing for {timeout_s:g} s "
                                              f"while {doing}")
                 self.process.kill()  # later waits on it end at once (saying why), and its partial output goes
@@ -436,7 +438,7 @@ class _ChildSink:
                     if not opened:  # it could not open its input or output, and has left
                         return failed
                 elif msg[0] == "closed":
-                    self.warnings = self.warnings or msg[1]
+                    self.warnings = msg[1] or self.warnings  # the child's at close hold those at opening too
                     return failed or msg[2]
         except WorkerError as exc:
             return exc
@@ -545,7 +547,15 @@ def _child_main(job: _Job, frames, free_in, work, done, logs) -> None:
         sink.close(ok=False)
         return
     threading.Thread(target=_decode, args=(job, source, ring_in, frames, free_in), daemon=True).start()
+    threading.Thread(target=_alive_beat, args=(done,), daemon=True).start()
     _encode(job, sink, ring_out, work, done)
+
+
+def _alive_beat(done) -> None:
+    """An empty 'written' now and then: a slow encode or flush is not a stuck child (STALL_S)."""
+    while True:
+        time.sleep(STALL_S / 4)
+        _say(done, ("written", []))
 
 
 def _abandon(job: _Job) -> None:
