@@ -756,10 +756,11 @@ def test_relative_names_with_a_colon_are_files_not_protocols(tmp_path, monkeypat
     assert int(video_stream(ffprobe(tmp_path / "out:1.mp4"))["nb_read_frames"]) == 6
 
 
-@pytest.mark.parametrize("yuv", [False, True])
-def test_a_size_change_inside_a_file_is_said_on_either_frame_path(tmp_path, yuv):
+@pytest.mark.parametrize("yuv, codec_processes", [(False, False), (True, False), (True, True)])
+def test_a_size_change_inside_a_file_is_said_on_either_frame_path(tmp_path, yuv, codec_processes):
     """Two parts of other sizes joined in one .ts: the RGB path said the scaling, the yuv420p
-    planes path (decode.yuv, a GPU's) let the encoder scale in silence."""
+    planes path (decode.yuv, a GPU's) let the encoder scale in silence; said from a codec
+    process too, as a GPU runs it."""
     parts = []
     for i, size in enumerate(("96x64", "64x48")):
         part = tmp_path / f"p{i}.ts"
@@ -769,22 +770,26 @@ def test_a_size_change_inside_a_file_is_said_on_either_frame_path(tmp_path, yuv)
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(parts))
     settings = load_settings(RunSettings, None, {"model.profile": "identity", "workers.backend": "local",
-                                                 "decode.yuv": yuv})
+                                                 "decode.yuv": yuv, "workers.codec_processes": codec_processes})
     stats = derain_file(joined, tmp_path / "out.mp4", settings)
     v = video_stream(ffprobe(tmp_path / "out.mp4"))
     assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"])) == (96, 64, 10) == (96, 64, stats.frames_out)
     assert [w for w in stats.warnings if "a 64x48 frame (frame 5) scaled to the video's 96x64" in w] != []
 
 
-def test_a_thumbnail_listed_first_is_not_the_video(tmp_path):
-    """Demuxers list MP4 thumbnails (and album art) as video streams of one frame: one listed
-    first was derained instead of the film."""
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_a_thumbnail_listed_first_is_not_the_video(tmp_path, ext):
+    """Demuxers list thumbnails (and album art) as video streams of one frame: one listed first
+    was derained instead of the film. Matroska does not keep the cover flag (read back, it is an
+    ordinary one-frame stream 0); MP4 keeps it (and lists it after the film)."""
     cover = tmp_path / "cover.png"
     cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
     film = make_video(tmp_path / "film.mp4", frames=6, size=(96, 64))
-    thumbed = tmp_path / "thumbed.mp4"  # the thumbnail first, as some phones and editors write it
+    thumbed = tmp_path / f"thumbed{ext}"  # the thumbnail first, as some phones and editors write it
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(cover), "-i", str(film), "-map", "0", "-map", "1:v",
                     "-c:v:0", "png", "-disposition:v:0", "attached_pic", "-c:v:1", "copy", str(thumbed)], check=True)
+    if ext == ".mkv":
+        assert ffprobe(thumbed)["streams"][0]["codec_name"] == "png"  # what the old choice took
     stats = derain_file(thumbed, tmp_path / "out.mp4", LOCAL)
     v = video_stream(ffprobe(tmp_path / "out.mp4"))
     assert (int(v["width"]), int(v["height"]), int(v["nb_read_frames"]), stats.frames_out) == (96, 64, 6, 6)

@@ -29,9 +29,15 @@ log = logging.getLogger(__name__)
 
 
 def main_video(container):
-    """The video stream to derain: the first that is not a cover picture (an audio file's album
-    art, an MP4's thumbnail, which demuxers list as video streams of one frame); None if none."""
-    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    """The video stream to derain: not a cover picture (an audio file's album art, an MP4's
+    thumbnail, which demuxers list as video streams of one frame); of the others FFmpeg's best
+    (as ffmpeg picks: a thumbnail that lost its flag, as Matroska keeps none, is one frame
+    against many), else the first; None if there is none."""
+    videos = {s.index: s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic}
+    if not videos:
+        return None
+    best = container.streams.best("video")
+    return videos.get(best.index if best is not None else -1, next(iter(videos.values())))
 
 
 @dataclass
@@ -74,7 +80,7 @@ MIN_SIZE = 2  # pixels, each way: smaller frames cannot be derained or encoded
 
 
 class VideoFileSource:
-    """Decode the first video stream of a file with PyAV.
+    """Decode the main video stream of a file with PyAV (`main_video`).
 
     Args:
         path: the video file.
@@ -165,7 +171,7 @@ class VideoFileSource:
                    and not (info.chapters and st.type == "data" and st.codec_context is None)]  # MP4's chapter track
         if dropped:
             self._warn(f"{self.path}: stream{'s' if len(dropped) > 1 else ''} {', '.join(dropped)} not copied: "
-                       "the output has the first video stream and the audio")
+                       "the output has the main video stream and the audio")
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -221,7 +227,7 @@ class VideoFileSource:
 
 
 class Decoder:
-    """The one decode loop: the first video stream of an open container, in order, as RGB
+    """The one decode loop: the main video stream of an open container, in order, as RGB
     Frames. A missing pts continues the clock; the demuxer's final empty packet flushes the
     decoder, so frame-threaded decoders hand over their last frames too. A packet the decoder
     refuses is passed over (`bad_packets`); a demuxer that fails (a cut tail, or a live
