@@ -2,6 +2,7 @@
 and the small parts (backoff, settings, timestamps) on their own."""
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import shutil
@@ -809,6 +810,8 @@ def _until_a_viewer_is_let_in(s, within_s: float = 8.0) -> float:
                 return time.monotonic() - start
         except urllib.error.HTTPError as exc:
             assert exc.code == 503
+            time.sleep(0.1)
+        except (OSError, http.client.HTTPException):  # refused at the door (all connections held) or reset
             time.sleep(0.1)
     raise AssertionError(f"no viewer let in within {within_s} s")
 

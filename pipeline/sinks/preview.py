@@ -15,8 +15,8 @@ Exposure is bounded: a connection that sends nothing (or a client that reads not
 in all (a slowloris), is closed, one request per connection; at
 most `max_clients` connections are served at once, and the next ones get a 503 and are
 closed at once, so idle sockets cannot use up threads or file handles. MJPEG viewers, which
-hold their connection as long as they watch, may take three quarters of them (and at least one
-is kept for the rest): open preview tabs never lock a Prometheus scraper out of /metrics. A
+hold their connection as long as they watch, may take three quarters of them (from two on,
+at least one is kept for the rest): open preview tabs never lock a Prometheus scraper out of /metrics. A
 camera with no new picture gets its last one sent again every `idle_timeout_s`, so a viewer
 that left is found and its place freed while the camera is down. With a `token`
 every request needs `?token=TOKEN` or `Authorization: Bearer TOKEN` (else 401). Camera
@@ -51,9 +51,9 @@ MAX_CLIENTS = 32  # connections served at once (each holds a thread and a file h
 
 
 def max_viewers(max_clients: int) -> int:
-    """MJPEG streams served at once: the rest of `max_clients` (a quarter, at least one) is
-    kept for short requests."""
-    return max_clients - max(1, max_clients // 4)
+    """MJPEG streams served at once: the rest of `max_clients` (a quarter, at least one where
+    there are two) is kept for short requests."""
+    return max(1, max_clients - max(1, max_clients // 4))
 IDLE_TIMEOUT_S = 5.0  # a connection silent (or not reading) this long is closed
 REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
            b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many preview clients\n")
