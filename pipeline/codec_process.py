@@ -168,21 +168,23 @@ RING_NAME = re.compile(r"derain-(\d+)-[0-9a-f]{8}\.(?:in|out)")  # derain-<creat
 STALE_RING_S = READY_TIMEOUT_S + 60  # a ring's names go once its child opened it; its maker waits that long at most
 
 
-def sweep_stale_rings(folders=("/dev/shm", None)) -> None:
+def sweep_stale_rings() -> None:
     """Rings whose names outlived the process that made them: a process killed between making
     its rings and its child's opening them (an archive's file worker that Ray kills at Ctrl-C)
     left them in /dev/shm, memory held until a reboot. Each codec process's start removes those
-    of processes gone for good and older than STALE_RING_S (None: the temp folder): past that
-    age even a ring of another pid namespace (a container sharing /dev/shm) was given up."""
+    of processes gone for good and older than STALE_RING_S, in both places `ring_folder` uses:
+    past that age even a ring of another pid namespace (a container sharing /dev/shm) was given up."""
+    from .sinks.files import pid_alive
+
     now = time.time()
-    for folder in {f or tempfile.gettempdir() for f in folders}:
+    for folder in {"/dev/shm", tempfile.gettempdir()}:
         try:
             names = os.listdir(folder)
         except OSError:
             continue
         for name in names:
             found = RING_NAME.fullmatch(name)
-            if not found or _alive(int(found.group(1))):
+            if not found or pid_alive(int(found.group(1))):
                 continue
             path = os.path.join(folder, name)
             try:
@@ -190,16 +192,6 @@ def sweep_stale_rings(folders=("/dev/shm", None)) -> None:
                     os.unlink(path)
             except OSError:  # another process swept it, or it is not ours to remove
                 pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's: alive
-        pass
-    return True
 
 
 class CodecProcess:

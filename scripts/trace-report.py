@@ -3,7 +3,8 @@
     DERAIN_TRACE=/tmp/tr derain run in.mp4 -o out.mp4 && python3 scripts/trace-report.py /tmp/tr
 
 For each stage, how fast frames went through it (frames/s over the middle 80 % of the run,
-so start-up and the last flush do not count), and between stages how long a frame took
+so start-up and the last flush do not count) and when its first frame passed (seconds after
+the run's first event: a first batch's warm-up shows there), and between stages how long a frame took
 (median and 90th percentile, ms). The stage a frame waits longest before, at the rate of the
 run, is where the pipeline is held up. One JSON line too, for scripts.
 """
@@ -43,11 +44,13 @@ def main(folder: str) -> dict:
         d = np.array([v[b] - v[a] for v in times.values() if a in v and b in v]) * 1000
         if len(d):
             gaps[f"{a}->{b}"] = {"median_ms": round(float(np.median(d)), 2), "p90_ms": round(float(np.percentile(d, 90)), 2)}
+    t0 = min(t for v in times.values() for t in v.values())
+    first = {s: round(min(v[s] for v in times.values() if s in v) - t0, 3) for s in stages}  # start-up shows here
     for s in stages:
-        print(f"{s:>10}: {rates[s]} frames/s")
+        print(f"{s:>10}: {rates[s]} frames/s, first at {first[s]} s")
     for k, g in gaps.items():
         print(f"{k:>22}: median {g['median_ms']} ms, p90 {g['p90_ms']} ms")
-    result = {"frames": len(times), "rates": rates, "gaps": gaps}
+    result = {"frames": len(times), "rates": rates, "first_s": first, "gaps": gaps}
     print(json.dumps(result))
     return result
 

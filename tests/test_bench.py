@@ -61,6 +61,8 @@ def test_a_traced_run_says_where_frames_wait(tmp_path):
     assert report["frames"] == 40  # both files' frames, each file's own
     assert set(report["rates"]) == {"decoded", "read", "submitted", "derained", "written", "encoded"}
     assert all(g["median_ms"] >= 0 for g in report["gaps"].values()) and len(report["gaps"]) == 5
+    first = [report["first_s"][s] for s in ("read", "submitted", "derained", "written", "encoded")]
+    assert min(report["first_s"].values()) == 0 and first == sorted(first)  # a frame passes them in order
 
 
 def test_a_memory_run_too_short_to_tell_growth_says_so(capsys):

@@ -145,14 +145,15 @@ def clear_stale_partials(path: str | Path) -> list[str]:
     said = []
     for p, token in _partials_by_token(Path(path)):
         pid, _, rest = token.partition("-")
-        if len(rest) == 14 and rest[:6] == _pid_space() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if len(rest) == 14 and rest[:6] == _pid_space() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             remove_partial(p)
             if not p.exists():  # a place that refuses writes refuses removals too: then nothing is said
                 said.append(f"{path}: removed {p.name}, the partial output of a run that was killed (pid {pid})")
     return said
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` names a process here (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -741,7 +742,8 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 def _avi_offsets(src, audio, label) -> list[str]:
     """AVI keeps no start time per stream: audio that starts after the video plays that much
     early there. Said, with the containers that keep it (ffmpeg -c copy loses it the same way)."""
-    video = start_seconds(main_video(src)) if main_video(src) else 0.0
+    video = main_video(src)
+    video = start_seconds(video) if video else 0.0
     return [f"{label}: AVI keeps no audio delay: audio #{s.index}, {start_seconds(s) - video:.2f} s after the "
             "video, plays that much early (.mkv or .mp4 keep it)" for s in audio if start_seconds(s) - video > 0.04]
 

@@ -25,6 +25,7 @@ client that goes away costs one debug line, never a traceback.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import ipaddress
@@ -48,15 +49,22 @@ from ..redact import redact
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 32  # connections served at once (each holds a thread and a file handle)
+IDLE_TIMEOUT_S = 5.0  # a connection silent (or not reading) this long is closed
+REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
+           b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many preview clients\n")
 
 
 def max_viewers(max_clients: int) -> int:
     """MJPEG streams served at once: the rest of `max_clients` (a quarter, at least one where
     there are two) is kept for short requests."""
     return max(1, max_clients - max(1, max_clients // 4))
-IDLE_TIMEOUT_S = 5.0  # a connection silent (or not reading) this long is closed
-REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n"
-           b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many preview clients\n")
+
+
+@functools.cache
+def _no_picture() -> bytes:
+    """What a camera without a picture yet shows: a dark JPEG."""
+    return _jpeg(np.zeros((90, 160, 3), np.uint8))
+
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>derain live</title>
@@ -286,7 +294,7 @@ class Preview:
                     return self._send(200, "application/json", json.dumps(preview.metrics.snapshot()).encode())
                 if len(parts) == 3 and parts[0] == "frame" and parts[2] in ("rainy.jpg", "derained.jpg") \
                         and preview.knows(parts[1]):
-                    data = preview.jpegs.get((parts[1], parts[2][:-4])) or _jpeg(np.zeros((90, 160, 3), np.uint8))
+                    data = preview.jpegs.get((parts[1], parts[2][:-4])) or _no_picture()
                     return self._send(200, "image/jpeg", data)
                 if len(parts) == 3 and parts[0] == "mjpeg" and parts[2] in ("rainy", "derained") \
                         and preview.knows(parts[1]):
@@ -327,7 +335,7 @@ class Preview:
                                 return
                             data = preview.jpegs.get((cam, kind))
                         if data is seen:  # nothing new (a camera down): the last picture again, which
-                            data = seen or _jpeg(np.zeros((90, 160, 3), np.uint8))  # finds a viewer that left
+                            data = seen or _no_picture()  # finds a viewer that left
                         else:
                             seen = data
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
